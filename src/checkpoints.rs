@@ -1,0 +1,217 @@
+//! The `<app>_checkpoints` table: one row per shard, which is both the shard's checkpoint
+//! and its lease.
+//!
+//! Attributes (the Go library's): `Shard` (key), `SequenceNumber` (S; absent or NULL =
+//! nothing consumed yet), `LastUpdate` (N, Unix ns), `LastUpdateRFC`, `OwnerID` (S; absent
+//! or NULL = unowned), `OwnerName`, `Finished` (N ns, once the shard was read to its end
+//! and processed), `FinishedRFC`.
+//!
+//! Capture succeeds only if the row is unowned, already ours, or stale. Every later write
+//! is conditional on `OwnerID = me`: a failed condition means another client took the
+//! lease, and is reported as [`WriteError::LeaseLost`] so the caller stops at once.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+
+use crate::bridge::Bridge;
+use crate::clock;
+use crate::error::{Error, ErrorKind};
+use crate::retry;
+
+/// Who this client is, as written into lease rows.
+#[derive(Debug, Clone)]
+pub(crate) struct Owner {
+    pub(crate) id: String,
+    pub(crate) name: String,
+}
+
+/// What a successful capture found in the row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Captured {
+    pub(crate) sequence_number: Option<String>,
+    pub(crate) finished: bool,
+}
+
+/// The outcome of a capture attempt.
+#[derive(Debug)]
+pub(crate) enum Capture {
+    Captured(Captured),
+    /// Another client holds a fresh lease.
+    HeldBy(Option<String>),
+}
+
+/// A conditional write failed.
+#[derive(Debug)]
+pub(crate) enum WriteError {
+    /// The condition `OwnerID = me` failed: someone else owns the shard now.
+    LeaseLost,
+    /// Anything else (network, throttling, …): the lease may still be ours.
+    Other { error: Error, transient: bool },
+}
+
+impl From<WriteError> for Error {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::LeaseLost => Error::new(ErrorKind::LeaseLost),
+            WriteError::Other { error, .. } => error,
+        }
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn string_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+/// The lease operations of one client on one table, run on the calling thread's bridge.
+#[derive(Debug)]
+pub(crate) struct Leases<'a> {
+    pub(crate) bridge: &'a Bridge,
+    pub(crate) table: &'a str,
+    pub(crate) owner: &'a Owner,
+}
+
+impl Leases<'_> {
+    /// Takes the lease on `shard` if it is unowned, ours, or last updated more than `ttl`
+    /// ago. Creates the row if there is none.
+    pub(crate) fn capture(&self, shard: &str, ttl: Duration) -> Result<Capture, WriteError> {
+        let now = clock::now_nanos();
+        let req = self
+            .bridge
+            .dynamodb()
+            .update_item()
+            .table_name(self.table)
+            .key("Shard", s(shard))
+            .update_expression(
+                "SET OwnerID = :me, OwnerName = :name, LastUpdate = :now, LastUpdateRFC = :rfc",
+            )
+            .condition_expression(
+                "attribute_not_exists(OwnerID) OR attribute_type(OwnerID, :null) \
+                 OR OwnerID = :me OR LastUpdate < :cutoff",
+            )
+            .expression_attribute_values(":me", s(&self.owner.id))
+            .expression_attribute_values(":name", s(&self.owner.name))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":rfc", s(&clock::rfc3339(now)))
+            .expression_attribute_values(":null", s("NULL"))
+            .expression_attribute_values(":cutoff", n(clock::cutoff_nanos(ttl)))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        match self.bridge.block_on(req.send()) {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                Ok(Capture::Captured(Captured {
+                    sequence_number: string_attr(&item, "SequenceNumber"),
+                    finished: matches!(item.get("Finished"), Some(AttributeValue::N(_))),
+                }))
+            }
+            Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
+                let holder = e
+                    .as_service_error()
+                    .and_then(|se| match se {
+                        UpdateItemError::ConditionalCheckFailedException(c) => c.item.as_ref(),
+                        _ => None,
+                    })
+                    .and_then(|item| string_attr(item, "OwnerName"));
+                Ok(Capture::HeldBy(holder))
+            }
+            Err(e) => Err(self.other(format!("capturing the lease of shard {shard}"), e)),
+        }
+    }
+
+    /// Heartbeats the lease and, with `seq`, moves the checkpoint.
+    pub(crate) fn commit(&self, shard: &str, seq: Option<&str>) -> Result<(), WriteError> {
+        let set = if seq.is_some() {
+            "SET SequenceNumber = :seq, LastUpdate = :now, LastUpdateRFC = :rfc"
+        } else {
+            "SET LastUpdate = :now, LastUpdateRFC = :rfc"
+        };
+        self.owned_update(shard, set, seq, "committing the checkpoint")
+    }
+
+    /// Gives the lease up (OwnerID NULL, as the Go library writes it), moving the
+    /// checkpoint to `seq` first if given.
+    pub(crate) fn release(&self, shard: &str, seq: Option<&str>) -> Result<(), WriteError> {
+        let set = if seq.is_some() {
+            "SET SequenceNumber = :seq, OwnerID = :nullv, LastUpdate = :now, LastUpdateRFC = :rfc"
+        } else {
+            "SET OwnerID = :nullv, LastUpdate = :now, LastUpdateRFC = :rfc"
+        };
+        self.owned_update(shard, set, seq, "releasing the lease")
+    }
+
+    /// Marks the shard read to its end and fully processed, and releases it.
+    pub(crate) fn finish(&self, shard: &str, seq: Option<&str>) -> Result<(), WriteError> {
+        let set = if seq.is_some() {
+            "SET SequenceNumber = :seq, Finished = :now, FinishedRFC = :rfc, \
+             OwnerID = :nullv, LastUpdate = :now, LastUpdateRFC = :rfc"
+        } else {
+            "SET Finished = :now, FinishedRFC = :rfc, OwnerID = :nullv, \
+             LastUpdate = :now, LastUpdateRFC = :rfc"
+        };
+        self.owned_update(shard, set, seq, "finishing the shard")
+    }
+
+    /// An update conditional on this client owning the row. `set` may use `:seq`, `:now`,
+    /// `:rfc` and `:nullv`.
+    fn owned_update(
+        &self,
+        shard: &str,
+        set: &str,
+        seq: Option<&str>,
+        what: &str,
+    ) -> Result<(), WriteError> {
+        let now = clock::now_nanos();
+        let mut req = self
+            .bridge
+            .dynamodb()
+            .update_item()
+            .table_name(self.table)
+            .key("Shard", s(shard))
+            .update_expression(set)
+            .condition_expression("OwnerID = :me")
+            .expression_attribute_values(":me", s(&self.owner.id))
+            .expression_attribute_values(":now", n(now))
+            .expression_attribute_values(":rfc", s(&clock::rfc3339(now)));
+        if let Some(seq) = seq {
+            req = req.expression_attribute_values(":seq", s(seq));
+        }
+        if set.contains(":nullv") {
+            req = req.expression_attribute_values(":nullv", AttributeValue::Null(true));
+        }
+        match self.bridge.block_on(req.send()) {
+            Ok(_) => Ok(()),
+            Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
+                Err(WriteError::LeaseLost)
+            }
+            Err(e) => Err(self.other(format!("{what} of shard {shard}"), e)),
+        }
+    }
+
+    fn other<E>(&self, what: String, e: aws_sdk_dynamodb::error::SdkError<E>) -> WriteError
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        WriteError::Other {
+            transient: retry::is_transient(&e),
+            error: Error::aws(format!("{what} in table {}", self.table), e),
+        }
+    }
+}

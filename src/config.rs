@@ -1,0 +1,400 @@
+//! Consumer configuration: the Go library's knobs with its defaults and validation rules,
+//! plus the options this crate adds.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::stats::{NoStats, Stats};
+
+/// Where a shard with no checkpoint starts reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InitialPosition {
+    /// The oldest record still in the stream (the default).
+    TrimHorizon,
+    /// Only records written after the shard is first read.
+    Latest,
+    /// Records arriving at or after this time (Kinesis resolves it to the second on some
+    /// implementations).
+    AtTimestamp(SystemTime),
+}
+
+/// How the DynamoDB tables created by
+/// [`Kinsumer::create_required_tables`](crate::Kinsumer::create_required_tables) are billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BillingMode {
+    /// Provisioned capacity, from [`Config::with_dynamo_read_capacity`] and
+    /// [`Config::with_dynamo_write_capacity`] (the default, as in Go).
+    Provisioned,
+    /// On-demand (`PAY_PER_REQUEST`); the capacities are ignored.
+    OnDemand,
+}
+
+/// When a record counts as processed, and so may be checkpointed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointMode {
+    /// A record is processed once the caller pulls the next item from the iterator (the
+    /// body of the `for` loop has finished with it), or calls
+    /// [`stop`](crate::Kinsumer::stop). The default.
+    Auto,
+    /// The caller marks each record processed with
+    /// [`Record::mark_processed`](crate::Record::mark_processed) (or a
+    /// [`ProcessedMarker`](crate::ProcessedMarker)), from any thread and in any order.
+    /// A shard's checkpoint advances over the contiguous prefix of processed records.
+    Manual,
+}
+
+/// Configuration of a [`Kinsumer`](crate::Kinsumer).
+///
+/// Start from [`Config::default`] (the Go library's defaults) and change what you need
+/// with the by-value `with_*` setters. Values are checked by [`Config::validate`], which
+/// every constructor of [`Kinsumer`](crate::Kinsumer) calls.
+///
+/// # Examples
+///
+/// ```
+/// use kinsumer::{CheckpointMode, Config, InitialPosition};
+/// use std::time::Duration;
+///
+/// let config = Config::default()
+///     .with_shard_check_frequency(Duration::from_secs(10))
+///     .with_leader_action_frequency(Duration::from_secs(10))
+///     .with_initial_position(InitialPosition::Latest)
+///     .with_checkpoint_mode(CheckpointMode::Manual);
+/// assert!(config.validate().is_ok());
+/// assert_eq!(config.buffer_size(), 100);
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct Config {
+    throttle_delay: Duration,
+    commit_frequency: Duration,
+    shard_check_frequency: Duration,
+    leader_action_frequency: Duration,
+    buffer_size: usize,
+    dynamo_read_capacity: i64,
+    dynamo_write_capacity: i64,
+    dynamo_waiter_delay: Duration,
+    initial_position: InitialPosition,
+    max_records: i32,
+    billing_mode: BillingMode,
+    checkpoint_mode: CheckpointMode,
+    use_list_shards_for_readiness: bool,
+    stats: Arc<dyn Stats>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            throttle_delay: Duration::from_millis(250),
+            commit_frequency: Duration::from_secs(1),
+            shard_check_frequency: Duration::from_secs(60),
+            leader_action_frequency: Duration::from_secs(60),
+            buffer_size: 100,
+            dynamo_read_capacity: 10,
+            dynamo_write_capacity: 10,
+            dynamo_waiter_delay: Duration::from_secs(3),
+            initial_position: InitialPosition::TrimHorizon,
+            max_records: 10_000,
+            billing_mode: BillingMode::Provisioned,
+            checkpoint_mode: CheckpointMode::Auto,
+            use_list_shards_for_readiness: false,
+            stats: Arc::new(NoStats),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("throttle_delay", &self.throttle_delay)
+            .field("commit_frequency", &self.commit_frequency)
+            .field("shard_check_frequency", &self.shard_check_frequency)
+            .field("leader_action_frequency", &self.leader_action_frequency)
+            .field("buffer_size", &self.buffer_size)
+            .field("dynamo_read_capacity", &self.dynamo_read_capacity)
+            .field("dynamo_write_capacity", &self.dynamo_write_capacity)
+            .field("dynamo_waiter_delay", &self.dynamo_waiter_delay)
+            .field("initial_position", &self.initial_position)
+            .field("max_records", &self.max_records)
+            .field("billing_mode", &self.billing_mode)
+            .field("checkpoint_mode", &self.checkpoint_mode)
+            .field(
+                "use_list_shards_for_readiness",
+                &self.use_list_shards_for_readiness,
+            )
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Minimum pause between two GetRecords calls on one shard (default 250 ms, at least
+    /// 200 ms: Kinesis allows 5 reads per second per shard).
+    pub fn with_throttle_delay(mut self, delay: Duration) -> Self {
+        self.throttle_delay = delay;
+        self
+    }
+
+    /// How often processed records are checkpointed (default 1 s).
+    pub fn with_commit_frequency(mut self, frequency: Duration) -> Self {
+        self.commit_frequency = frequency;
+        self
+    }
+
+    /// How often the client heartbeats and re-reads the shard and client lists (default
+    /// 1 min). Leases and client rows older than 5 × this are considered abandoned.
+    pub fn with_shard_check_frequency(mut self, frequency: Duration) -> Self {
+        self.shard_check_frequency = frequency;
+        self
+    }
+
+    /// How often the leader refreshes the shared shard list (default 1 min; must be at
+    /// least the shard check frequency).
+    pub fn with_leader_action_frequency(mut self, frequency: Duration) -> Self {
+        self.leader_action_frequency = frequency;
+        self
+    }
+
+    /// How many fetched records may wait for the caller (default 100). Shard threads
+    /// stall when it is full: memory stays bounded by this plus one batch per shard.
+    pub fn with_buffer_size(mut self, size: usize) -> Self {
+        self.buffer_size = size;
+        self
+    }
+
+    /// Read capacity of tables created with provisioned billing (default 10).
+    pub fn with_dynamo_read_capacity(mut self, capacity: i64) -> Self {
+        self.dynamo_read_capacity = capacity;
+        self
+    }
+
+    /// Write capacity of tables created with provisioned billing (default 10).
+    pub fn with_dynamo_write_capacity(mut self, capacity: i64) -> Self {
+        self.dynamo_write_capacity = capacity;
+        self
+    }
+
+    /// Polling interval while waiting for tables to become active or be deleted
+    /// (default 3 s).
+    pub fn with_dynamo_waiter_delay(mut self, delay: Duration) -> Self {
+        self.dynamo_waiter_delay = delay;
+        self
+    }
+
+    /// Where shards without a checkpoint start (default [`InitialPosition::TrimHorizon`]).
+    pub fn with_initial_position(mut self, position: InitialPosition) -> Self {
+        self.initial_position = position;
+        self
+    }
+
+    /// Maximum records per GetRecords call, 1..=10,000 (default 10,000).
+    pub fn with_max_records(mut self, max: i32) -> Self {
+        self.max_records = max;
+        self
+    }
+
+    /// Billing mode of the tables created by `create_required_tables` (default
+    /// [`BillingMode::Provisioned`]).
+    pub fn with_billing_mode(mut self, mode: BillingMode) -> Self {
+        self.billing_mode = mode;
+        self
+    }
+
+    /// When records count as processed (default [`CheckpointMode::Auto`]).
+    pub fn with_checkpoint_mode(mut self, mode: CheckpointMode) -> Self {
+        self.checkpoint_mode = mode;
+        self
+    }
+
+    /// Check stream readiness with ListShards instead of DescribeStreamSummary (for
+    /// credentials that may list shards but not describe the stream). Default false.
+    pub fn with_list_shards_for_readiness(mut self, yes: bool) -> Self {
+        self.use_list_shards_for_readiness = yes;
+        self
+    }
+
+    /// Where metrics events go (default: nowhere).
+    pub fn with_stats(mut self, stats: Arc<dyn Stats>) -> Self {
+        self.stats = stats;
+        self
+    }
+
+    /// The throttle delay.
+    pub fn throttle_delay(&self) -> Duration {
+        self.throttle_delay
+    }
+    /// The commit frequency.
+    pub fn commit_frequency(&self) -> Duration {
+        self.commit_frequency
+    }
+    /// The shard check frequency.
+    pub fn shard_check_frequency(&self) -> Duration {
+        self.shard_check_frequency
+    }
+    /// The leader action frequency.
+    pub fn leader_action_frequency(&self) -> Duration {
+        self.leader_action_frequency
+    }
+    /// The buffer size.
+    pub fn buffer_size(&self) -> usize {
+        self.buffer_size
+    }
+    /// The DynamoDB read capacity.
+    pub fn dynamo_read_capacity(&self) -> i64 {
+        self.dynamo_read_capacity
+    }
+    /// The DynamoDB write capacity.
+    pub fn dynamo_write_capacity(&self) -> i64 {
+        self.dynamo_write_capacity
+    }
+    /// The DynamoDB waiter delay.
+    pub fn dynamo_waiter_delay(&self) -> Duration {
+        self.dynamo_waiter_delay
+    }
+    /// The initial position.
+    pub fn initial_position(&self) -> InitialPosition {
+        self.initial_position
+    }
+    /// The maximum records per GetRecords call.
+    pub fn max_records(&self) -> i32 {
+        self.max_records
+    }
+    /// The table billing mode.
+    pub fn billing_mode(&self) -> BillingMode {
+        self.billing_mode
+    }
+    /// The checkpoint mode.
+    pub fn checkpoint_mode(&self) -> CheckpointMode {
+        self.checkpoint_mode
+    }
+    /// Whether stream readiness is checked with ListShards.
+    pub fn list_shards_for_readiness(&self) -> bool {
+        self.use_list_shards_for_readiness
+    }
+    pub(crate) fn stats(&self) -> &Arc<dyn Stats> {
+        &self.stats
+    }
+
+    /// How old a client row or lease may get before it counts as abandoned.
+    pub(crate) fn lease_ttl(&self) -> Duration {
+        self.shard_check_frequency.saturating_mul(5)
+    }
+
+    /// Checks every value with the Go library's rules (plus the GetRecords limit).
+    ///
+    /// # Errors
+    ///
+    /// The first invalid value, as [`ErrorKind::InvalidThrottleDelay`],
+    /// [`ErrorKind::InvalidCommitFrequency`], [`ErrorKind::InvalidShardCheckFrequency`],
+    /// [`ErrorKind::InvalidLeaderActionFrequency`], [`ErrorKind::InvalidBufferSize`],
+    /// [`ErrorKind::InvalidDynamoCapacity`] or [`ErrorKind::InvalidMaxRecords`].
+    pub fn validate(&self) -> Result<()> {
+        let fail = |kind| Err(Error::new(kind).with_context("validating the configuration"));
+        if self.throttle_delay < Duration::from_millis(200) {
+            return fail(ErrorKind::InvalidThrottleDelay);
+        }
+        if self.commit_frequency.is_zero() {
+            return fail(ErrorKind::InvalidCommitFrequency);
+        }
+        if self.shard_check_frequency.is_zero() {
+            return fail(ErrorKind::InvalidShardCheckFrequency);
+        }
+        if self.leader_action_frequency.is_zero()
+            || self.leader_action_frequency < self.shard_check_frequency
+        {
+            return fail(ErrorKind::InvalidLeaderActionFrequency);
+        }
+        if self.buffer_size == 0 {
+            return fail(ErrorKind::InvalidBufferSize);
+        }
+        if self.dynamo_read_capacity <= 0 || self.dynamo_write_capacity <= 0 {
+            return fail(ErrorKind::InvalidDynamoCapacity);
+        }
+        if !(1..=10_000).contains(&self.max_records) {
+            return fail(ErrorKind::InvalidMaxRecords);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(c: Config) -> Option<ErrorKind> {
+        c.validate().err().map(|e| e.kind())
+    }
+
+    #[test]
+    fn defaults_match_go_and_are_valid() {
+        let c = Config::default();
+        assert_eq!(c.throttle_delay(), Duration::from_millis(250));
+        assert_eq!(c.commit_frequency(), Duration::from_secs(1));
+        assert_eq!(c.shard_check_frequency(), Duration::from_secs(60));
+        assert_eq!(c.leader_action_frequency(), Duration::from_secs(60));
+        assert_eq!(c.buffer_size(), 100);
+        assert_eq!(c.dynamo_read_capacity(), 10);
+        assert_eq!(c.dynamo_write_capacity(), 10);
+        assert_eq!(c.dynamo_waiter_delay(), Duration::from_secs(3));
+        assert_eq!(c.max_records(), 10_000);
+        assert_eq!(c.initial_position(), InitialPosition::TrimHorizon);
+        assert_eq!(c.checkpoint_mode(), CheckpointMode::Auto);
+        assert_eq!(c.billing_mode(), BillingMode::Provisioned);
+        assert!(!c.list_shards_for_readiness());
+        assert_eq!(c.lease_ttl(), Duration::from_secs(300));
+        assert_eq!(kind(c), None);
+    }
+
+    #[test]
+    fn every_rule_has_its_error() {
+        let d = Config::default;
+        let ms = Duration::from_millis;
+        assert_eq!(
+            kind(d().with_throttle_delay(ms(199))),
+            Some(ErrorKind::InvalidThrottleDelay)
+        );
+        assert_eq!(kind(d().with_throttle_delay(ms(200))), None);
+        assert_eq!(
+            kind(d().with_commit_frequency(Duration::ZERO)),
+            Some(ErrorKind::InvalidCommitFrequency)
+        );
+        assert_eq!(
+            kind(d().with_shard_check_frequency(Duration::ZERO)),
+            Some(ErrorKind::InvalidShardCheckFrequency)
+        );
+        assert_eq!(
+            kind(d().with_leader_action_frequency(Duration::ZERO)),
+            Some(ErrorKind::InvalidLeaderActionFrequency)
+        );
+        assert_eq!(
+            kind(d().with_leader_action_frequency(Duration::from_secs(59))),
+            Some(ErrorKind::InvalidLeaderActionFrequency)
+        );
+        assert_eq!(
+            kind(d().with_buffer_size(0)),
+            Some(ErrorKind::InvalidBufferSize)
+        );
+        assert_eq!(
+            kind(d().with_dynamo_read_capacity(0)),
+            Some(ErrorKind::InvalidDynamoCapacity)
+        );
+        assert_eq!(
+            kind(d().with_dynamo_write_capacity(-1)),
+            Some(ErrorKind::InvalidDynamoCapacity)
+        );
+        assert_eq!(
+            kind(d().with_max_records(0)),
+            Some(ErrorKind::InvalidMaxRecords)
+        );
+        assert_eq!(
+            kind(d().with_max_records(10_001)),
+            Some(ErrorKind::InvalidMaxRecords)
+        );
+        assert_eq!(kind(d().with_max_records(1)), None);
+    }
+}

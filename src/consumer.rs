@@ -1,0 +1,578 @@
+//! [`Kinsumer`]: the consumer handle, its record iterator and its stop handle.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::iter::FusedIterator;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_config::SdkConfig;
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+use parking_lot::Mutex;
+
+use crate::bridge::{Bridge, ClientConfigs};
+use crate::checkpoints::Owner;
+use crate::config::{CheckpointMode, Config};
+use crate::coordinator::{self, Command, CoordinatorHandle, CoordinatorParts};
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::Record;
+use crate::shard::Notices;
+use crate::stream;
+use crate::tables::{self, Names};
+use crate::watermark::ShardProgress;
+
+/// Non-fatal errors waiting for the caller; more are logged and dropped.
+const NOTICE_BUFFER: usize = 64;
+/// Upper bound on `stop()` waiting for the coordinator.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The stop signal shared by the consumer, its stop handles and its iterators.
+#[derive(Debug)]
+struct StopSignal {
+    requested: AtomicBool,
+    /// Dropped on stop: wakes every iterator blocked on the channels.
+    wake: Mutex<Option<Sender<()>>>,
+}
+
+impl StopSignal {
+    fn request(&self) {
+        self.requested.store(true, Ordering::Release);
+        self.wake.lock().take();
+    }
+
+    fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+}
+
+/// Stops a [`Kinsumer`] from another thread (a signal handler, a supervisor). Cloneable.
+///
+/// [`stop`](StopHandle::stop) ends record iteration: the iterator returns `None` at its
+/// next pull (in auto mode, after counting the previous record processed). The final
+/// commit and lease release happen when the consumer itself is stopped or dropped,
+/// normally right after the `for` loop.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn demo(consumer: kinsumer::Kinsumer) -> Result<(), Box<dyn std::error::Error>> {
+/// let handle = consumer.stop_handle();
+/// ctrlc::set_handler(move || handle.stop())?;
+/// for record in consumer.records() {
+///     let record = record?;
+///     println!("{}", String::from_utf8_lossy(record.data()));
+/// }
+/// consumer.stop(); // commits and releases every shard
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StopHandle {
+    signal: Arc<StopSignal>,
+}
+
+impl StopHandle {
+    /// Requests the stop. Idempotent; never blocks.
+    pub fn stop(&self) {
+        self.signal.request();
+    }
+}
+
+/// The record handed out last in auto mode, processed when the next one is pulled.
+#[derive(Debug)]
+struct InFlight {
+    progress: Arc<ShardProgress>,
+    index: u64,
+    sequence_number: String,
+}
+
+enum RunState {
+    NotStarted,
+    Running {
+        commands: Sender<Command>,
+        coordinator: CoordinatorHandle,
+    },
+    Stopped,
+}
+
+/// A Kinesis stream consumer that shares the stream's shards with the other clients of
+/// the same application.
+///
+/// Create it with [`Kinsumer::new`], [`Kinsumer::from_sdk_config`] or
+/// [`Kinsumer::from_clients`], make sure the tables exist
+/// ([`create_required_tables`](Kinsumer::create_required_tables)), [`run`](Kinsumer::run)
+/// it, and iterate [`records`](Kinsumer::records). Stopping (explicitly or by dropping)
+/// commits what was processed and releases every shard to the rest of the fleet.
+///
+/// # Examples
+///
+/// ```no_run
+/// use kinsumer::{Config, Kinsumer};
+///
+/// # fn main() -> Result<(), kinsumer::Error> {
+/// let consumer = Kinsumer::new("my-stream", "my-app", "worker-1", Config::default())?;
+/// consumer.create_required_tables()?;
+/// consumer.run()?;
+/// for record in consumer.records() {
+///     let record = record?;
+///     println!("{}: {} bytes", record.shard_id(), record.data().len());
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct Kinsumer {
+    names: Arc<Names>,
+    owner: Arc<Owner>,
+    config: Config,
+    configs: ClientConfigs,
+    /// Runtime and clients for calls made on the caller's threads (tables, publish,
+    /// readiness); a lock serialises them, so only one thread drives it at a time.
+    caller_bridge: Mutex<Option<Bridge>>,
+    state: Mutex<RunState>,
+    signal: Arc<StopSignal>,
+    wake: Receiver<()>,
+    records_tx: Sender<Record>,
+    records: Receiver<Record>,
+    notices_tx: Sender<Error>,
+    notices: Receiver<Error>,
+    in_flight: Mutex<Option<InFlight>>,
+    fatal: AtomicBool,
+}
+
+impl std::fmt::Debug for Kinsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kinsumer")
+            .field("stream", &self.names.stream)
+            .field("client_name", &self.owner.name)
+            .field("client_id", &self.owner.id)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kinsumer {
+    /// A consumer using the default AWS configuration chain (environment, profile,
+    /// instance metadata, …) — the Go `New`.
+    ///
+    /// # Errors
+    ///
+    /// An empty or invalid stream or application name, an invalid [`Config`], or a
+    /// runtime that cannot be built. No network call is made for bad input.
+    pub fn new(
+        stream_name: &str,
+        application_name: &str,
+        client_name: &str,
+        config: Config,
+    ) -> Result<Self> {
+        Names::new(stream_name, application_name)?;
+        config.validate()?;
+        let configs = ClientConfigs::load_default()?;
+        Self::build(configs, stream_name, application_name, client_name, config)
+    }
+
+    /// A consumer whose clients are built from `sdk_config` — the Go `NewWithSession`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Kinsumer::new`].
+    pub fn from_sdk_config(
+        sdk_config: &SdkConfig,
+        stream_name: &str,
+        application_name: &str,
+        client_name: &str,
+        config: Config,
+    ) -> Result<Self> {
+        let configs = ClientConfigs::from_sdk_config(sdk_config);
+        Self::build(configs, stream_name, application_name, client_name, config)
+    }
+
+    /// A consumer built from explicit SDK clients — the Go `NewWithInterfaces`. Each
+    /// internal thread makes its own clients from these clients' configurations
+    /// (endpoints, credentials, interceptors, retry and timeout settings are kept).
+    ///
+    /// # Errors
+    ///
+    /// As [`Kinsumer::new`].
+    pub fn from_clients(
+        kinesis: &aws_sdk_kinesis::Client,
+        dynamodb: &aws_sdk_dynamodb::Client,
+        stream_name: &str,
+        application_name: &str,
+        client_name: &str,
+        config: Config,
+    ) -> Result<Self> {
+        let configs = ClientConfigs::from_clients(kinesis, dynamodb);
+        Self::build(configs, stream_name, application_name, client_name, config)
+    }
+
+    fn build(
+        configs: ClientConfigs,
+        stream_name: &str,
+        application_name: &str,
+        client_name: &str,
+        config: Config,
+    ) -> Result<Self> {
+        let names = Names::new(stream_name, application_name)?;
+        config.validate()?;
+        let (records_tx, records) = crossbeam_channel::bounded(config.buffer_size());
+        let (notices_tx, notices) = crossbeam_channel::bounded(NOTICE_BUFFER);
+        let (wake_tx, wake) = crossbeam_channel::bounded(0);
+        Ok(Kinsumer {
+            names: Arc::new(names),
+            owner: Arc::new(Owner {
+                id: new_client_id(),
+                name: client_name.to_owned(),
+            }),
+            config,
+            configs,
+            caller_bridge: Mutex::new(None),
+            state: Mutex::new(RunState::NotStarted),
+            signal: Arc::new(StopSignal {
+                requested: AtomicBool::new(false),
+                wake: Mutex::new(Some(wake_tx)),
+            }),
+            wake,
+            records_tx,
+            records,
+            notices_tx,
+            notices,
+            in_flight: Mutex::new(None),
+            fatal: AtomicBool::new(false),
+        })
+    }
+
+    /// Runs `f` with the caller-side bridge, building it on first use.
+    fn with_bridge<T>(&self, f: impl FnOnce(&Bridge) -> Result<T>) -> Result<T> {
+        let mut guard = self.caller_bridge.lock();
+        let bridge = match &mut *guard {
+            Some(b) => b,
+            slot => slot.insert(Bridge::new(&self.configs)?),
+        };
+        f(bridge)
+    }
+
+    /// The client name given at construction (Go: `GetClientName`).
+    pub fn client_name(&self) -> &str {
+        &self.owner.name
+    }
+
+    /// This client's unique id in the clients table and in lease rows.
+    pub fn client_id(&self) -> &str {
+        &self.owner.id
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Creates the application's three DynamoDB tables if missing and waits until they
+    /// are ACTIVE (polling at the waiter delay). Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// An AWS failure, or [`ErrorKind::Timeout`] if the tables do not become active in
+    /// time.
+    pub fn create_required_tables(&self) -> Result<()> {
+        self.with_bridge(|b| tables::create(b, &self.names, &self.config))
+    }
+
+    /// Deletes the application's three tables (those that exist) and waits until they
+    /// are gone. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// An AWS failure, or [`ErrorKind::Timeout`].
+    pub fn delete_tables(&self) -> Result<()> {
+        self.with_bridge(|b| tables::delete(b, &self.names, &self.config))
+    }
+
+    /// Writes one record to `stream_name` (any stream, as Go's `Publish`).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NoSuchStream`], or an AWS failure.
+    pub fn publish(&self, stream_name: &str, partition_key: &str, data: &[u8]) -> Result<()> {
+        self.with_bridge(|b| stream::publish(b, stream_name, partition_key, data))
+    }
+
+    /// Starts consuming, without blocking for records: checks that the tables and the
+    /// stream are ready, registers this client, starts the coordinator and one thread
+    /// per shard assigned to this client. Records then arrive through
+    /// [`records`](Kinsumer::records).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::RunTwice`] on a second call (also after a stop);
+    /// [`ErrorKind::TableNotFound`] / [`ErrorKind::TableNotReady`];
+    /// [`ErrorKind::NoSuchStream`] / [`ErrorKind::StreamBusy`]; AWS failures.
+    pub fn run(&self) -> Result<()> {
+        let mut state = self.state.lock();
+        if !matches!(*state, RunState::NotStarted) {
+            return Err(Error::new(ErrorKind::RunTwice));
+        }
+        self.with_bridge(|b| {
+            tables::check_ready(b, &self.names)?;
+            stream::check_ready(
+                b,
+                &self.names.stream,
+                self.config.list_shards_for_readiness(),
+            )
+        })?;
+        let (commands, commands_rx) = crossbeam_channel::bounded(1);
+        let coordinator = coordinator::start(CoordinatorParts {
+            names: Arc::clone(&self.names),
+            owner: Arc::clone(&self.owner),
+            config: self.config.clone(),
+            configs: self.configs.clone(),
+            records: self.records_tx.clone(),
+            notices: Notices::new(self.notices_tx.clone()),
+            commands: commands_rx,
+        })?;
+        log::info!(
+            "client {} ({}) consuming stream {}",
+            self.owner.name,
+            self.owner.id,
+            self.names.stream
+        );
+        *state = RunState::Running {
+            commands,
+            coordinator,
+        };
+        Ok(())
+    }
+
+    /// The records, as an iterator of `Result<Record, Error>`.
+    ///
+    /// Non-fatal errors (a shard that keeps failing, a lost lease, …) are yielded in
+    /// place and iteration goes on. Iteration ends (`None`) after a stop, or right after
+    /// a fatal error has been yielded (check [`Error::is_fatal`]). Before
+    /// [`run`](Kinsumer::run), the iterator blocks until records come or a stop.
+    ///
+    /// In [`CheckpointMode::Auto`], pulling the next item marks the previous record
+    /// processed. Several iterators may exist; they share one stream of records.
+    pub fn records(&self) -> Records<'_> {
+        Records { consumer: self }
+    }
+
+    /// A handle that stops this consumer from another thread.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            signal: Arc::clone(&self.signal),
+        }
+    }
+
+    /// Stops consuming: ends record iteration, commits every processed record, releases
+    /// every lease (so other clients take the shards at once), and deregisters this
+    /// client. In auto mode, the last record handed out counts as processed, as if the
+    /// next one had been pulled: call `stop` after the `for` loop, not while a record is
+    /// half-done (from another thread, use a [`StopHandle`] instead).
+    ///
+    /// Records fetched but not yet handed out are dropped; the next owner reads them
+    /// again. Idempotent, and bounded in time; also done by `Drop`.
+    pub fn stop(&self) {
+        self.finish(Command::Stop);
+    }
+
+    /// Ends every thread as a crash would: nothing is committed, released or
+    /// deregistered; leases expire on their own. For tests of crash recovery.
+    #[doc(hidden)]
+    pub fn abandon_for_tests(self) {
+        *self.in_flight.lock() = None;
+        self.finish(Command::Abandon);
+    }
+
+    fn finish(&self, command: Command) {
+        self.signal.request();
+        if let Some(f) = self.in_flight.lock().take() {
+            // A panic in the loop body must not count its record as processed.
+            if !std::thread::panicking() {
+                f.progress.mark(f.index, &f.sequence_number);
+            }
+        }
+        let previous = std::mem::replace(&mut *self.state.lock(), RunState::Stopped);
+        let RunState::Running {
+            commands,
+            coordinator,
+        } = previous
+        else {
+            return;
+        };
+        let _ = commands.send(command);
+        if !coordinator.join_within(STOP_TIMEOUT) {
+            log::warn!(
+                "client {}: coordinator did not stop within {STOP_TIMEOUT:?}; leaving it",
+                self.owner.name
+            );
+        }
+    }
+
+    fn next_item(&self, deadline: Option<Instant>) -> Option<Result<Record>> {
+        let auto = self.config.checkpoint_mode() == CheckpointMode::Auto;
+        if auto {
+            if let Some(f) = self.in_flight.lock().take() {
+                f.progress.mark(f.index, &f.sequence_number);
+            }
+        }
+        loop {
+            if self.signal.is_requested() || self.fatal.load(Ordering::Acquire) {
+                return None;
+            }
+            let received = match self.notices.try_recv() {
+                Ok(e) => Received::Notice(e),
+                Err(_) => match self.records.try_recv() {
+                    Ok(r) => Received::Record(r),
+                    Err(TryRecvError::Disconnected) => return None,
+                    Err(TryRecvError::Empty) => self.wait(deadline),
+                },
+            };
+            match received {
+                Received::Record(record) => {
+                    if !record.progress().is_active() {
+                        continue; // its lease ended: the next owner delivers it
+                    }
+                    if auto {
+                        *self.in_flight.lock() = Some(InFlight {
+                            progress: Arc::clone(record.progress()),
+                            index: record.index(),
+                            sequence_number: record.sequence_number().to_owned(),
+                        });
+                    }
+                    self.config.stats().records_delivered(record.shard_id(), 1);
+                    return Some(Ok(record));
+                }
+                Received::Notice(e) => {
+                    if e.is_fatal() {
+                        self.fatal.store(true, Ordering::Release);
+                    }
+                    return Some(Err(e));
+                }
+                Received::Woken => continue,
+                Received::TimedOut => {
+                    return Some(Err(
+                        Error::new(ErrorKind::Timeout).with_context("waiting for a record")
+                    ));
+                }
+                Received::Closed => return None,
+            }
+        }
+    }
+
+    /// Blocks until a record, an error, a stop or the deadline.
+    fn wait(&self, deadline: Option<Instant>) -> Received {
+        let mut sel = Select::new();
+        let rec_op = sel.recv(&self.records);
+        let note_op = sel.recv(&self.notices);
+        sel.recv(&self.wake);
+        let op = match deadline {
+            Some(d) => match sel.select_deadline(d) {
+                Ok(op) => op,
+                Err(_) => return Received::TimedOut,
+            },
+            None => sel.select(),
+        };
+        match op.index() {
+            i if i == rec_op => match op.recv(&self.records) {
+                Ok(r) => Received::Record(r),
+                Err(_) => Received::Closed,
+            },
+            i if i == note_op => match op.recv(&self.notices) {
+                Ok(e) => Received::Notice(e),
+                Err(_) => Received::Closed,
+            },
+            _ => {
+                let _ = op.recv(&self.wake);
+                Received::Woken
+            }
+        }
+    }
+}
+
+enum Received {
+    Record(Record),
+    Notice(Error),
+    Woken,
+    TimedOut,
+    Closed,
+}
+
+impl Drop for Kinsumer {
+    fn drop(&mut self) {
+        self.finish(Command::Stop);
+    }
+}
+
+/// Iterator over a consumer's records; see [`Kinsumer::records`].
+#[derive(Debug)]
+pub struct Records<'a> {
+    consumer: &'a Kinsumer,
+}
+
+impl Records<'_> {
+    /// Like [`next`](Iterator::next), but waits at most `timeout`. Finding nothing in
+    /// time yields `Some(Err(e))` with [`e.is_timeout()`](Error::is_timeout) — a
+    /// non-fatal error; `None` still means iteration has ended.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<Record>> {
+        self.consumer.next_item(Some(Instant::now() + timeout))
+    }
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<Record>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.consumer.next_item(None)
+    }
+}
+
+impl FusedIterator for Records<'_> {}
+
+impl<'a> IntoIterator for &'a Kinsumer {
+    type Item = Result<Record>;
+    type IntoIter = Records<'a>;
+
+    fn into_iter(self) -> Records<'a> {
+        self.records()
+    }
+}
+
+/// A random 128-bit id in UUID form, from the std hasher's per-process random keys, the
+/// clock, the process id and a counter (no RNG crate needed for uniqueness).
+fn new_client_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let half = |salt: u64| {
+        let mut h = RandomState::new().build_hasher();
+        h.write_u128(nanos);
+        h.write_u32(std::process::id());
+        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+        h.write_u64(salt);
+        h.finish()
+    };
+    let (a, b) = (half(1), half(2));
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_are_unique_and_uuid_shaped() {
+        let a = new_client_id();
+        let b = new_client_id();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 36);
+        assert_eq!(a.matches('-').count(), 4);
+    }
+}

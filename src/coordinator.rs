@@ -1,0 +1,321 @@
+//! The coordinator thread ("kinsumer-coordinator").
+//!
+//! Owns the set of shard threads. Every shard-check interval it heartbeats the client
+//! row, reads the live clients and the shard list, computes this client's shards with
+//! [`assignment`](crate::assignment), and starts or stops exactly the shard threads that
+//! changed: the others keep delivering. It also restarts shard threads that exited with
+//! a failure. It never touches the records channel, so a caller that stops pulling
+//! records cannot stall heartbeats, rebalancing or `stop()`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Select, Sender};
+
+use crate::assignment;
+use crate::bridge::{Bridge, ClientConfigs};
+use crate::checkpoints::Owner;
+use crate::clients;
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::Record;
+use crate::shard::{self, Notices, ShardContext, ShardExit, ShardHandle};
+use crate::stream;
+use crate::tables::Names;
+
+/// How long a stop waits for shard threads to commit and release.
+const SHARD_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Messages from the consumer to its coordinator.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// Stop every shard (committing and releasing) and deregister.
+    Stop,
+    /// Simulated crash: end every thread without writing anything.
+    Abandon,
+}
+
+/// What the coordinator needs; moved into its thread.
+#[derive(Debug)]
+pub(crate) struct CoordinatorParts {
+    pub(crate) names: Arc<Names>,
+    pub(crate) owner: Arc<Owner>,
+    pub(crate) config: Config,
+    pub(crate) configs: ClientConfigs,
+    pub(crate) records: Sender<Record>,
+    pub(crate) notices: Notices,
+    pub(crate) commands: Receiver<Command>,
+}
+
+/// The consumer's handle on the coordinator thread.
+#[derive(Debug)]
+pub(crate) struct CoordinatorHandle {
+    join: JoinHandle<()>,
+    /// Disconnects when the thread ends.
+    done: Receiver<()>,
+}
+
+impl CoordinatorHandle {
+    /// Joins the thread if it ends within `timeout`; `false` if it did not (it is then
+    /// left to finish on its own).
+    pub(crate) fn join_within(self, timeout: Duration) -> bool {
+        if self.done.recv_timeout(timeout) == Err(crossbeam_channel::RecvTimeoutError::Timeout) {
+            return false;
+        }
+        if self.join.join().is_err() {
+            log::error!("the coordinator thread panicked");
+        }
+        true
+    }
+}
+
+/// Starts the coordinator; returns after the client registered and the first shards
+/// started (or with the error that prevented it).
+pub(crate) fn start(parts: CoordinatorParts) -> Result<CoordinatorHandle> {
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<()>>(1);
+    let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
+    let join = std::thread::Builder::new()
+        .name("kinsumer-coordinator".into())
+        .spawn(move || {
+            let _done = done_tx;
+            let bridge = match Bridge::new(&parts.configs) {
+                Ok(b) => b,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let mut c = Coordinator::new(parts, &bridge);
+            match c.startup() {
+                Ok(()) => {
+                    let _ = ready_tx.send(Ok(()));
+                    c.run();
+                }
+                Err(e) => {
+                    c.shutdown(false);
+                    let _ = ready_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(|e| {
+            Error::new(ErrorKind::Internal)
+                .with_context("starting the coordinator thread")
+                .with_source(e)
+        })?;
+    // Startup makes a handful of bounded SDK calls.
+    match ready_rx.recv_timeout(Duration::from_secs(180)) {
+        Ok(Ok(())) => Ok(CoordinatorHandle { join, done }),
+        Ok(Err(e)) => {
+            let _ = join.join();
+            Err(e)
+        }
+        Err(_) => Err(Error::new(ErrorKind::Timeout).with_context("starting the coordinator")),
+    }
+}
+
+enum Event {
+    Command(Command),
+    Exit(Arc<str>, ShardExit),
+    Tick,
+}
+
+struct Coordinator<'a> {
+    parts: CoordinatorParts,
+    bridge: &'a Bridge,
+    shards: HashMap<Arc<str>, ShardHandle>,
+    /// Shards read to their end and finished: never restarted.
+    finished: HashSet<Arc<str>>,
+    exits_tx: Sender<(Arc<str>, ShardExit)>,
+    exits_rx: Receiver<(Arc<str>, ShardExit)>,
+    abandon: Arc<AtomicBool>,
+}
+
+impl<'a> Coordinator<'a> {
+    fn new(parts: CoordinatorParts, bridge: &'a Bridge) -> Self {
+        let (exits_tx, exits_rx) = crossbeam_channel::unbounded();
+        Coordinator {
+            parts,
+            bridge,
+            shards: HashMap::new(),
+            finished: HashSet::new(),
+            exits_tx,
+            exits_rx,
+            abandon: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    fn name(&self) -> &str {
+        &self.parts.owner.name
+    }
+
+    fn startup(&mut self) -> Result<()> {
+        clients::register(self.bridge, &self.parts.names.clients, &self.parts.owner)?;
+        let mine = self.refresh()?;
+        if mine == 0 {
+            self.parts.notices.report(
+                Error::new(ErrorKind::NoShardsAssigned)
+                    .with_context(format!("client {} at startup", self.name())),
+            );
+        }
+        Ok(())
+    }
+
+    fn run(mut self) {
+        let interval = self.parts.config.shard_check_frequency();
+        let mut next_check = Instant::now() + interval;
+        loop {
+            match self.next_event(next_check) {
+                Event::Command(command) => {
+                    self.shutdown(matches!(command, Command::Abandon));
+                    return;
+                }
+                Event::Exit(shard, exit) => self.on_exit(shard, exit),
+                Event::Tick => {
+                    next_check = Instant::now() + interval;
+                    if let Err(e) = self.heartbeat_and_refresh() {
+                        if e.kind() == ErrorKind::NoSuchStream {
+                            log::error!("client {}: {e}; stopping", self.name());
+                            self.parts.notices.report(e.fatal());
+                            self.shutdown(false);
+                            return;
+                        }
+                        log::warn!(
+                            "client {}: {e}: {:?}",
+                            self.name(),
+                            std::error::Error::source(&e)
+                        );
+                        self.parts.notices.report(e);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for a command, a shard exit or the deadline. A dropped command sender (the
+    /// consumer is gone without stopping) counts as a stop.
+    fn next_event(&self, deadline: Instant) -> Event {
+        let mut sel = Select::new();
+        let cmd_op = sel.recv(&self.parts.commands);
+        sel.recv(&self.exits_rx);
+        match sel.select_deadline(deadline) {
+            Ok(op) if op.index() == cmd_op => {
+                Event::Command(op.recv(&self.parts.commands).unwrap_or(Command::Stop))
+            }
+            Ok(op) => match op.recv(&self.exits_rx) {
+                Ok((shard, exit)) => Event::Exit(shard, exit),
+                Err(_) => Event::Tick, // unreachable: we hold a sender
+            },
+            Err(_) => Event::Tick,
+        }
+    }
+
+    fn on_exit(&mut self, shard: Arc<str>, exit: ShardExit) {
+        if let Some(handle) = self.shards.remove(&shard) {
+            handle.join();
+        }
+        log::debug!("client {}: shard thread {shard} ended: {exit:?}", self.name());
+        if exit == ShardExit::Finished {
+            self.finished.insert(shard);
+        }
+        // Failed and lost shards are restarted by the next refresh if still ours.
+    }
+
+    fn heartbeat_and_refresh(&mut self) -> Result<()> {
+        clients::register(self.bridge, &self.parts.names.clients, &self.parts.owner)?;
+        self.refresh().map(|_| ())
+    }
+
+    /// Reconciles running shard threads with this client's assignment. Returns how many
+    /// shards are assigned to this client.
+    fn refresh(&mut self) -> Result<usize> {
+        let names = Arc::clone(&self.parts.names);
+        let live = clients::live(self.bridge, &names.clients, self.parts.config.lease_ttl())?;
+        if !live.contains(&self.parts.owner.id) {
+            return Err(Error::new(ErrorKind::ClientNotInTable)
+                .with_context(format!("client {} in table {}", self.name(), names.clients)));
+        }
+        let shard_ids: Vec<String> = stream::list_shards(self.bridge, &names.stream)?
+            .into_iter()
+            .map(|s| s.id)
+            .filter(|id| !self.finished.contains(id.as_str()))
+            .collect();
+        let mine: HashSet<&str> = assignment::owned_by(&shard_ids, &live, &self.parts.owner.id)
+            .into_iter()
+            .collect();
+        let gone: Vec<Arc<str>> = self
+            .shards
+            .keys()
+            .filter(|s| !mine.contains(&***s))
+            .cloned()
+            .collect();
+        for shard in gone {
+            log::info!("client {}: handing shard {shard} over", self.name());
+            if let Some(h) = self.shards.get_mut(&shard) {
+                // The thread releases and reports its exit; `on_exit` joins it.
+                h.request_stop();
+            }
+        }
+        for shard in &mine {
+            if self.shards.contains_key(*shard) {
+                continue;
+            }
+            let shard: Arc<str> = Arc::from(*shard);
+            let ctx = ShardContext {
+                shard_id: Arc::clone(&shard),
+                stream: Arc::from(names.stream.as_str()),
+                names: Arc::clone(&names),
+                owner: Arc::clone(&self.parts.owner),
+                config: self.parts.config.clone(),
+                configs: self.parts.configs.clone(),
+                records: self.parts.records.clone(),
+                notices: self.parts.notices.clone(),
+                exits: self.exits_tx.clone(),
+                abandon: Arc::clone(&self.abandon),
+            };
+            match shard::spawn(ctx) {
+                Ok(handle) => {
+                    self.shards.insert(shard, handle);
+                }
+                Err(e) => self.parts.notices.report(e),
+            }
+        }
+        Ok(mine.len())
+    }
+
+    /// Stops every shard thread (waiting a bounded time for their final commits), then
+    /// deregisters — or, when abandoning, just lets everything go.
+    fn shutdown(&mut self, abandon: bool) {
+        self.abandon.store(abandon, Ordering::Release);
+        for handle in self.shards.values_mut() {
+            handle.request_stop();
+        }
+        let deadline = Instant::now() + SHARD_STOP_TIMEOUT;
+        while !self.shards.is_empty() {
+            match self.exits_rx.recv_deadline(deadline) {
+                Ok((shard, _)) => {
+                    if let Some(h) = self.shards.remove(&shard) {
+                        h.join();
+                    }
+                }
+                Err(_) => {
+                    let left: Vec<&Arc<str>> = self.shards.keys().collect();
+                    log::warn!(
+                        "client {}: shard threads {left:?} did not stop within {SHARD_STOP_TIMEOUT:?}; leaving them",
+                        self.name()
+                    );
+                    break;
+                }
+            }
+        }
+        if abandon {
+            return;
+        }
+        match clients::deregister(self.bridge, &self.parts.names.clients, &self.parts.owner) {
+            Ok(()) => log::info!("client {}: stopped and deregistered", self.name()),
+            Err(e) => log::warn!("client {}: {e}: {:?}", self.name(), std::error::Error::source(&e)),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! A delivered Kinesis record, and the handle that marks it processed.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::watermark::ShardProgress;
+
+/// One Kinesis record, as delivered by [`Kinsumer::records`](crate::Kinsumer::records).
+///
+/// In [`CheckpointMode::Manual`](crate::CheckpointMode::Manual), call
+/// [`mark_processed`](Record::mark_processed) (or keep a [`ProcessedMarker`]) once the
+/// record's effects are durable; until then its shard's checkpoint stays before it.
+pub struct Record {
+    data: Vec<u8>,
+    partition_key: String,
+    sequence_number: String,
+    arrival: Option<SystemTime>,
+    progress: Arc<ShardProgress>,
+    index: u64,
+}
+
+impl Record {
+    pub(crate) fn new(
+        data: Vec<u8>,
+        partition_key: String,
+        sequence_number: String,
+        arrival: Option<SystemTime>,
+        progress: Arc<ShardProgress>,
+        index: u64,
+    ) -> Self {
+        Record {
+            data,
+            partition_key,
+            sequence_number,
+            arrival,
+            progress,
+            index,
+        }
+    }
+
+    /// The record's payload.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Takes the payload out of the record, without copying.
+    pub fn take_data(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.data)
+    }
+
+    /// The partition key the record was written with.
+    pub fn partition_key(&self) -> &str {
+        &self.partition_key
+    }
+
+    /// The record's sequence number, unique within its shard.
+    pub fn sequence_number(&self) -> &str {
+        &self.sequence_number
+    }
+
+    /// The id of the shard the record was read from.
+    pub fn shard_id(&self) -> &str {
+        self.progress.shard_id()
+    }
+
+    /// When Kinesis accepted the record, if it said.
+    pub fn approximate_arrival_timestamp(&self) -> Option<SystemTime> {
+        self.arrival
+    }
+
+    /// Marks the record processed: its shard's checkpoint may now move past it (once
+    /// every earlier record of the shard is processed too). Idempotent. Has no effect
+    /// if this client has meanwhile lost or released the shard.
+    pub fn mark_processed(&self) {
+        self.progress.mark(self.index, &self.sequence_number);
+    }
+
+    /// A handle that marks this record processed later, e.g. from a worker thread after
+    /// the record's data was moved out.
+    pub fn processed_marker(&self) -> ProcessedMarker {
+        ProcessedMarker {
+            progress: Arc::clone(&self.progress),
+            index: self.index,
+            sequence_number: self.sequence_number.clone(),
+        }
+    }
+
+    pub(crate) fn index(&self) -> u64 {
+        self.index
+    }
+
+    pub(crate) fn progress(&self) -> &Arc<ShardProgress> {
+        &self.progress
+    }
+}
+
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("shard_id", &self.shard_id())
+            .field("sequence_number", &self.sequence_number)
+            .field("partition_key", &self.partition_key)
+            .field("data_len", &self.data.len())
+            .field("approximate_arrival_timestamp", &self.arrival)
+            .finish()
+    }
+}
+
+/// Marks one [`Record`] processed when [`mark`](ProcessedMarker::mark) is called. `Send`,
+/// so it can travel to the thread that finishes the record's work.
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn demo(consumer: &kinsumer::Kinsumer) {
+/// for record in consumer.records() {
+///     let Ok(mut record) = record else { continue };
+///     let marker = record.processed_marker();
+///     let data = record.take_data();
+///     std::thread::spawn(move || {
+///         // ... write `data` somewhere durable ...
+///         # drop(data);
+///         marker.mark();
+///     });
+/// }
+/// # }
+/// ```
+#[derive(Debug)]
+#[must_use = "a marker does nothing until `mark` is called"]
+pub struct ProcessedMarker {
+    progress: Arc<ShardProgress>,
+    index: u64,
+    sequence_number: String,
+}
+
+impl ProcessedMarker {
+    /// Marks the record processed (see [`Record::mark_processed`]).
+    pub fn mark(self) {
+        self.progress.mark(self.index, &self.sequence_number);
+    }
+
+    /// The id of the record's shard.
+    pub fn shard_id(&self) -> &str {
+        self.progress.shard_id()
+    }
+
+    /// The record's sequence number.
+    pub fn sequence_number(&self) -> &str {
+        &self.sequence_number
+    }
+}

@@ -1,0 +1,106 @@
+//! Classifying AWS failures, and backing off between retries.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+
+/// Error codes that mean "slow down", in either service.
+const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "Throttling",
+    "ThrottledException",
+    "RequestLimitExceeded",
+    "LimitExceededException",
+    "KMSThrottlingException",
+    "TooManyRequestsException",
+    "RequestThrottled",
+];
+
+/// The service's error code (`ExpiredIteratorException`, …), if it sent one.
+pub(crate) fn code<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Option<&str> {
+    err.code()
+}
+
+/// Whether retrying the same call later can succeed: timeouts, connection failures,
+/// unparsable responses, 5xx answers and throttling.
+pub(crate) fn is_transient<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
+    match err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            true
+        }
+        SdkError::ServiceError(_) => {
+            let server_side = err
+                .raw_response()
+                .is_some_and(|r| r.status().as_u16() >= 500);
+            server_side || err.code().is_some_and(|c| THROTTLING_CODES.contains(&c))
+        }
+        _ => false,
+    }
+}
+
+/// Exponential backoff with jitter, from `base` doubling up to `max`.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    base: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    pub(crate) fn new(base: Duration, max: Duration) -> Self {
+        Backoff {
+            base,
+            max: max.max(base),
+            attempt: 0,
+        }
+    }
+
+    /// The next delay: base × 2^attempt, capped, with up to 25 % subtracted at random so
+    /// that many shard threads failing together do not retry in lockstep.
+    pub(crate) fn next_delay(&mut self) -> Duration {
+        let factor = 1u32 << self.attempt.min(16);
+        self.attempt = self.attempt.saturating_add(1);
+        let delay = self.base.saturating_mul(factor).min(self.max);
+        let jitter_permille = u64::from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos())
+                % 250,
+        );
+        let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        delay.saturating_sub(Duration::from_millis(millis * jitter_permille / 1000))
+    }
+
+    /// How many delays were handed out since the last reset: consecutive failures.
+    pub(crate) fn failures(&self) -> u32 {
+        self.attempt
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_and_resets() {
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), ms(1000));
+        let first = b.next_delay();
+        assert!(first <= ms(100) && first >= ms(75), "{first:?}");
+        let second = b.next_delay();
+        assert!(second <= ms(200) && second >= ms(150), "{second:?}");
+        for _ in 0..10 {
+            assert!(b.next_delay() <= ms(1000));
+        }
+        assert!(b.next_delay() >= ms(750));
+        assert_eq!(b.failures(), 13);
+        b.reset();
+        assert_eq!(b.failures(), 0);
+        assert!(b.next_delay() <= ms(100));
+    }
+}

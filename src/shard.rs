@@ -1,0 +1,507 @@
+//! The shard worker: one named thread per owned shard.
+//!
+//! It captures the shard's lease, reads batches from a [`RecordSource`], hands records to
+//! the caller through the bounded channel (blocking when it is full: backpressure), and
+//! keeps the lease alive: every commit interval it writes the processed prefix's sequence
+//! number, and at least every shard-check interval it heartbeats even when nothing new
+//! was processed. Everything it owns — runtime, SDK clients, iterator, timers — lives on
+//! its own thread; it shares only the [`ShardProgress`] with the caller's threads.
+//!
+//! It never ends silently: every exit is reported to the coordinator, and failures to the
+//! caller as non-fatal errors. On a stop it releases the lease after committing what was
+//! processed; on a lost lease it stops delivering at once and writes nothing more.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TrySendError};
+
+use crate::bridge::{Bridge, ClientConfigs};
+use crate::checkpoints::{Capture, Leases, Owner, WriteError};
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::Record;
+use crate::retry::Backoff;
+use crate::source::{Polling, RecordSource, SourceError, StartAt};
+use crate::tables::Names;
+use crate::watermark::ShardProgress;
+
+/// How a shard thread ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ShardExit {
+    /// Told to stop; the lease was released (or never captured).
+    Stopped,
+    /// Another client owns the shard now.
+    LeaseLost,
+    /// Read to its end and fully processed; marked `Finished`.
+    Finished,
+    /// Could not go on; reported to the caller, lease released if possible.
+    Failed,
+    /// Simulated crash: left without writing anything.
+    Abandoned,
+}
+
+/// Non-fatal errors for the caller. Never blocks: when the caller does not read them and
+/// the small buffer is full, further ones are only logged.
+#[derive(Debug, Clone)]
+pub(crate) struct Notices {
+    tx: Sender<Error>,
+}
+
+impl Notices {
+    pub(crate) fn new(tx: Sender<Error>) -> Self {
+        Notices { tx }
+    }
+
+    pub(crate) fn report(&self, error: Error) {
+        if let Err(e) = self.tx.try_send(error) {
+            log::warn!("error not delivered to the caller (buffer full): {}", e.into_inner());
+        }
+    }
+}
+
+/// What the coordinator hands a new shard thread.
+#[derive(Debug)]
+pub(crate) struct ShardContext {
+    pub(crate) shard_id: Arc<str>,
+    pub(crate) stream: Arc<str>,
+    pub(crate) names: Arc<Names>,
+    pub(crate) owner: Arc<Owner>,
+    pub(crate) config: Config,
+    pub(crate) configs: ClientConfigs,
+    pub(crate) records: Sender<Record>,
+    pub(crate) notices: Notices,
+    pub(crate) exits: Sender<(Arc<str>, ShardExit)>,
+    /// Set before a simulated crash: exit without releasing or committing.
+    pub(crate) abandon: Arc<AtomicBool>,
+}
+
+/// The coordinator's handle on a running shard thread.
+#[derive(Debug)]
+pub(crate) struct ShardHandle {
+    /// Dropping it tells the thread to stop.
+    stop: Option<Sender<()>>,
+    join: JoinHandle<()>,
+}
+
+impl ShardHandle {
+    /// Asks the thread to stop; it releases its lease and reports its exit.
+    pub(crate) fn request_stop(&mut self) {
+        self.stop = None;
+    }
+
+    pub(crate) fn join(self) {
+        if self.join.join().is_err() {
+            log::error!("a shard thread panicked");
+        }
+    }
+}
+
+/// Starts the shard's thread; returns once its runtime and clients are built.
+pub(crate) fn spawn(ctx: ShardContext) -> Result<ShardHandle> {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<()>>(1);
+    let name = format!("kinsumer-shard-{}", ctx.shard_id);
+    let join = std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let bridge = match Bridge::new(&ctx.configs) {
+                Ok(b) => {
+                    let _ = ready_tx.send(Ok(()));
+                    b
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let shard = Arc::clone(&ctx.shard_id);
+            let exits = ctx.exits.clone();
+            let exit = Worker::new(ctx, &bridge, stop_rx).run();
+            let _ = exits.send((shard, exit));
+        })
+        .map_err(|e| {
+            Error::new(ErrorKind::Internal)
+                .with_context(format!("starting thread {name}"))
+                .with_source(e)
+        })?;
+    match ready_rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(Ok(())) => Ok(ShardHandle {
+            stop: Some(stop_tx),
+            join,
+        }),
+        Ok(Err(e)) => {
+            let _ = join.join();
+            Err(e)
+        }
+        Err(_) => Err(Error::new(ErrorKind::Internal).with_context(format!("starting thread {name}"))),
+    }
+}
+
+/// Why the consume loop ended.
+enum Interrupt {
+    Stop,
+    LeaseLost,
+    Finished,
+    Failed,
+}
+
+struct Worker<'a> {
+    ctx: ShardContext,
+    bridge: &'a Bridge,
+    stop: Receiver<()>,
+    /// Index the next delivered record gets.
+    delivered: u64,
+    /// Processed-prefix length covered by the last successful commit.
+    committed: u64,
+    next_commit: Instant,
+    last_write: Instant,
+}
+
+impl<'a> Worker<'a> {
+    fn new(ctx: ShardContext, bridge: &'a Bridge, stop: Receiver<()>) -> Self {
+        let now = Instant::now();
+        Worker {
+            next_commit: now + ctx.config.commit_frequency(),
+            ctx,
+            bridge,
+            stop,
+            delivered: 0,
+            committed: 0,
+            last_write: now,
+        }
+    }
+
+    fn leases(&self) -> Leases<'_> {
+        Leases {
+            bridge: self.bridge,
+            table: &self.ctx.names.checkpoints,
+            owner: &self.ctx.owner,
+        }
+    }
+
+    fn shard(&self) -> &str {
+        &self.ctx.shard_id
+    }
+
+    fn throttle(&self) -> Duration {
+        self.ctx.config.throttle_delay()
+    }
+
+    /// Waits up to `d`; `true` if told to stop meanwhile.
+    fn stop_within(&self, d: Duration) -> bool {
+        !matches!(self.stop.recv_timeout(d), Err(RecvTimeoutError::Timeout))
+    }
+
+    fn run(mut self) -> ShardExit {
+        let Some(start) = self.capture() else {
+            return ShardExit::Stopped;
+        };
+        let start = match start {
+            Ok(start) => start,
+            Err(exit) => return exit,
+        };
+        let progress = Arc::new(ShardProgress::new(Arc::clone(&self.ctx.shard_id)));
+        let mut source = Polling::new(
+            Arc::clone(&self.ctx.stream),
+            Arc::clone(&self.ctx.shard_id),
+            start,
+            self.ctx.config.max_records(),
+            Arc::clone(self.ctx.config.stats()),
+        );
+        let interrupt = self.consume(&progress, &mut source);
+        // From here on, records of this lease still in the channel are dropped and late
+        // marks ignored; the final checkpoint below is exactly what was processed.
+        progress.deactivate();
+        if self.ctx.abandon.load(Ordering::Acquire) {
+            return ShardExit::Abandoned;
+        }
+        match interrupt {
+            Interrupt::LeaseLost => {
+                log::info!(
+                    "client {}: lost the lease of shard {}",
+                    self.ctx.owner.name,
+                    self.shard()
+                );
+                self.ctx.config.stats().lease_lost(self.shard());
+                ShardExit::LeaseLost
+            }
+            Interrupt::Finished => ShardExit::Finished,
+            Interrupt::Stop => {
+                self.release(&progress);
+                ShardExit::Stopped
+            }
+            Interrupt::Failed => {
+                self.release(&progress);
+                ShardExit::Failed
+            }
+        }
+    }
+
+    /// Captures the lease, retrying while another client holds it. `None` if told to
+    /// stop first; `Err` if the shard needs no reading or capture cannot work.
+    fn capture(&mut self) -> Option<Result<StartAt, ShardExit>> {
+        let ttl = self.ctx.config.lease_ttl();
+        let mut backoff = Backoff::new(self.throttle(), Duration::from_secs(2).max(self.throttle()));
+        loop {
+            match self.leases().capture(self.shard(), ttl) {
+                Ok(Capture::Captured(found)) => {
+                    log::info!(
+                        "client {}: acquired the lease of shard {} (checkpoint {:?})",
+                        self.ctx.owner.name,
+                        self.shard(),
+                        found.sequence_number
+                    );
+                    self.ctx.config.stats().lease_acquired(self.shard());
+                    if found.finished {
+                        // Already read to its end by some client: nothing to do.
+                        let _ = self.leases().release(self.shard(), None);
+                        return Some(Err(ShardExit::Finished));
+                    }
+                    let now = Instant::now();
+                    self.last_write = now;
+                    self.next_commit = now + self.ctx.config.commit_frequency();
+                    return Some(Ok(match found.sequence_number {
+                        Some(seq) => StartAt::After(seq),
+                        None => StartAt::Initial(self.ctx.config.initial_position()),
+                    }));
+                }
+                Ok(Capture::HeldBy(holder)) => {
+                    log::debug!(
+                        "client {}: shard {} is leased by {}; retrying",
+                        self.ctx.owner.name,
+                        self.shard(),
+                        holder.as_deref().unwrap_or("another client")
+                    );
+                }
+                Err(WriteError::Other {
+                    error,
+                    transient: false,
+                }) => {
+                    self.ctx.notices.report(error);
+                    return Some(Err(ShardExit::Failed));
+                }
+                Err(WriteError::Other { error, .. }) => {
+                    log::warn!("{error}: {:?}; retrying", std::error::Error::source(&error));
+                }
+                Err(WriteError::LeaseLost) => {}
+            }
+            if self.stop_within(backoff.next_delay()) {
+                return None;
+            }
+        }
+    }
+
+    fn consume(&mut self, progress: &Arc<ShardProgress>, source: &mut dyn RecordSource) -> Interrupt {
+        let stats = Arc::clone(self.ctx.config.stats());
+        let mut backoff = Backoff::new(self.throttle(), Duration::from_secs(10).max(self.throttle()));
+        let mut next_fetch = Instant::now();
+        let mut at_end = false;
+        loop {
+            if let Err(i) = self.wait_until(next_fetch, progress) {
+                return i;
+            }
+            if at_end {
+                // Closed shard: finish once the caller has processed its last record.
+                if progress.processed_since(0).0 == self.delivered {
+                    return self.finish(progress);
+                }
+                next_fetch = Instant::now() + self.throttle();
+                continue;
+            }
+            let started = Instant::now();
+            match source.next_batch(self.bridge) {
+                Ok(batch) => {
+                    backoff.reset();
+                    next_fetch = started + self.throttle();
+                    stats.records_fetched(self.shard(), batch.records.len(), batch.millis_behind_latest);
+                    log::debug!(
+                        "shard {}: fetched {} records ({:?} ms behind)",
+                        self.shard(),
+                        batch.records.len(),
+                        batch.millis_behind_latest
+                    );
+                    for r in batch.records {
+                        let arrival = r
+                            .approximate_arrival_timestamp
+                            .and_then(|t| SystemTime::try_from(t).ok());
+                        let record = Record::new(
+                            r.data.into_inner(),
+                            r.partition_key,
+                            r.sequence_number,
+                            arrival,
+                            Arc::clone(progress),
+                            self.delivered,
+                        );
+                        if let Err(i) = self.send(record, progress) {
+                            return i;
+                        }
+                        self.delivered += 1;
+                    }
+                    if batch.end_of_shard {
+                        log::info!("shard {} read to its end", self.shard());
+                        at_end = true;
+                        next_fetch = Instant::now();
+                    }
+                }
+                Err(SourceError::Transient(error)) => {
+                    let delay = backoff.next_delay();
+                    stats.retried("GetRecords", delay);
+                    log::warn!(
+                        "{error}: {:?}; retrying in {delay:?}",
+                        std::error::Error::source(&error)
+                    );
+                    // Tell the caller when a shard keeps failing, not on every blip.
+                    if backoff.failures() % 5 == 0 {
+                        self.ctx.notices.report(error);
+                    }
+                    next_fetch = Instant::now() + delay;
+                }
+                Err(SourceError::Fatal(error)) => {
+                    log::error!("{error}: {:?}", std::error::Error::source(&error));
+                    self.ctx.notices.report(error);
+                    return Interrupt::Failed;
+                }
+            }
+        }
+    }
+
+    /// Hands one record to the caller, committing on schedule while the channel is full.
+    fn send(&mut self, record: Record, progress: &ShardProgress) -> Result<(), Interrupt> {
+        let mut record = match self.ctx.records.try_send(record) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(_)) => return Err(Interrupt::Stop),
+            Err(TrySendError::Full(r)) => r,
+        };
+        loop {
+            self.commit_if_due(progress)?;
+            let mut sel = Select::new();
+            let send_op = sel.send(&self.ctx.records);
+            sel.recv(&self.stop);
+            match sel.select_deadline(self.next_commit) {
+                Ok(op) if op.index() == send_op => {
+                    return op.send(&self.ctx.records, record).map_err(|_| Interrupt::Stop);
+                }
+                Ok(op) => {
+                    let _ = op.recv(&self.stop);
+                    return Err(Interrupt::Stop);
+                }
+                Err(_) => {
+                    // Re-offer on the next round.
+                    record = match self.ctx.records.try_send(record) {
+                        Ok(()) => return Ok(()),
+                        Err(TrySendError::Disconnected(_)) => return Err(Interrupt::Stop),
+                        Err(TrySendError::Full(r)) => r,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Sleeps until `deadline`, committing on schedule; `Err` on stop or a lost lease.
+    fn wait_until(&mut self, deadline: Instant, progress: &ShardProgress) -> Result<(), Interrupt> {
+        loop {
+            self.commit_if_due(progress)?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            if self.stop_within(deadline.min(self.next_commit).saturating_duration_since(now)) {
+                return Err(Interrupt::Stop);
+            }
+        }
+    }
+
+    /// Commits the processed prefix if it moved, or heartbeats if the lease has not been
+    /// written for a shard-check interval.
+    fn commit_if_due(&mut self, progress: &ShardProgress) -> Result<(), Interrupt> {
+        let now = Instant::now();
+        if now < self.next_commit {
+            return Ok(());
+        }
+        self.next_commit = now + self.ctx.config.commit_frequency();
+        let (count, seq) = progress.processed_since(self.committed);
+        let heartbeat_due = now.duration_since(self.last_write) >= self.ctx.config.shard_check_frequency();
+        if seq.is_none() && !heartbeat_due {
+            return Ok(());
+        }
+        match self.leases().commit(self.shard(), seq.as_deref()) {
+            Ok(()) => {
+                self.committed = count;
+                self.last_write = now;
+                if let Some(seq) = &seq {
+                    log::debug!("shard {}: checkpoint {seq}", self.shard());
+                    self.ctx.config.stats().checkpoint_committed(self.shard(), seq);
+                }
+                Ok(())
+            }
+            Err(WriteError::LeaseLost) => Err(Interrupt::LeaseLost),
+            Err(WriteError::Other { error, .. }) => {
+                // The lease is still ours until someone else captures it; the next
+                // interval tries again.
+                log::warn!("{error}: {:?}", std::error::Error::source(&error));
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(&mut self, progress: &ShardProgress) -> Interrupt {
+        let (_, seq) = progress.processed_since(self.committed);
+        match self.leases().finish(self.shard(), seq.as_deref()) {
+            Ok(()) => {
+                log::info!(
+                    "client {}: shard {} finished and released",
+                    self.ctx.owner.name,
+                    self.shard()
+                );
+                self.ctx.config.stats().lease_released(self.shard());
+                Interrupt::Finished
+            }
+            Err(WriteError::LeaseLost) => Interrupt::LeaseLost,
+            Err(WriteError::Other { error, .. }) => {
+                self.ctx.notices.report(error);
+                Interrupt::Failed
+            }
+        }
+    }
+
+    /// Final commit and release. Retries transient failures briefly: a lease left
+    /// behind only delays the next owner until it goes stale.
+    fn release(&mut self, progress: &ShardProgress) {
+        let (_, seq) = progress.processed_since(self.committed);
+        for attempt in 0..3 {
+            match self.leases().release(self.shard(), seq.as_deref()) {
+                Ok(()) => {
+                    log::info!(
+                        "client {}: released the lease of shard {} (checkpoint {:?})",
+                        self.ctx.owner.name,
+                        self.shard(),
+                        seq
+                    );
+                    if let Some(seq) = &seq {
+                        self.ctx.config.stats().checkpoint_committed(self.shard(), seq);
+                    }
+                    self.ctx.config.stats().lease_released(self.shard());
+                    return;
+                }
+                Err(WriteError::LeaseLost) => {
+                    self.ctx.config.stats().lease_lost(self.shard());
+                    return;
+                }
+                Err(WriteError::Other { error, transient }) => {
+                    log::warn!(
+                        "{error}: {:?} (attempt {})",
+                        std::error::Error::source(&error),
+                        attempt + 1
+                    );
+                    if !transient {
+                        return;
+                    }
+                    std::thread::sleep(self.throttle());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! Where a shard's records come from.
+//!
+//! [`RecordSource`] is the seam between reading and everything else (leases,
+//! checkpoints, delivery): the shard worker only asks for the next batch. [`Polling`]
+//! reads with GetShardIterator/GetRecords; an enhanced fan-out source (SubscribeToShard)
+//! can implement the same trait.
+
+use std::sync::Arc;
+
+use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::{Record as KinesisRecord, ShardIteratorType};
+
+use crate::bridge::Bridge;
+use crate::config::InitialPosition;
+use crate::error::{Error, ErrorKind};
+use crate::retry;
+use crate::stats::Stats;
+
+/// One fetch's worth of records.
+#[derive(Debug)]
+pub(crate) struct Batch {
+    pub(crate) records: Vec<KinesisRecord>,
+    pub(crate) millis_behind_latest: Option<i64>,
+    /// The shard is closed and this batch holds its last records.
+    pub(crate) end_of_shard: bool,
+}
+
+/// Why a fetch failed.
+#[derive(Debug)]
+pub(crate) enum SourceError {
+    /// Try again after a backoff.
+    Transient(Error),
+    /// This shard cannot be read by this thread (stream gone, access denied, …).
+    Fatal(Error),
+}
+
+/// A supplier of a shard's records, in order.
+pub(crate) trait RecordSource {
+    /// The next batch (possibly empty). After a batch with `end_of_shard`, not called
+    /// again.
+    fn next_batch(&mut self, bridge: &Bridge) -> Result<Batch, SourceError>;
+}
+
+/// Where reading (re)starts.
+#[derive(Debug, Clone)]
+pub(crate) enum StartAt {
+    After(String),
+    Initial(InitialPosition),
+}
+
+/// GetRecords polling. Remembers the last sequence number it returned, so an expired or
+/// rejected iterator is renewed right after the last delivered record.
+#[derive(Debug)]
+pub(crate) struct Polling {
+    stream: Arc<str>,
+    shard: Arc<str>,
+    max_records: i32,
+    position: StartAt,
+    iterator: Option<String>,
+    stats: Arc<dyn Stats>,
+}
+
+impl Polling {
+    pub(crate) fn new(
+        stream: Arc<str>,
+        shard: Arc<str>,
+        start: StartAt,
+        max_records: i32,
+        stats: Arc<dyn Stats>,
+    ) -> Self {
+        Polling {
+            stream,
+            shard,
+            max_records,
+            position: start,
+            iterator: None,
+            stats,
+        }
+    }
+
+    fn what(&self, op: &str) -> String {
+        format!("{op} on shard {} of stream {}", self.shard, self.stream)
+    }
+
+    fn classify<E>(&self, op: &str, err: aws_sdk_kinesis::error::SdkError<E>) -> SourceError
+    where
+        E: aws_sdk_kinesis::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        if retry::code(&err) == Some("ResourceNotFoundException") {
+            return SourceError::Fatal(
+                Error::new(ErrorKind::NoSuchStream)
+                    .with_context(self.what(op))
+                    .with_source(err),
+            );
+        }
+        let transient = retry::is_transient(&err);
+        let error = Error::aws(self.what(op), err);
+        if transient {
+            SourceError::Transient(error)
+        } else {
+            SourceError::Fatal(error)
+        }
+    }
+
+    fn get_iterator(&mut self, bridge: &Bridge) -> Result<String, SourceError> {
+        let req = bridge
+            .kinesis()
+            .get_shard_iterator()
+            .stream_name(&*self.stream)
+            .shard_id(&*self.shard);
+        let req = match &self.position {
+            StartAt::After(seq) => req
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .starting_sequence_number(seq),
+            StartAt::Initial(InitialPosition::TrimHorizon) => {
+                req.shard_iterator_type(ShardIteratorType::TrimHorizon)
+            }
+            StartAt::Initial(InitialPosition::Latest) => {
+                req.shard_iterator_type(ShardIteratorType::Latest)
+            }
+            StartAt::Initial(InitialPosition::AtTimestamp(t)) => req
+                .shard_iterator_type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from(*t)),
+        };
+        match bridge.block_on(req.send()) {
+            Ok(out) => out.shard_iterator.ok_or_else(|| {
+                SourceError::Transient(
+                    Error::new(ErrorKind::Aws)
+                        .with_context(self.what("GetShardIterator returned no iterator")),
+                )
+            }),
+            Err(e)
+                if retry::code(&e) == Some("InvalidArgumentException")
+                    && matches!(self.position, StartAt::After(_)) =>
+            {
+                // The checkpoint is older than the stream's retention (or otherwise
+                // unusable): resume from the oldest record rather than stall.
+                log::warn!(
+                    "shard {}: checkpoint {:?} rejected ({}); resuming from TRIM_HORIZON",
+                    self.shard,
+                    self.position,
+                    e.message().unwrap_or("InvalidArgumentException")
+                );
+                self.position = StartAt::Initial(InitialPosition::TrimHorizon);
+                self.get_iterator(bridge)
+            }
+            Err(e) => Err(self.classify("GetShardIterator", e)),
+        }
+    }
+
+    fn fetch(&mut self, bridge: &Bridge, renewed: bool) -> Result<Batch, SourceError> {
+        let iterator = match self.iterator.take() {
+            Some(it) => it,
+            None => self.get_iterator(bridge)?,
+        };
+        let result = bridge.block_on(
+            bridge
+                .kinesis()
+                .get_records()
+                .shard_iterator(&iterator)
+                .limit(self.max_records)
+                .send(),
+        );
+        match result {
+            Ok(out) => {
+                if let Some(last) = out.records.last() {
+                    self.position = StartAt::After(last.sequence_number.clone());
+                }
+                self.iterator = out.next_shard_iterator;
+                Ok(Batch {
+                    end_of_shard: self.iterator.is_none(),
+                    records: out.records,
+                    millis_behind_latest: out.millis_behind_latest,
+                })
+            }
+            Err(e)
+                if !renewed
+                    && matches!(
+                        retry::code(&e),
+                        Some("ExpiredIteratorException" | "InvalidArgumentException")
+                    ) =>
+            {
+                log::info!(
+                    "shard {}: iterator {} ({}); renewing after {:?}",
+                    self.shard,
+                    retry::code(&e).unwrap_or_default(),
+                    e.message().unwrap_or_default(),
+                    self.position
+                );
+                self.stats.iterator_renewed(&self.shard);
+                self.fetch(bridge, true)
+            }
+            Err(e) => {
+                let err = self.classify("GetRecords", e);
+                if matches!(err, SourceError::Transient(_)) {
+                    self.iterator = Some(iterator);
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+impl RecordSource for Polling {
+    fn next_batch(&mut self, bridge: &Bridge) -> Result<Batch, SourceError> {
+        self.fetch(bridge, false)
+    }
+}

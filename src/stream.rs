@@ -1,0 +1,95 @@
+//! Stream-level Kinesis calls: readiness, the shard list, publishing.
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::StreamStatus;
+
+use crate::bridge::Bridge;
+use crate::error::{Error, ErrorKind, Result};
+use crate::retry;
+
+/// A shard as ListShards describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ShardInfo {
+    pub(crate) id: String,
+    pub(crate) parent: Option<String>,
+    pub(crate) adjacent_parent: Option<String>,
+}
+
+/// Maps the stream-level error codes to the Go sentinels' kinds.
+fn stream_error<E>(what: String, err: aws_sdk_kinesis::error::SdkError<E>) -> Error
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match retry::code(&err) {
+        Some("ResourceNotFoundException") => {
+            Error::new(ErrorKind::NoSuchStream).with_context(what).with_source(err)
+        }
+        Some("ResourceInUseException") => {
+            Error::new(ErrorKind::StreamBusy).with_context(what).with_source(err)
+        }
+        _ => Error::aws(what, err),
+    }
+}
+
+/// Checks the stream can be read: ACTIVE or UPDATING (or, if `use_list_shards`, that
+/// ListShards answers).
+pub(crate) fn check_ready(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<()> {
+    if use_list_shards {
+        return list_shards(bridge, stream).map(|_| ());
+    }
+    let what = || format!("describing stream {stream}");
+    let out = bridge
+        .block_on(
+            bridge
+                .kinesis()
+                .describe_stream_summary()
+                .stream_name(stream)
+                .send(),
+        )
+        .map_err(|e| stream_error(what(), e))?;
+    match out.stream_description_summary().map(|s| s.stream_status()) {
+        Some(StreamStatus::Active | StreamStatus::Updating) => Ok(()),
+        _ => Err(Error::new(ErrorKind::StreamBusy).with_context(what())),
+    }
+}
+
+/// Every shard of the stream, oldest first, following pages with `ExclusiveStartShardId`
+/// (which every Kinesis implementation honours alongside `StreamName`).
+pub(crate) fn list_shards(bridge: &Bridge, stream: &str) -> Result<Vec<ShardInfo>> {
+    let mut shards: Vec<ShardInfo> = Vec::new();
+    loop {
+        let mut req = bridge.kinesis().list_shards().stream_name(stream);
+        if let Some(last) = shards.last() {
+            req = req.exclusive_start_shard_id(&last.id);
+        }
+        let out = bridge
+            .block_on(req.send())
+            .map_err(|e| stream_error(format!("listing the shards of stream {stream}"), e))?;
+        let page = out.shards.unwrap_or_default();
+        let more = out.next_token.is_some() && !page.is_empty();
+        shards.extend(page.into_iter().map(|s| ShardInfo {
+            id: s.shard_id,
+            parent: s.parent_shard_id,
+            adjacent_parent: s.adjacent_parent_shard_id,
+        }));
+        if !more {
+            return Ok(shards);
+        }
+    }
+}
+
+/// Writes one record.
+pub(crate) fn publish(bridge: &Bridge, stream: &str, key: &str, data: &[u8]) -> Result<()> {
+    bridge
+        .block_on(
+            bridge
+                .kinesis()
+                .put_record()
+                .stream_name(stream)
+                .partition_key(key)
+                .data(Blob::new(data))
+                .send(),
+        )
+        .map(|_| ())
+        .map_err(|e| stream_error(format!("putting a record into stream {stream}"), e))
+}
