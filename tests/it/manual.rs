@@ -1,0 +1,66 @@
+//! Manual checkpoint mode: records marked processed out of order, from several threads;
+//! the checkpoint covers only the contiguous processed prefix.
+
+use std::time::Duration;
+
+use kinsumer::{CheckpointMode, ProcessedMarker};
+
+use crate::support::{self, Env, TestResult};
+
+#[test]
+fn out_of_order_marks_from_threads_checkpoint_the_contiguous_prefix() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    const N: usize = 120;
+    const HELD: usize = 50;
+    env.put_numbered(0, N as u64, 5)?;
+    let shard = env.shard_ids()?.remove(0);
+
+    let config = support::fast_config().with_checkpoint_mode(CheckpointMode::Manual);
+    let consumer = env.consumer("manual", config)?;
+    consumer.run()?;
+    let mut markers: Vec<ProcessedMarker> = Vec::new();
+    let mut records = consumer.records();
+    while markers.len() < N {
+        match records.next_timeout(Duration::from_secs(30)) {
+            Some(Ok(r)) => markers.push(r.processed_marker()),
+            other => return Err(format!("expected a record, got {other:?}").into()),
+        }
+    }
+    // Pulling more never marks anything in manual mode.
+    assert!(records.next_timeout(Duration::from_millis(300)).is_some_and(|r| r.is_err()));
+    assert_eq!(env.checkpoint(&shard)?, None, "checkpoint before any mark");
+
+    let held = markers.remove(HELD);
+    let seq_before_gap = markers[HELD - 1].sequence_number().to_owned();
+    let seq_last = markers[N - 2].sequence_number().to_owned();
+    // Four workers mark the rest, each walking its share backwards.
+    let mut shares: Vec<Vec<ProcessedMarker>> = (0..4).map(|_| Vec::new()).collect();
+    for (i, m) in markers.into_iter().enumerate() {
+        shares[i % 4].push(m);
+    }
+    let workers: Vec<_> = shares
+        .into_iter()
+        .map(|share| {
+            std::thread::spawn(move || {
+                for m in share.into_iter().rev() {
+                    m.mark();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().map_err(|_| "worker panicked")?;
+    }
+    // Everything but record 50 is processed: the checkpoint stops right before it.
+    support::wait_for(Duration::from_secs(10), "checkpoint at the gap", || {
+        Ok(env.checkpoint(&shard)?.as_deref() == Some(seq_before_gap.as_str()))
+    })?;
+    held.mark();
+    support::wait_for(Duration::from_secs(10), "checkpoint past the gap", || {
+        Ok(env.checkpoint(&shard)?.as_deref() == Some(seq_last.as_str()))
+    })?;
+    drop(records);
+    consumer.stop();
+    Ok(())
+}

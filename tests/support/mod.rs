@@ -1,0 +1,516 @@
+//! Shared test fixture: real AWS-compatible servers on loopback, real SDK clients.
+//!
+//! By default each [`Env`] starts its own embedded emulators — `ferrokinesis` (Kinesis) and
+//! `dynoxide-rs` (DynamoDB) — in-process on ephemeral 127.0.0.1 ports, each on its own
+//! thread and runtime, and stops them on drop. With `KINSUMER_KINESIS_ENDPOINT` and
+//! `KINSUMER_DYNAMODB_ENDPOINT` set, the same tests run against those servers instead
+//! (and clean up the stream and tables they made). Every test gets a unique stream and
+//! application name.
+//!
+//! This file is also compiled into examples and benches (`#[path]`), so not every item is
+//! used everywhere.
+#![allow(dead_code)]
+
+pub mod fault;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
+use kinsumer::{Config, Kinsumer};
+
+/// A test failure: anything the fixture does can fail with a message.
+pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Options for the embedded Kinesis emulator.
+#[derive(Debug, Clone)]
+pub struct KinesisOptions {
+    /// Shard iterator lifetime (real Kinesis: 300 s).
+    pub iterator_ttl_seconds: u64,
+}
+
+impl Default for KinesisOptions {
+    fn default() -> Self {
+        KinesisOptions {
+            iterator_ttl_seconds: 300,
+        }
+    }
+}
+
+/// One embedded server: its address, and how to stop it.
+struct Server {
+    addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds 127.0.0.1:0 and serves on a thread of its own with its own runtime.
+    fn start<F, Fut>(name: &str, serve: F) -> TestResult<Server>
+    where
+        F: FnOnce(tokio::net::TcpListener, tokio::sync::oneshot::Receiver<()>) -> Fut
+            + Send
+            + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        std_listener.set_nonblocking(true)?;
+        let addr = std_listener.local_addr()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name(format!("emulator-{name}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("emulator runtime");
+                rt.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(std_listener).expect("emulator listener");
+                    serve(listener, rx).await;
+                });
+            })?;
+        Ok(Server {
+            addr,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let panicked = thread.join().is_err();
+            if panicked && !std::thread::panicking() {
+                panic!("an emulator thread panicked");
+            }
+        }
+    }
+}
+
+/// The two servers a test talks to: embedded, or external from the environment.
+pub struct Emulators {
+    pub kinesis_endpoint: String,
+    pub dynamodb_endpoint: String,
+    external: bool,
+    _servers: Vec<Server>,
+}
+
+impl Emulators {
+    pub fn start(options: &KinesisOptions) -> TestResult<Emulators> {
+        if let (Ok(k), Ok(d)) = (
+            std::env::var("KINSUMER_KINESIS_ENDPOINT"),
+            std::env::var("KINSUMER_DYNAMODB_ENDPOINT"),
+        ) {
+            return Ok(Emulators {
+                kinesis_endpoint: k,
+                dynamodb_endpoint: d,
+                external: true,
+                _servers: Vec::new(),
+            });
+        }
+        let store_options = ferrokinesis::store::StoreOptions {
+            create_stream_ms: 0,
+            delete_stream_ms: 0,
+            update_stream_ms: 0,
+            shard_limit: 10_000,
+            iterator_ttl_seconds: options.iterator_ttl_seconds,
+            ..Default::default()
+        };
+        let kinesis = Server::start("kinesis", move |listener, stop| async move {
+            let (app, _store) = ferrokinesis::create_app(store_options);
+            let _ = ferrokinesis::serve_plain_http(listener, app, async move {
+                let _ = stop.await;
+            })
+            .await;
+        })?;
+        let db = dynoxide::Database::memory().map_err(|e| format!("dynoxide: {e}"))?;
+        let dynamodb = Server::start("dynamodb", move |listener, stop| async move {
+            let _ = dynoxide::server::serve_with_shutdown(listener, db, async move {
+                let _ = stop.await;
+            })
+            .await;
+        })?;
+        Ok(Emulators {
+            kinesis_endpoint: kinesis.endpoint(),
+            dynamodb_endpoint: dynamodb.endpoint(),
+            external: false,
+            _servers: vec![kinesis, dynamodb],
+        })
+    }
+
+    pub fn is_external(&self) -> bool {
+        self.external
+    }
+}
+
+/// A name no other test (or earlier run against the same external servers) uses.
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() % 1_000_000_000);
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Test credentials and region; the emulators accept anything.
+pub fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .region(Region::new("us-east-1"))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "test", "test", None, None, "kinsumer-tests",
+        )))
+        .behavior_version(BehaviorVersion::latest())
+        .build()
+}
+
+/// A configuration with short intervals, for tests.
+pub fn fast_config() -> Config {
+    Config::default()
+        .with_throttle_delay(Duration::from_millis(200))
+        .with_commit_frequency(Duration::from_millis(200))
+        .with_shard_check_frequency(Duration::from_secs(1))
+        .with_leader_action_frequency(Duration::from_secs(1))
+        .with_dynamo_waiter_delay(Duration::from_millis(50))
+}
+
+/// Emulators, test clients, and a stream with a unique name.
+pub struct Env {
+    pub emulators: Emulators,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub stream: String,
+    pub app: String,
+    runtime: tokio::runtime::Runtime,
+    tables_made: bool,
+}
+
+impl Env {
+    /// Starts servers and creates a stream of `shards` shards.
+    pub fn new(shards: i32) -> TestResult<Env> {
+        Self::with_options(shards, KinesisOptions::default())
+    }
+
+    pub fn with_options(shards: i32, options: KinesisOptions) -> TestResult<Env> {
+        let env = Self::without_stream(options)?;
+        env.create_stream(&env.stream, shards)?;
+        Ok(env)
+    }
+
+    /// Servers and clients, but no stream is created.
+    pub fn without_stream(options: KinesisOptions) -> TestResult<Env> {
+        let emulators = Emulators::start(&options)?;
+        let sdk = sdk_config();
+        let kinesis = aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(&sdk)
+                .endpoint_url(&emulators.kinesis_endpoint)
+                .build(),
+        );
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .endpoint_url(&emulators.dynamodb_endpoint)
+                .build(),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Env {
+            emulators,
+            kinesis,
+            dynamodb,
+            stream: unique_name("stream"),
+            app: unique_name("app"),
+            runtime,
+            tables_made: false,
+        })
+    }
+
+    /// Runs an SDK future on the fixture's own runtime (the test thread only).
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    pub fn create_stream(&self, name: &str, shards: i32) -> TestResult {
+        self.block_on(
+            self.kinesis
+                .create_stream()
+                .stream_name(name)
+                .shard_count(shards)
+                .send(),
+        )?;
+        wait_for(Duration::from_secs(30), "stream to become active", || {
+            let out = self.block_on(
+                self.kinesis
+                    .describe_stream_summary()
+                    .stream_name(name)
+                    .send(),
+            )?;
+            Ok(out
+                .stream_description_summary()
+                .is_some_and(|s| *s.stream_status() == StreamStatus::Active))
+        })
+    }
+
+    /// A consumer of this env's stream, built from the test clients, with the tables
+    /// created.
+    pub fn consumer(&mut self, client_name: &str, config: Config) -> TestResult<Kinsumer> {
+        let consumer = self.consumer_with(&self.kinesis.clone(), &self.dynamodb.clone(), client_name, config)?;
+        Ok(consumer)
+    }
+
+    /// Like [`Env::consumer`], from other clients (e.g. with a fault injector).
+    pub fn consumer_with(
+        &mut self,
+        kinesis: &aws_sdk_kinesis::Client,
+        dynamodb: &aws_sdk_dynamodb::Client,
+        client_name: &str,
+        config: Config,
+    ) -> TestResult<Kinsumer> {
+        let consumer = Kinsumer::from_clients(
+            kinesis,
+            dynamodb,
+            &self.stream,
+            &self.app,
+            client_name,
+            config,
+        )?;
+        consumer.create_required_tables()?;
+        self.tables_made = true;
+        Ok(consumer)
+    }
+
+    /// Writes `data` records with the given partition keys, in order, 500 per call.
+    pub fn put(&self, records: &[(String, String)]) -> TestResult {
+        for chunk in records.chunks(500) {
+            let entries = chunk
+                .iter()
+                .map(|(key, data)| {
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(key)
+                        .data(Blob::new(data.as_bytes()))
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let out = self.block_on(
+                self.kinesis
+                    .put_records()
+                    .stream_name(&self.stream)
+                    .set_records(Some(entries))
+                    .send(),
+            )?;
+            if out.failed_record_count.unwrap_or(0) > 0 {
+                return Err("PutRecords rejected some records".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes records `from..to` as `(key-<i % keys>, "<i>")`.
+    pub fn put_numbered(&self, from: u64, to: u64, keys: u64) -> TestResult {
+        let records: Vec<(String, String)> = (from..to)
+            .map(|i| (format!("key-{}", i % keys), i.to_string()))
+            .collect();
+        self.put(&records)
+    }
+
+    /// The shard ids of the stream.
+    pub fn shard_ids(&self) -> TestResult<Vec<String>> {
+        let out = self.block_on(self.kinesis.list_shards().stream_name(&self.stream).send())?;
+        Ok(out.shards().iter().map(|s| s.shard_id().to_owned()).collect())
+    }
+
+    /// The checkpoint table's rows, by shard id.
+    pub fn checkpoint_rows(&self) -> TestResult<HashMap<String, HashMap<String, AttributeValue>>> {
+        let out = self.block_on(
+            self.dynamodb
+                .scan()
+                .table_name(format!("{}_checkpoints", self.app))
+                .consistent_read(true)
+                .send(),
+        )?;
+        let mut rows = HashMap::new();
+        for item in out.items.unwrap_or_default() {
+            if let Some(AttributeValue::S(shard)) = item.get("Shard") {
+                rows.insert(shard.clone(), item);
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The checkpointed sequence number of `shard`, if any.
+    pub fn checkpoint(&self, shard: &str) -> TestResult<Option<String>> {
+        Ok(self
+            .checkpoint_rows()?
+            .get(shard)
+            .and_then(|row| match row.get("SequenceNumber") {
+                Some(AttributeValue::S(s)) => Some(s.clone()),
+                _ => None,
+            }))
+    }
+
+    /// The client rows' ids.
+    pub fn client_ids(&self) -> TestResult<Vec<String>> {
+        let out = self.block_on(
+            self.dynamodb
+                .scan()
+                .table_name(format!("{}_clients", self.app))
+                .consistent_read(true)
+                .send(),
+        )?;
+        Ok(out
+            .items
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|i| match i.get("ID") {
+                Some(AttributeValue::S(id)) => Some(id.clone()),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // Embedded servers vanish with their memory; external ones are cleaned up.
+        if self.emulators.is_external() {
+            let _ = self.block_on(
+                self.kinesis
+                    .delete_stream()
+                    .stream_name(&self.stream)
+                    .enforce_consumer_deletion(true)
+                    .send(),
+            );
+            if self.tables_made {
+                for suffix in ["clients", "checkpoints", "metadata"] {
+                    let _ = self.block_on(
+                        self.dynamodb
+                            .delete_table()
+                            .table_name(format!("{}_{suffix}", self.app))
+                            .send(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms until it holds, failing after `timeout`.
+pub fn wait_for(
+    timeout: Duration,
+    what: &str,
+    mut condition: impl FnMut() -> TestResult<bool>,
+) -> TestResult {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if condition()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!("timed out after {timeout:?} waiting for {what}").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Collects records from `consumer` until `done` says so, failing on any error item or
+/// after `timeout`. Returns the records' data as strings, in delivery order.
+pub fn collect_until(
+    consumer: &Kinsumer,
+    timeout: Duration,
+    mut done: impl FnMut(&[String]) -> bool,
+) -> TestResult<Vec<String>> {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    let mut records = consumer.records();
+    while !done(&seen) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!("timed out after {timeout:?} with {} records", seen.len()).into());
+        }
+        match records.next_timeout(left.min(Duration::from_millis(500))) {
+            Some(Ok(record)) => seen.push(String::from_utf8(record.data().to_vec())?),
+            Some(Err(e)) if e.is_timeout() => {}
+            Some(Err(e)) => return Err(format!("error item: {e} ({:?})", e).into()),
+            None => return Err(format!("iteration ended after {} records", seen.len()).into()),
+        }
+    }
+    Ok(seen)
+}
+
+/// Initialises logging once (RUST_LOG=kinsumer=debug to see it).
+pub fn init_logging() {
+    let _ = env_logger::builder().is_test(true).try_init();
+}
+
+/// A [`kinsumer::Stats`] that counts every event.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    pub fetched: AtomicU64,
+    pub delivered: AtomicU64,
+    pub commits: AtomicU64,
+    pub acquired: AtomicU64,
+    pub released: AtomicU64,
+    pub lost: AtomicU64,
+    pub renewed: AtomicU64,
+    pub retried: AtomicU64,
+    pub fetch_calls: AtomicU64,
+}
+
+impl Recorder {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::SeqCst)
+    }
+}
+
+impl kinsumer::Stats for Recorder {
+    fn records_fetched(&self, _shard: &str, count: usize, _behind: Option<i64>) {
+        self.fetch_calls.fetch_add(1, Ordering::SeqCst);
+        self.fetched.fetch_add(count as u64, Ordering::SeqCst);
+    }
+    fn records_delivered(&self, _shard: &str, count: usize) {
+        self.delivered.fetch_add(count as u64, Ordering::SeqCst);
+    }
+    fn checkpoint_committed(&self, _shard: &str, _seq: &str) {
+        self.commits.fetch_add(1, Ordering::SeqCst);
+    }
+    fn lease_acquired(&self, _shard: &str) {
+        self.acquired.fetch_add(1, Ordering::SeqCst);
+    }
+    fn lease_released(&self, _shard: &str) {
+        self.released.fetch_add(1, Ordering::SeqCst);
+    }
+    fn lease_lost(&self, _shard: &str) {
+        self.lost.fetch_add(1, Ordering::SeqCst);
+    }
+    fn iterator_renewed(&self, _shard: &str) {
+        self.renewed.fetch_add(1, Ordering::SeqCst);
+    }
+    fn retried(&self, _op: &str, _backoff: Duration) {
+        self.retried.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits until the wall clock has moved on by `d`: for tests whose condition *is* the
+/// passing of time (an iterator aging, a timestamp boundary), polled like any other.
+pub fn let_time_pass(d: Duration) -> TestResult {
+    let until = Instant::now() + d;
+    wait_for(d + Duration::from_secs(5), "time to pass", || Ok(Instant::now() >= until))
+}
