@@ -95,7 +95,10 @@ mod tests {
                     load[o] += 1;
                 }
                 let (min, max) = (load.iter().min(), load.iter().max());
-                assert!(max.unwrap() - min.unwrap() <= 1, "{n_shards}/{n_clients}: {load:?}");
+                assert!(
+                    max.unwrap() - min.unwrap() <= 1,
+                    "{n_shards}/{n_clients}: {load:?}"
+                );
             }
         }
     }

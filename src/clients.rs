@@ -29,7 +29,12 @@ pub(crate) fn register(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
                 .send(),
         )
         .map(|_| ())
-        .map_err(|e| Error::aws(format!("registering client {} in table {table}", me.name), e))
+        .map_err(|e| {
+            Error::aws(
+                format!("registering client {} in table {table}", me.name),
+                e,
+            )
+        })
 }
 
 /// Deletes this client's row.

@@ -410,10 +410,8 @@ impl Kinsumer {
 
     fn next_item(&self, deadline: Option<Instant>) -> Option<Result<Record>> {
         let auto = self.config.checkpoint_mode() == CheckpointMode::Auto;
-        if auto {
-            if let Some(f) = self.in_flight.lock().take() {
-                f.progress.mark(f.index, &f.sequence_number);
-            }
+        if auto && let Some(f) = self.in_flight.lock().take() {
+            f.progress.mark(f.index, &f.sequence_number);
         }
         loop {
             if self.signal.is_requested() || self.fatal.load(Ordering::Acquire) {

@@ -216,7 +216,10 @@ impl<'a> Coordinator<'a> {
         if let Some(handle) = self.shards.remove(&shard) {
             handle.join();
         }
-        log::debug!("client {}: shard thread {shard} ended: {exit:?}", self.name());
+        log::debug!(
+            "client {}: shard thread {shard} ended: {exit:?}",
+            self.name()
+        );
         if exit == ShardExit::Finished {
             self.finished.insert(shard);
         }
@@ -234,8 +237,13 @@ impl<'a> Coordinator<'a> {
         let names = Arc::clone(&self.parts.names);
         let live = clients::live(self.bridge, &names.clients, self.parts.config.lease_ttl())?;
         if !live.contains(&self.parts.owner.id) {
-            return Err(Error::new(ErrorKind::ClientNotInTable)
-                .with_context(format!("client {} in table {}", self.name(), names.clients)));
+            return Err(
+                Error::new(ErrorKind::ClientNotInTable).with_context(format!(
+                    "client {} in table {}",
+                    self.name(),
+                    names.clients
+                )),
+            );
         }
         let shard_ids: Vec<String> = stream::list_shards(self.bridge, &names.stream)?
             .into_iter()
@@ -315,7 +323,11 @@ impl<'a> Coordinator<'a> {
         }
         match clients::deregister(self.bridge, &self.parts.names.clients, &self.parts.owner) {
             Ok(()) => log::info!("client {}: stopped and deregistered", self.name()),
-            Err(e) => log::warn!("client {}: {e}: {:?}", self.name(), std::error::Error::source(&e)),
+            Err(e) => log::warn!(
+                "client {}: {e}: {:?}",
+                self.name(),
+                std::error::Error::source(&e)
+            ),
         }
     }
 }

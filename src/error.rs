@@ -156,7 +156,9 @@ impl Error {
 
     /// An AWS SDK failure while doing `what`.
     pub(crate) fn aws(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
-        Error::new(ErrorKind::Aws).with_context(what).with_source(source)
+        Error::new(ErrorKind::Aws)
+            .with_context(what)
+            .with_source(source)
     }
 
     /// What kind of failure this is.
@@ -244,7 +246,10 @@ mod tests {
         let cause = std::io::Error::other("connection reset by peer");
         let err = Error::aws("GetRecords on shard shardId-1 of stream s", cause);
         let text = err.to_string();
-        assert_eq!(text, "GetRecords on shard shardId-1 of stream s: AWS request failed");
+        assert_eq!(
+            text,
+            "GetRecords on shard shardId-1 of stream s: AWS request failed"
+        );
         assert!(!text.contains("reset"));
         assert!(err.source().unwrap().to_string().contains("reset"));
         assert!(err.is_aws());

@@ -57,7 +57,10 @@ impl Notices {
 
     pub(crate) fn report(&self, error: Error) {
         if let Err(e) = self.tx.try_send(error) {
-            log::warn!("error not delivered to the caller (buffer full): {}", e.into_inner());
+            log::warn!(
+                "error not delivered to the caller (buffer full): {}",
+                e.into_inner()
+            );
         }
     }
 }
@@ -136,7 +139,9 @@ pub(crate) fn spawn(ctx: ShardContext) -> Result<ShardHandle> {
             let _ = join.join();
             Err(e)
         }
-        Err(_) => Err(Error::new(ErrorKind::Internal).with_context(format!("starting thread {name}"))),
+        Err(_) => {
+            Err(Error::new(ErrorKind::Internal).with_context(format!("starting thread {name}")))
+        }
     }
 }
 
@@ -156,6 +161,8 @@ struct Worker<'a> {
     delivered: u64,
     /// Processed-prefix length covered by the last successful commit.
     committed: u64,
+    /// The checkpoint in the table (for logs).
+    checkpoint: Option<String>,
     next_commit: Instant,
     last_write: Instant,
 }
@@ -170,6 +177,7 @@ impl<'a> Worker<'a> {
             stop,
             delivered: 0,
             committed: 0,
+            checkpoint: None,
             last_write: now,
         }
     }
@@ -244,7 +252,8 @@ impl<'a> Worker<'a> {
     /// stop first; `Err` if the shard needs no reading or capture cannot work.
     fn capture(&mut self) -> Option<Result<StartAt, ShardExit>> {
         let ttl = self.ctx.config.lease_ttl();
-        let mut backoff = Backoff::new(self.throttle(), Duration::from_secs(2).max(self.throttle()));
+        let mut backoff =
+            Backoff::new(self.throttle(), Duration::from_secs(2).max(self.throttle()));
         loop {
             match self.leases().capture(self.shard(), ttl) {
                 Ok(Capture::Captured(found)) => {
@@ -261,6 +270,7 @@ impl<'a> Worker<'a> {
                         return Some(Err(ShardExit::Finished));
                     }
                     let now = Instant::now();
+                    self.checkpoint.clone_from(&found.sequence_number);
                     self.last_write = now;
                     self.next_commit = now + self.ctx.config.commit_frequency();
                     return Some(Ok(match found.sequence_number {
@@ -294,9 +304,16 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn consume(&mut self, progress: &Arc<ShardProgress>, source: &mut dyn RecordSource) -> Interrupt {
+    fn consume(
+        &mut self,
+        progress: &Arc<ShardProgress>,
+        source: &mut dyn RecordSource,
+    ) -> Interrupt {
         let stats = Arc::clone(self.ctx.config.stats());
-        let mut backoff = Backoff::new(self.throttle(), Duration::from_secs(10).max(self.throttle()));
+        let mut backoff = Backoff::new(
+            self.throttle(),
+            Duration::from_secs(10).max(self.throttle()),
+        );
         let mut next_fetch = Instant::now();
         let mut at_end = false;
         loop {
@@ -316,7 +333,11 @@ impl<'a> Worker<'a> {
                 Ok(batch) => {
                     backoff.reset();
                     next_fetch = started + self.throttle();
-                    stats.records_fetched(self.shard(), batch.records.len(), batch.millis_behind_latest);
+                    stats.records_fetched(
+                        self.shard(),
+                        batch.records.len(),
+                        batch.millis_behind_latest,
+                    );
                     log::debug!(
                         "shard {}: fetched {} records ({:?} ms behind)",
                         self.shard(),
@@ -354,7 +375,7 @@ impl<'a> Worker<'a> {
                         std::error::Error::source(&error)
                     );
                     // Tell the caller when a shard keeps failing, not on every blip.
-                    if backoff.failures() % 5 == 0 {
+                    if backoff.failures().is_multiple_of(5) {
                         self.ctx.notices.report(error);
                     }
                     next_fetch = Instant::now() + delay;
@@ -382,7 +403,9 @@ impl<'a> Worker<'a> {
             sel.recv(&self.stop);
             match sel.select_deadline(self.next_commit) {
                 Ok(op) if op.index() == send_op => {
-                    return op.send(&self.ctx.records, record).map_err(|_| Interrupt::Stop);
+                    return op
+                        .send(&self.ctx.records, record)
+                        .map_err(|_| Interrupt::Stop);
                 }
                 Ok(op) => {
                     let _ = op.recv(&self.stop);
@@ -408,7 +431,11 @@ impl<'a> Worker<'a> {
             if now >= deadline {
                 return Ok(());
             }
-            if self.stop_within(deadline.min(self.next_commit).saturating_duration_since(now)) {
+            if self.stop_within(
+                deadline
+                    .min(self.next_commit)
+                    .saturating_duration_since(now),
+            ) {
                 return Err(Interrupt::Stop);
             }
         }
@@ -423,7 +450,8 @@ impl<'a> Worker<'a> {
         }
         self.next_commit = now + self.ctx.config.commit_frequency();
         let (count, seq) = progress.processed_since(self.committed);
-        let heartbeat_due = now.duration_since(self.last_write) >= self.ctx.config.shard_check_frequency();
+        let heartbeat_due =
+            now.duration_since(self.last_write) >= self.ctx.config.shard_check_frequency();
         if seq.is_none() && !heartbeat_due {
             return Ok(());
         }
@@ -433,7 +461,10 @@ impl<'a> Worker<'a> {
                 self.last_write = now;
                 if let Some(seq) = &seq {
                     log::debug!("shard {}: checkpoint {seq}", self.shard());
-                    self.ctx.config.stats().checkpoint_committed(self.shard(), seq);
+                    self.ctx
+                        .config
+                        .stats()
+                        .checkpoint_committed(self.shard(), seq);
                 }
                 Ok(())
             }
@@ -481,7 +512,10 @@ impl<'a> Worker<'a> {
                         seq
                     );
                     if let Some(seq) = &seq {
-                        self.ctx.config.stats().checkpoint_committed(self.shard(), seq);
+                        self.ctx
+                            .config
+                            .stats()
+                            .checkpoint_committed(self.shard(), seq);
                     }
                     self.ctx.config.stats().lease_released(self.shard());
                     return;

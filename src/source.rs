@@ -85,11 +85,7 @@ impl Polling {
 
     fn classify<E>(&self, op: &str, err: aws_sdk_kinesis::error::SdkError<E>) -> SourceError
     where
-        E: aws_sdk_kinesis::error::ProvideErrorMetadata
-            + std::error::Error
-            + Send
-            + Sync
-            + 'static,
+        E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         if retry::code(&err) == Some("ResourceNotFoundException") {
             return SourceError::Fatal(

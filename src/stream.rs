@@ -21,12 +21,12 @@ where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match retry::code(&err) {
-        Some("ResourceNotFoundException") => {
-            Error::new(ErrorKind::NoSuchStream).with_context(what).with_source(err)
-        }
-        Some("ResourceInUseException") => {
-            Error::new(ErrorKind::StreamBusy).with_context(what).with_source(err)
-        }
+        Some("ResourceNotFoundException") => Error::new(ErrorKind::NoSuchStream)
+            .with_context(what)
+            .with_source(err),
+        Some("ResourceInUseException") => Error::new(ErrorKind::StreamBusy)
+            .with_context(what)
+            .with_source(err),
         _ => Error::aws(what, err),
     }
 }

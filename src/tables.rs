@@ -101,13 +101,15 @@ pub(crate) fn create(bridge: &Bridge, names: &Names, config: &Config) -> Result<
             );
         req = match config.billing_mode() {
             BillingMode::OnDemand => req.billing_mode(DynamoBilling::PayPerRequest),
-            BillingMode::Provisioned => req.billing_mode(DynamoBilling::Provisioned).provisioned_throughput(
-                ProvisionedThroughput::builder()
-                    .read_capacity_units(config.dynamo_read_capacity())
-                    .write_capacity_units(config.dynamo_write_capacity())
-                    .build()
-                    .map_err(|e| Error::new(ErrorKind::Internal).with_source(e))?,
-            ),
+            BillingMode::Provisioned => req
+                .billing_mode(DynamoBilling::Provisioned)
+                .provisioned_throughput(
+                    ProvisionedThroughput::builder()
+                        .read_capacity_units(config.dynamo_read_capacity())
+                        .write_capacity_units(config.dynamo_write_capacity())
+                        .build()
+                        .map_err(|e| Error::new(ErrorKind::Internal).with_source(e))?,
+                ),
         };
         match bridge.block_on(req.send()) {
             Ok(_) => log::info!("created table {table}"),
@@ -160,7 +162,11 @@ fn wait_for(bridge: &Bridge, table: &str, config: &Config, present: bool) -> Res
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let goal = if present { "become active" } else { "be deleted" };
+            let goal = if present {
+                "become active"
+            } else {
+                "be deleted"
+            };
             return Err(Error::new(ErrorKind::Timeout).with_context(format!(
                 "waiting {:?} for table {table} to {goal}",
                 waiter_deadline(config)
@@ -176,7 +182,9 @@ pub(crate) fn check_ready(bridge: &Bridge, names: &Names) -> Result<()> {
         match status(bridge, table)? {
             Some(TableStatus::Active | TableStatus::Updating) => {}
             None => {
-                return Err(Error::new(ErrorKind::TableNotFound).with_context(format!("table {table}")));
+                return Err(
+                    Error::new(ErrorKind::TableNotFound).with_context(format!("table {table}"))
+                );
             }
             Some(other) => {
                 return Err(Error::new(ErrorKind::TableNotReady)

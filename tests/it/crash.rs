@@ -34,12 +34,17 @@ fn crash_redelivers_exactly_the_unprocessed_tail() -> TestResult {
     // Records 0..39 are processed (each was followed by a pull); record 39 is in hand.
     let last_processed = taken[TAKEN - 2].sequence_number().to_owned();
     let in_hand = taken[TAKEN - 1].sequence_number().to_owned();
-    support::wait_for(Duration::from_secs(10), "checkpoint of the processed prefix", || {
-        Ok(env.checkpoint(&shard)?.as_deref() == Some(last_processed.as_str()))
-    })?;
+    support::wait_for(
+        Duration::from_secs(10),
+        "checkpoint of the processed prefix",
+        || Ok(env.checkpoint(&shard)?.as_deref() == Some(last_processed.as_str())),
+    )?;
     // Several commit intervals later it still has not moved onto the record in hand.
     support::let_time_pass(Duration::from_millis(800))?;
-    assert_eq!(env.checkpoint(&shard)?.as_deref(), Some(last_processed.as_str()));
+    assert_eq!(
+        env.checkpoint(&shard)?.as_deref(),
+        Some(last_processed.as_str())
+    );
     assert_ne!(last_processed, in_hand);
     assert!(Recorder::get(&stats.commits) > 0);
 

@@ -1,9 +1,10 @@
 //! Draining a multi-shard stream delivers every record exactly once.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::{self, Env, TestResult};
+use crate::support::{self, Env, Recorder, TestResult};
 
 #[test]
 fn drains_a_four_shard_stream_without_loss_or_duplicates() -> TestResult {
@@ -11,10 +12,19 @@ fn drains_a_four_shard_stream_without_loss_or_duplicates() -> TestResult {
     let mut env = Env::new(4)?;
     const N: u64 = 2_000;
     env.put_numbered(0, N, 97)?;
-    let consumer = env.consumer("drainer", support::fast_config())?;
+    let stats = Arc::new(Recorder::default());
+    let consumer = env.consumer("drainer", support::fast_config().with_stats(stats.clone()))?;
     consumer.run()?;
     let seen = support::collect_until(&consumer, Duration::from_secs(60), |s| s.len() as u64 >= N)?;
     consumer.stop();
+    assert_eq!(Recorder::get(&stats.delivered), N);
+    assert_eq!(Recorder::get(&stats.fetched), N);
+    assert_eq!(Recorder::get(&stats.acquired), 4);
+    assert_eq!(Recorder::get(&stats.released), 4);
+    assert_eq!(Recorder::get(&stats.lost), 0);
+    assert!(Recorder::get(&stats.commits) >= 4);
+    // The client deregistered on stop.
+    assert!(env.client_ids()?.is_empty());
 
     let unique: HashSet<&String> = seen.iter().collect();
     assert_eq!(unique.len(), seen.len(), "duplicates delivered");
@@ -25,7 +35,10 @@ fn drains_a_four_shard_stream_without_loss_or_duplicates() -> TestResult {
     let rows = env.checkpoint_rows()?;
     assert_eq!(rows.len(), 4);
     for shard in env.shard_ids()? {
-        assert!(env.checkpoint(&shard)?.is_some(), "no checkpoint for {shard}");
+        assert!(
+            env.checkpoint(&shard)?.is_some(),
+            "no checkpoint for {shard}"
+        );
     }
     Ok(())
 }

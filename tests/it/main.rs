@@ -5,7 +5,13 @@
 #[path = "../support/mod.rs"]
 mod support;
 
-mod drain;
+mod bridge;
 mod crash;
+mod drain;
+mod errors;
+mod faults;
+mod iterator;
+mod lease;
 mod manual;
+mod positions;
 mod resume;

@@ -28,7 +28,11 @@ fn out_of_order_marks_from_threads_checkpoint_the_contiguous_prefix() -> TestRes
         }
     }
     // Pulling more never marks anything in manual mode.
-    assert!(records.next_timeout(Duration::from_millis(300)).is_some_and(|r| r.is_err()));
+    assert!(
+        records
+            .next_timeout(Duration::from_millis(300))
+            .is_some_and(|r| r.is_err())
+    );
     assert_eq!(env.checkpoint(&shard)?, None, "checkpoint before any mark");
 
     let held = markers.remove(HELD);
@@ -60,7 +64,6 @@ fn out_of_order_marks_from_threads_checkpoint_the_contiguous_prefix() -> TestRes
     support::wait_for(Duration::from_secs(10), "checkpoint past the gap", || {
         Ok(env.checkpoint(&shard)?.as_deref() == Some(seq_last.as_str()))
     })?;
-    drop(records);
     consumer.stop();
     Ok(())
 }

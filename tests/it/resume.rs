@@ -29,10 +29,23 @@ fn resume_after(stop: impl FnOnce(kinsumer::Kinsumer, &mut Vec<String>)) -> Test
 
     let a: HashSet<&String> = seen_first.iter().collect();
     let b: HashSet<&String> = seen_second.iter().collect();
-    assert_eq!(a.len(), seen_first.len(), "duplicates within the first consumer");
-    assert_eq!(b.len(), seen_second.len(), "duplicates within the second consumer");
+    assert_eq!(
+        a.len(),
+        seen_first.len(),
+        "duplicates within the first consumer"
+    );
+    assert_eq!(
+        b.len(),
+        seen_second.len(),
+        "duplicates within the second consumer"
+    );
     let both: Vec<&&String> = a.intersection(&b).collect();
-    assert!(both.is_empty(), "{} records delivered twice, e.g. {:?}", both.len(), both.first());
+    assert!(
+        both.is_empty(),
+        "{} records delivered twice, e.g. {:?}",
+        both.len(),
+        both.first()
+    );
     let all: HashSet<String> = a.union(&b).map(|s| (*s).clone()).collect();
     let expected: HashSet<String> = (0..N).map(|i| i.to_string()).collect();
     assert_eq!(all, expected, "records lost");
@@ -66,9 +79,11 @@ fn stop_handle_ends_iteration_and_drop_commits() -> TestResult {
             seen.push(String::from_utf8_lossy(r.data()).into_owned());
         }
         handle.stop();
-        assert!(records.next().is_none(), "iteration goes on after a stop request");
+        assert!(
+            records.next().is_none(),
+            "iteration goes on after a stop request"
+        );
         assert!(records.next().is_none(), "iterator is not fused");
-        drop(records);
         drop(consumer);
     })
 }

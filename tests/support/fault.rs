@@ -87,7 +87,7 @@ impl Intercept for FaultInjector {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let n = self.counts.calls.fetch_add(1, Ordering::Relaxed) + 1;
-        if n % self.every != 0 {
+        if !n.is_multiple_of(self.every) {
             return Ok(());
         }
         let fault = match (n / self.every) % 3 {

@@ -176,7 +176,11 @@ pub fn sdk_config() -> aws_config::SdkConfig {
     aws_config::SdkConfig::builder()
         .region(Region::new("us-east-1"))
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            "test", "test", None, None, "kinsumer-tests",
+            "test",
+            "test",
+            None,
+            None,
+            "kinsumer-tests",
         )))
         .behavior_version(BehaviorVersion::latest())
         .build()
@@ -272,7 +276,12 @@ impl Env {
     /// A consumer of this env's stream, built from the test clients, with the tables
     /// created.
     pub fn consumer(&mut self, client_name: &str, config: Config) -> TestResult<Kinsumer> {
-        let consumer = self.consumer_with(&self.kinesis.clone(), &self.dynamodb.clone(), client_name, config)?;
+        let consumer = self.consumer_with(
+            &self.kinesis.clone(),
+            &self.dynamodb.clone(),
+            client_name,
+            config,
+        )?;
         Ok(consumer)
     }
 
@@ -334,7 +343,11 @@ impl Env {
     /// The shard ids of the stream.
     pub fn shard_ids(&self) -> TestResult<Vec<String>> {
         let out = self.block_on(self.kinesis.list_shards().stream_name(&self.stream).send())?;
-        Ok(out.shards().iter().map(|s| s.shard_id().to_owned()).collect())
+        Ok(out
+            .shards()
+            .iter()
+            .map(|s| s.shard_id().to_owned())
+            .collect())
     }
 
     /// The checkpoint table's rows, by shard id.
@@ -512,5 +525,7 @@ impl kinsumer::Stats for Recorder {
 /// passing of time (an iterator aging, a timestamp boundary), polled like any other.
 pub fn let_time_pass(d: Duration) -> TestResult {
     let until = Instant::now() + d;
-    wait_for(d + Duration::from_secs(5), "time to pass", || Ok(Instant::now() >= until))
+    wait_for(d + Duration::from_secs(5), "time to pass", || {
+        Ok(Instant::now() >= until)
+    })
 }

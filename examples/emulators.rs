@@ -1,0 +1,60 @@
+//! Runs the embedded Kinesis and DynamoDB emulators as loopback servers until Ctrl-C, so
+//! other programs (the `noop` example, a fleet of processes) can share them.
+//!
+//! ```text
+//! cargo run --example emulators -- [--stream NAME --shards N] [--records N]
+//! ```
+//!
+//! Prints `KINSUMER_KINESIS_ENDPOINT=…` and `KINSUMER_DYNAMODB_ENDPOINT=…` lines to export.
+//! With `--stream`, creates that stream (`--shards`, default 4) and writes `--records`
+//! numbered records (default 0) into it.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut stream = None;
+    let mut shards = 4;
+    let mut records = 0u64;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let value = args.next().ok_or(format!("{arg} needs a value"))?;
+        match arg.as_str() {
+            "--stream" => stream = Some(value),
+            "--shards" => shards = value.parse()?,
+            "--records" => records = value.parse()?,
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    let env = support::Env::without_stream(support::KinesisOptions::default())?;
+    if let Some(name) = &stream {
+        env.create_stream(name, shards)?;
+        let entries: Vec<(String, String)> =
+            (0..records).map(|i| (format!("key-{}", i % 97), i.to_string())).collect();
+        let mut env_for_stream = env;
+        env_for_stream.stream = name.clone();
+        env_for_stream.put(&entries)?;
+        report(&env_for_stream, Some(name), shards, records);
+        return wait_for_ctrl_c();
+    }
+    report(&env, None, 0, 0);
+    wait_for_ctrl_c()
+}
+
+fn report(env: &support::Env, stream: Option<&str>, shards: i32, records: u64) {
+    println!("KINSUMER_KINESIS_ENDPOINT={}", env.emulators.kinesis_endpoint);
+    println!("KINSUMER_DYNAMODB_ENDPOINT={}", env.emulators.dynamodb_endpoint);
+    if let Some(name) = stream {
+        println!("# stream {name}: {shards} shards, {records} records written");
+    }
+    println!("# Ctrl-C to stop");
+}
+
+fn wait_for_ctrl_c() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    ctrlc::set_handler(move || {
+        let _ = tx.try_send(());
+    })?;
+    let _ = rx.recv();
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The Go `noopkinsumer` equivalent: consume a stream, do nothing with the records but
+//! count them, and stop cleanly on Ctrl-C.
+//!
+//! Delivery guarantee: auto checkpoint mode, so a record is checkpointed once the loop
+//! has moved past it; Ctrl-C ends the loop after the current record and the stop commits
+//! everything processed and releases every shard for the rest of the fleet.
+//!
+//! ```text
+//! cargo run --example noop -- --stream NAME [--app NAME] [--client NAME] [--create-tables]
+//! ```
+//!
+//! Uses the default AWS configuration chain (environment, profile, instance role), or,
+//! when `KINSUMER_KINESIS_ENDPOINT` and `KINSUMER_DYNAMODB_ENDPOINT` are set, those
+//! endpoints (region `AWS_REGION` or us-east-1; credentials from the environment or
+//! dummy ones, which emulators accept).
+
+use std::time::{Duration, Instant};
+
+use kinsumer::{Config, Kinsumer};
+
+struct Args {
+    stream: String,
+    app: String,
+    client: String,
+    create_tables: bool,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        stream: String::new(),
+        app: "noopkinsumer".into(),
+        client: format!("noop-{}", std::process::id()),
+        create_tables: false,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        match arg.as_str() {
+            "--stream" => args.stream = value("--stream")?,
+            "--app" => args.app = value("--app")?,
+            "--client" => args.client = value("--client")?,
+            "--create-tables" => args.create_tables = true,
+            "-h" | "--help" => {
+                return Err(
+                    "usage: noop --stream NAME [--app NAME] [--client NAME] [--create-tables]"
+                        .into(),
+                );
+            }
+            other => return Err(format!("unknown argument {other:?} (see --help)")),
+        }
+    }
+    if args.stream.is_empty() {
+        return Err("--stream NAME is required (see --help)".into());
+    }
+    Ok(args)
+}
+
+fn consumer(args: &Args) -> kinsumer::Result<Kinsumer> {
+    let config = Config::default();
+    let endpoints = (
+        std::env::var("KINSUMER_KINESIS_ENDPOINT"),
+        std::env::var("KINSUMER_DYNAMODB_ENDPOINT"),
+    );
+    let (Ok(kinesis_url), Ok(dynamodb_url)) = endpoints else {
+        return Kinsumer::new(&args.stream, &args.app, &args.client, config);
+    };
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
+    let credentials = Credentials::new(
+        std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()),
+        std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into()),
+        None,
+        None,
+        "noop-example",
+    );
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.clone()))
+            .credentials_provider(credentials.clone())
+            .endpoint_url(kinesis_url)
+            .build(),
+    );
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region))
+            .credentials_provider(credentials)
+            .endpoint_url(dynamodb_url)
+            .build(),
+    );
+    Kinsumer::from_clients(
+        &kinesis,
+        &dynamodb,
+        &args.stream,
+        &args.app,
+        &args.client,
+        config,
+    )
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("kinsumer=info"))
+        .init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(message) => {
+            eprintln!("{message}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&args) {
+        eprintln!("error: {e}");
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            eprintln!("  caused by: {cause}");
+            source = cause.source();
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run(args: &Args) -> kinsumer::Result<()> {
+    let consumer = consumer(args)?;
+    if args.create_tables {
+        consumer.create_required_tables()?;
+    }
+    let stop = consumer.stop_handle();
+    if let Err(e) = ctrlc::set_handler(move || stop.stop()) {
+        eprintln!("warning: no Ctrl-C handler ({e}); stop with SIGKILL");
+    }
+    consumer.run()?;
+    println!(
+        "consuming {} as {} — Ctrl-C to stop",
+        args.stream,
+        consumer.client_name()
+    );
+    let mut count: u64 = 0;
+    let mut last = Instant::now();
+    for record in consumer.records() {
+        match record {
+            Ok(_) => count += 1,
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => eprintln!("warning: {e}"),
+        }
+        if last.elapsed() >= Duration::from_secs(5) {
+            println!("{count} records so far");
+            last = Instant::now();
+        }
+    }
+    consumer.stop();
+    println!("stopped after {count} records");
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! Bad input is rejected with the matching error kind, before any network call where
+//! possible; a missing table or stream fails `run()` clearly.
+
+use std::time::Duration;
+
+use kinsumer::{Config, ErrorKind, Kinsumer};
+
+use crate::support::{self, Env, KinesisOptions, TestResult};
+
+/// Clients pointing at a closed loopback port: any network call would fail with an AWS
+/// error, not with the kinds asserted below.
+fn unreachable_clients() -> (aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client) {
+    let sdk = support::sdk_config();
+    let k = aws_sdk_kinesis::config::Builder::from(&sdk)
+        .endpoint_url("http://127.0.0.1:9")
+        .build();
+    let d = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .endpoint_url("http://127.0.0.1:9")
+        .build();
+    (
+        aws_sdk_kinesis::Client::from_conf(k),
+        aws_sdk_dynamodb::Client::from_conf(d),
+    )
+}
+
+fn build_error(stream: &str, app: &str, config: Config) -> Option<ErrorKind> {
+    let (k, d) = unreachable_clients();
+    Kinsumer::from_clients(&k, &d, stream, app, "c", config)
+        .err()
+        .map(|e| e.kind())
+}
+
+#[test]
+fn every_invalid_config_value_is_rejected_by_the_constructors() {
+    let ms = Duration::from_millis;
+    let cases = [
+        (
+            Config::default().with_throttle_delay(ms(100)),
+            ErrorKind::InvalidThrottleDelay,
+        ),
+        (
+            Config::default().with_commit_frequency(Duration::ZERO),
+            ErrorKind::InvalidCommitFrequency,
+        ),
+        (
+            Config::default().with_shard_check_frequency(Duration::ZERO),
+            ErrorKind::InvalidShardCheckFrequency,
+        ),
+        (
+            Config::default().with_leader_action_frequency(Duration::ZERO),
+            ErrorKind::InvalidLeaderActionFrequency,
+        ),
+        (
+            Config::default()
+                .with_shard_check_frequency(Duration::from_secs(10))
+                .with_leader_action_frequency(Duration::from_secs(5)),
+            ErrorKind::InvalidLeaderActionFrequency,
+        ),
+        (
+            Config::default().with_buffer_size(0),
+            ErrorKind::InvalidBufferSize,
+        ),
+        (
+            Config::default().with_dynamo_read_capacity(0),
+            ErrorKind::InvalidDynamoCapacity,
+        ),
+        (
+            Config::default().with_dynamo_write_capacity(0),
+            ErrorKind::InvalidDynamoCapacity,
+        ),
+        (
+            Config::default().with_max_records(0),
+            ErrorKind::InvalidMaxRecords,
+        ),
+        (
+            Config::default().with_max_records(10_001),
+            ErrorKind::InvalidMaxRecords,
+        ),
+    ];
+    for (config, kind) in cases {
+        assert_eq!(build_error("stream", "app", config.clone()), Some(kind));
+        let sdk = support::sdk_config();
+        let err = Kinsumer::from_sdk_config(&sdk, "stream", "app", "c", config)
+            .err()
+            .map(|e| e.kind());
+        assert_eq!(err, Some(kind));
+    }
+    assert_eq!(build_error("stream", "app", Config::default()), None);
+}
+
+#[test]
+fn bad_names_are_rejected_before_any_network_call() {
+    let ok = Config::default;
+    assert_eq!(build_error("", "app", ok()), Some(ErrorKind::NoStreamName));
+    assert_eq!(
+        build_error("stream", "", ok()),
+        Some(ErrorKind::NoApplicationName)
+    );
+    assert_eq!(
+        build_error("with space", "app", ok()),
+        Some(ErrorKind::InvalidName)
+    );
+    assert_eq!(
+        build_error("stream", "a/b", ok()),
+        Some(ErrorKind::InvalidName)
+    );
+    assert_eq!(
+        build_error("stream", &"x".repeat(250), ok()),
+        Some(ErrorKind::InvalidName)
+    );
+    assert_eq!(
+        build_error(&"s".repeat(129), "app", ok()),
+        Some(ErrorKind::InvalidName)
+    );
+    // Same rules through the default-chain constructor.
+    let err = Kinsumer::new("stream", "bad app", "c", ok())
+        .err()
+        .map(|e| e.kind());
+    assert_eq!(err, Some(ErrorKind::InvalidName));
+}
+
+#[test]
+fn run_twice_is_an_error_even_after_stop() -> TestResult {
+    let mut env = Env::new(1)?;
+    let consumer = env.consumer("twice", support::fast_config())?;
+    consumer.run()?;
+    let err = consumer.run().err().ok_or("second run succeeded")?;
+    assert_eq!(err.kind(), ErrorKind::RunTwice);
+    consumer.stop();
+    consumer.stop(); // idempotent
+    let err = consumer.run().err().ok_or("run after stop succeeded")?;
+    assert_eq!(err.kind(), ErrorKind::RunTwice);
+    Ok(())
+}
+
+#[test]
+fn missing_tables_fail_run() -> TestResult {
+    let env = Env::new(1)?;
+    let consumer = Kinsumer::from_clients(
+        &env.kinesis,
+        &env.dynamodb,
+        &env.stream,
+        &env.app,
+        "c",
+        support::fast_config(),
+    )?;
+    let err = consumer.run().err().ok_or("run without tables succeeded")?;
+    assert_eq!(err.kind(), ErrorKind::TableNotFound);
+    assert!(err.to_string().contains(&env.app), "{err}");
+    Ok(())
+}
+
+#[test]
+fn missing_stream_fails_run() -> TestResult {
+    let mut env = Env::without_stream(KinesisOptions::default())?;
+    let consumer = env.consumer("c", support::fast_config())?;
+    let err = consumer
+        .run()
+        .err()
+        .ok_or("run without a stream succeeded")?;
+    assert_eq!(err.kind(), ErrorKind::NoSuchStream);
+    // Same through the ListShards readiness check.
+    let config = support::fast_config().with_list_shards_for_readiness(true);
+    let consumer = env.consumer("c2", config)?;
+    let err = consumer
+        .run()
+        .err()
+        .ok_or("run without a stream succeeded")?;
+    assert_eq!(err.kind(), ErrorKind::NoSuchStream);
+    // And publishing to it.
+    let err = consumer
+        .publish(&env.stream, "k", b"x")
+        .err()
+        .ok_or("publish succeeded")?;
+    assert_eq!(err.kind(), ErrorKind::NoSuchStream);
+    Ok(())
+}
+
+#[test]
+fn tables_are_created_idempotently_and_deleted() -> TestResult {
+    let mut env = Env::new(1)?;
+    let consumer = env.consumer("tables", support::fast_config())?;
+    consumer.create_required_tables()?; // second time: no error
+    consumer.delete_tables()?;
+    consumer.delete_tables()?; // already gone: no error
+    let err = consumer.run().err().ok_or("run after delete succeeded")?;
+    assert_eq!(err.kind(), ErrorKind::TableNotFound);
+    Ok(())
+}
+
+#[test]
+fn publish_and_client_name() -> TestResult {
+    let mut env = Env::new(1)?;
+    let consumer = env.consumer("publisher", support::fast_config())?;
+    assert_eq!(consumer.client_name(), "publisher");
+    consumer.publish(&env.stream, "key", b"hello")?;
+    consumer.run()?;
+    let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| !s.is_empty())?;
+    assert_eq!(seen, ["hello"]);
+    Ok(())
+}

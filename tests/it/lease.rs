@@ -1,0 +1,73 @@
+//! Fencing: when another client takes a shard's lease, this client stops delivering
+//! that shard and never overwrites the new owner's checkpoint.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::support::{self, Env, Recorder, TestResult};
+
+#[test]
+fn a_taken_lease_stops_delivery_and_is_never_overwritten() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 10, 2)?;
+    let shard = env.shard_ids()?.remove(0);
+    let stats = Arc::new(Recorder::default());
+    let consumer = env.consumer("victim", support::fast_config().with_stats(stats.clone()))?;
+    consumer.run()?;
+    support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 10)?;
+
+    // Another client takes the lease (as if ours had gone stale), with its own checkpoint.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)?
+        .as_nanos()
+        .to_string();
+    env.block_on(
+        env.dynamodb
+            .update_item()
+            .table_name(format!("{}_checkpoints", env.app))
+            .key("Shard", AttributeValue::S(shard.clone()))
+            .update_expression(
+                "SET OwnerID = :o, OwnerName = :n, LastUpdate = :t, SequenceNumber = :s",
+            )
+            .expression_attribute_values(":o", AttributeValue::S("intruder-id".into()))
+            .expression_attribute_values(":n", AttributeValue::S("intruder".into()))
+            .expression_attribute_values(":t", AttributeValue::N(now))
+            .expression_attribute_values(":s", AttributeValue::S("intruder-checkpoint".into()))
+            .send(),
+    )?;
+    // The next write (a commit of the last record, or a heartbeat) finds out.
+    env.put_numbered(10, 20, 2)?;
+    support::wait_for(
+        Duration::from_secs(15),
+        "the lease loss to be noticed",
+        || Ok(Recorder::get(&stats.lost) >= 1),
+    )?;
+    // Records written now are not delivered while the intruder's lease is fresh (5 s).
+    env.put_numbered(20, 30, 2)?;
+    let mut records = consumer.records();
+    let mut late = Vec::new();
+    for _ in 0..4 {
+        if let Some(Ok(r)) = records.next_timeout(Duration::from_millis(500)) {
+            late.push(String::from_utf8_lossy(r.data()).into_owned());
+        }
+    }
+    assert!(
+        late.iter().all(|d| d.parse::<u64>().is_ok_and(|n| n < 20)),
+        "delivered after the loss: {late:?}"
+    );
+    consumer.stop();
+    let rows = env.checkpoint_rows()?;
+    let row = rows.get(&shard).ok_or("row gone")?;
+    assert_eq!(
+        row.get("OwnerID"),
+        Some(&AttributeValue::S("intruder-id".into()))
+    );
+    assert_eq!(
+        row.get("SequenceNumber"),
+        Some(&AttributeValue::S("intruder-checkpoint".into()))
+    );
+    Ok(())
+}
