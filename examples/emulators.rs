@@ -29,8 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let env = support::Env::without_stream(support::KinesisOptions::default())?;
     if let Some(name) = &stream {
         env.create_stream(name, shards)?;
-        let entries: Vec<(String, String)> =
-            (0..records).map(|i| (format!("key-{}", i % 97), i.to_string())).collect();
+        let entries: Vec<(String, String)> = (0..records)
+            .map(|i| (format!("key-{}", i % 97), i.to_string()))
+            .collect();
         let mut env_for_stream = env;
         env_for_stream.stream = name.clone();
         env_for_stream.put(&entries)?;
@@ -42,8 +43,14 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 }
 
 fn report(env: &support::Env, stream: Option<&str>, shards: i32, records: u64) {
-    println!("KINSUMER_KINESIS_ENDPOINT={}", env.emulators.kinesis_endpoint);
-    println!("KINSUMER_DYNAMODB_ENDPOINT={}", env.emulators.dynamodb_endpoint);
+    println!(
+        "KINSUMER_KINESIS_ENDPOINT={}",
+        env.emulators.kinesis_endpoint
+    );
+    println!(
+        "KINSUMER_DYNAMODB_ENDPOINT={}",
+        env.emulators.dynamodb_endpoint
+    );
     if let Some(name) = stream {
         println!("# stream {name}: {shards} shards, {records} records written");
     }

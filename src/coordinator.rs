@@ -153,12 +153,11 @@ impl<'a> Coordinator<'a> {
 
     fn startup(&mut self) -> Result<()> {
         clients::register(self.bridge, &self.parts.names.clients, &self.parts.owner)?;
-        let mine = self.refresh()?;
-        if mine == 0 {
-            self.parts.notices.report(
-                Error::new(ErrorKind::NoShardsAssigned)
-                    .with_context(format!("client {} at startup", self.name())),
-            );
+        if self.refresh()? == 0 {
+            // Normal in a fleet with more clients than shards, or while a departed
+            // client's row is still fresh: not an error for the caller (unlike Go's
+            // ErrNoShardsAssigned), the next shard checks assign shards as things change.
+            log::info!("client {}: no shards assigned yet", self.name());
         }
         Ok(())
     }

@@ -26,6 +26,10 @@ pub enum ErrorKind {
     /// (Go: `ErrThisClientNotInDynamo`).
     ClientNotInTable,
     /// The stream has shards but this client was assigned none (Go: `ErrNoShardsAssigned`).
+    ///
+    /// Kept so code ported from Go can match on it; this crate does not return it, since a
+    /// client with no shards (more clients than shards, or a departed client's row not yet
+    /// stale) is a normal fleet state: it is logged, and later shard checks assign shards.
     NoShardsAssigned,
     /// The throttle delay is below 200 ms (Go: `ErrConfigInvalidThrottleDelay`).
     InvalidThrottleDelay,

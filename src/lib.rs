@@ -61,6 +61,11 @@ mod stream;
 mod tables;
 mod watermark;
 
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use config::{BillingMode, CheckpointMode, Config, InitialPosition};
 pub use consumer::{Kinsumer, Records, StopHandle};
 pub use error::{Error, ErrorKind, Result};
