@@ -12,6 +12,7 @@ mod errors;
 mod faults;
 mod iterator;
 mod lease;
+mod lifecycle;
 mod manual;
 mod positions;
 mod resume;
