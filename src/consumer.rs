@@ -427,8 +427,8 @@ impl Kinsumer {
             };
             match received {
                 Received::Record(record) => {
-                    if !record.progress().is_active() {
-                        continue; // its lease ended: the next owner delivers it
+                    if !record.progress().hand_out(record.index()) {
+                        continue; // its lease is ending: the next owner delivers it
                     }
                     if auto {
                         *self.in_flight.lock() = Some(InFlight {

@@ -8,8 +8,9 @@
 //! its own thread; it shares only the [`ShardProgress`] with the caller's threads.
 //!
 //! It never ends silently: every exit is reported to the coordinator, and failures to the
-//! caller as non-fatal errors. On a stop it releases the lease after committing what was
-//! processed; on a lost lease it stops delivering at once and writes nothing more.
+//! caller as non-fatal errors. On a stop it hands out nothing more, waits briefly for the
+//! records the caller holds, commits what was processed and releases the lease; on a
+//! lost lease it stops delivering at once and writes nothing more.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,9 @@ use crate::retry::Backoff;
 use crate::source::{Polling, RecordSource, SourceError, StartAt};
 use crate::tables::Names;
 use crate::watermark::ShardProgress;
+
+/// How long a releasing shard waits for the caller to finish records it already holds.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a shard thread ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,14 +224,14 @@ impl<'a> Worker<'a> {
             Arc::clone(self.ctx.config.stats()),
         );
         let interrupt = self.consume(&progress, &mut source);
-        // From here on, records of this lease still in the channel are dropped and late
-        // marks ignored; the final checkpoint below is exactly what was processed.
-        progress.deactivate();
         if self.ctx.abandon.load(Ordering::Acquire) {
+            progress.seal();
             return ShardExit::Abandoned;
         }
         match interrupt {
             Interrupt::LeaseLost => {
+                // Records of this lease still in the channel are dropped from here on.
+                progress.seal();
                 log::info!(
                     "client {}: lost the lease of shard {}",
                     self.ctx.owner.name,
@@ -479,7 +483,8 @@ impl<'a> Worker<'a> {
     }
 
     fn finish(&mut self, progress: &ShardProgress) -> Interrupt {
-        let (_, seq) = progress.processed_since(self.committed);
+        // Everything delivered is processed: sealing waits for nothing.
+        let (_, seq) = progress.drain_and_seal(Instant::now(), self.committed);
         match self.leases().finish(self.shard(), seq.as_deref()) {
             Ok(()) => {
                 log::info!(
@@ -498,10 +503,13 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Final commit and release. Retries transient failures briefly: a lease left
-    /// behind only delays the next owner until it goes stale.
+    /// Final commit and release. Stops handing out this shard's records, gives the
+    /// caller a moment to finish the ones it holds (so a clean handover re-delivers
+    /// nothing), then writes. Retries transient failures briefly: a lease left behind
+    /// only delays the next owner until it goes stale.
     fn release(&mut self, progress: &ShardProgress) {
-        let (_, seq) = progress.processed_since(self.committed);
+        let deadline = Instant::now() + self.ctx.config.commit_frequency().max(DRAIN_TIMEOUT);
+        let (_, seq) = progress.drain_and_seal(deadline, self.committed);
         for attempt in 0..3 {
             match self.leases().release(self.shard(), seq.as_deref()) {
                 Ok(()) => {

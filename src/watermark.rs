@@ -8,9 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 /// Contiguous-prefix tracker of processed record indices.
 #[derive(Debug, Default)]
@@ -59,6 +59,26 @@ impl Watermark {
     }
 }
 
+/// Where a lease's delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Records are handed to the caller and marks count.
+    Delivering,
+    /// The lease is ending: nothing more is handed out, but marks of records already
+    /// handed out still count, so the final checkpoint can include them.
+    Draining,
+    /// The final checkpoint was taken: marks are ignored.
+    Sealed,
+}
+
+#[derive(Debug)]
+struct ProgressState {
+    watermark: Watermark,
+    /// One past the highest index handed to the caller.
+    handed_out: u64,
+    phase: Phase,
+}
+
 /// One lease's delivery state, shared by its shard thread and the caller's threads.
 ///
 /// A new `ShardProgress` is made each time a shard's lease is captured, so marks for
@@ -66,18 +86,21 @@ impl Watermark {
 #[derive(Debug)]
 pub(crate) struct ShardProgress {
     shard_id: Arc<str>,
-    /// Cleared when the lease ends: records of this shard still in the channel are then
-    /// dropped instead of delivered, and marks are ignored.
-    active: AtomicBool,
-    watermark: Mutex<Watermark>,
+    state: Mutex<ProgressState>,
+    /// Signalled on every mark, for a draining shard thread.
+    marked: Condvar,
 }
 
 impl ShardProgress {
     pub(crate) fn new(shard_id: Arc<str>) -> Self {
         ShardProgress {
             shard_id,
-            active: AtomicBool::new(true),
-            watermark: Mutex::new(Watermark::default()),
+            state: Mutex::new(ProgressState {
+                watermark: Watermark::default(),
+                handed_out: 0,
+                phase: Phase::Delivering,
+            }),
+            marked: Condvar::new(),
         }
     }
 
@@ -85,28 +108,60 @@ impl ShardProgress {
         &self.shard_id
     }
 
-    pub(crate) fn is_active(&self) -> bool {
-        self.active.load(Ordering::Acquire)
-    }
-
-    /// Ends delivery. Takes the watermark lock so that no mark is half-applied when the
-    /// shard thread reads the final checkpoint after this returns.
-    pub(crate) fn deactivate(&self) {
-        let _guard = self.watermark.lock();
-        self.active.store(false, Ordering::Release);
+    /// Records that record `index` goes to the caller now; `false` if the lease is
+    /// ending and the record must be dropped instead (the next owner delivers it).
+    pub(crate) fn hand_out(&self, index: u64) -> bool {
+        let mut st = self.state.lock();
+        if st.phase != Phase::Delivering {
+            return false;
+        }
+        st.handed_out = st.handed_out.max(index + 1);
+        true
     }
 
     pub(crate) fn mark(&self, index: u64, seq: &str) {
-        let mut wm = self.watermark.lock();
-        if self.active.load(Ordering::Acquire) {
-            wm.mark(index, seq);
+        let mut st = self.state.lock();
+        if st.phase != Phase::Sealed {
+            st.watermark.mark(index, seq);
+            drop(st);
+            self.marked.notify_all();
         }
+    }
+
+    /// Stops hand-outs, waits until every handed-out record is processed or `deadline`
+    /// passes, then seals: returns the processed prefix length and, if it moved past
+    /// `since`, its last sequence number — the final checkpoint.
+    pub(crate) fn drain_and_seal(&self, deadline: Instant, since: u64) -> (u64, Option<String>) {
+        let mut st = self.state.lock();
+        if st.phase == Phase::Delivering {
+            st.phase = Phase::Draining;
+        }
+        while st.phase == Phase::Draining && st.watermark.processed_count() < st.handed_out {
+            if self.marked.wait_until(&mut st, deadline).timed_out() {
+                break;
+            }
+        }
+        st.phase = Phase::Sealed;
+        Self::since(&st.watermark, since)
+    }
+
+    #[cfg(test)]
+    fn is_delivering(&self) -> bool {
+        self.state.lock().phase == Phase::Delivering
+    }
+
+    /// Seals at once (the lease is lost or abandoned: nothing more will be written).
+    pub(crate) fn seal(&self) {
+        self.state.lock().phase = Phase::Sealed;
     }
 
     /// The processed prefix length and, if it moved past `since`, its last sequence
     /// number.
     pub(crate) fn processed_since(&self, since: u64) -> (u64, Option<String>) {
-        let wm = self.watermark.lock();
+        Self::since(&self.state.lock().watermark, since)
+    }
+
+    fn since(wm: &Watermark, since: u64) -> (u64, Option<String>) {
         let count = wm.processed_count();
         if count > since {
             (count, wm.processed_seq().map(str::to_owned))
@@ -173,14 +228,39 @@ mod tests {
     }
 
     #[test]
-    fn inactive_progress_ignores_marks() {
-        let p = ShardProgress::new(Arc::from("shard-1"));
+    fn draining_waits_for_handed_out_records_then_seals() {
+        let p = Arc::new(ShardProgress::new(Arc::from("shard-1")));
+        assert!(p.hand_out(0));
         p.mark(0, "a");
+        assert!(p.hand_out(1));
         assert_eq!(p.processed_since(0), (1, Some("a".to_owned())));
-        assert_eq!(p.processed_since(1), (1, None));
-        p.deactivate();
+        // Record 1 is with the caller; it is marked while the shard thread drains.
+        let marker = {
+            let p = Arc::clone(&p);
+            std::thread::spawn(move || {
+                while p.is_delivering() {
+                    std::thread::yield_now();
+                }
+                p.mark(1, "b");
+            })
+        };
+        let far = Instant::now() + std::time::Duration::from_secs(30);
+        assert_eq!(p.drain_and_seal(far, 1), (2, Some("b".to_owned())));
+        marker.join().unwrap();
+        // Sealed: no hand-outs, marks ignored.
+        assert!(!p.hand_out(3));
+        p.mark(2, "c");
+        assert_eq!(p.processed_since(0), (2, Some("b".to_owned())));
+    }
+
+    #[test]
+    fn draining_gives_up_at_the_deadline() {
+        let p = ShardProgress::new(Arc::from("shard-1"));
+        assert!(p.hand_out(0));
+        assert!(p.hand_out(1));
+        p.mark(0, "a");
+        assert_eq!(p.drain_and_seal(Instant::now(), 0), (1, Some("a".to_owned())));
         p.mark(1, "b");
-        assert_eq!(p.processed_since(0), (1, Some("a".to_owned())));
-        assert!(!p.is_active());
+        assert_eq!(p.processed_since(1), (1, None));
     }
 }
