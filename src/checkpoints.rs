@@ -10,7 +10,7 @@
 //! is conditional on `OwnerID = me`: a failed condition means another client took the
 //! lease, and is reported as [`WriteError::LeaseLost`] so the caller stops at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -40,7 +40,11 @@ pub(crate) struct Captured {
 pub(crate) enum Capture {
     Captured(Captured),
     /// Another client holds a fresh lease.
-    HeldBy(Option<String>),
+    HeldBy {
+        holder: Option<String>,
+        /// When the holder last wrote the row (Unix ns).
+        last_update: Option<i64>,
+    },
 }
 
 /// A conditional write failed.
@@ -119,14 +123,17 @@ impl Leases<'_> {
                 }))
             }
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
-                let holder = e
-                    .as_service_error()
-                    .and_then(|se| match se {
-                        UpdateItemError::ConditionalCheckFailedException(c) => c.item.as_ref(),
+                let old = e.as_service_error().and_then(|se| match se {
+                    UpdateItemError::ConditionalCheckFailedException(c) => c.item.as_ref(),
+                    _ => None,
+                });
+                Ok(Capture::HeldBy {
+                    holder: old.and_then(|item| string_attr(item, "OwnerName")),
+                    last_update: old.and_then(|item| match item.get("LastUpdate") {
+                        Some(AttributeValue::N(v)) => v.parse().ok(),
                         _ => None,
-                    })
-                    .and_then(|item| string_attr(item, "OwnerName"));
-                Ok(Capture::HeldBy(holder))
+                    }),
+                })
             }
             Err(e) => Err(self.other(format!("capturing the lease of shard {shard}"), e)),
         }
@@ -212,6 +219,39 @@ impl Leases<'_> {
         WriteError::Other {
             transient: retry::is_transient(&e),
             error: Error::aws(format!("{what} in table {}", self.table), e),
+        }
+    }
+}
+
+/// The shards whose rows carry `Finished`: read to their end and fully processed.
+pub(crate) fn finished_shards(bridge: &Bridge, table: &str) -> Result<HashSet<String>, Error> {
+    let mut finished = HashSet::new();
+    let mut start = None;
+    loop {
+        let out = bridge
+            .block_on(
+                bridge
+                    .dynamodb()
+                    .scan()
+                    .table_name(table)
+                    .consistent_read(true)
+                    // `Shard` is a reserved word in expressions.
+                    .projection_expression("#shard, Finished")
+                    .expression_attribute_names("#shard", "Shard")
+                    .set_exclusive_start_key(start.take())
+                    .send(),
+            )
+            .map_err(|e| Error::aws(format!("scanning table {table}"), e))?;
+        for item in out.items.unwrap_or_default() {
+            if let (Some(AttributeValue::S(shard)), Some(AttributeValue::N(_))) =
+                (item.get("Shard"), item.get("Finished"))
+            {
+                finished.insert(shard.clone());
+            }
+        }
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(finished),
         }
     }
 }

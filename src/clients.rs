@@ -39,28 +39,46 @@ pub(crate) fn register(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
 
 /// Deletes this client's row.
 pub(crate) fn deregister(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
+    delete(bridge, table, &me.id).map_err(|e| {
+        e.with_context(format!(
+            "deregistering client {} from table {table}",
+            me.name
+        ))
+    })
+}
+
+/// Deletes the row of client `id`.
+pub(crate) fn delete(bridge: &Bridge, table: &str, id: &str) -> Result<()> {
     bridge
         .block_on(
             bridge
                 .dynamodb()
                 .delete_item()
                 .table_name(table)
-                .key("ID", AttributeValue::S(me.id.clone()))
+                .key("ID", AttributeValue::S(id.to_owned()))
                 .send(),
         )
         .map(|_| ())
-        .map_err(|e| {
-            Error::aws(
-                format!("deregistering client {} from table {table}", me.name),
-                e,
-            )
-        })
+        .map_err(|e| Error::aws(format!("deleting client {id} from table {table}"), e))
 }
 
-/// The ids of the clients whose rows are fresher than `ttl`, sorted.
-pub(crate) fn live(bridge: &Bridge, table: &str, ttl: Duration) -> Result<Vec<String>> {
+/// The clients table as seen by one scan.
+#[derive(Debug, Default)]
+pub(crate) struct Clients {
+    /// Ids of the clients whose rows are fresher than the TTL, sorted.
+    pub(crate) live: Vec<String>,
+    /// Ids of rows not updated for [`ANCIENT`]: the leader deletes them.
+    pub(crate) ancient: Vec<String>,
+}
+
+/// Rows this old belong to clients that will not come back.
+pub(crate) const ANCIENT: Duration = Duration::from_secs(48 * 3600);
+
+/// Reads every client row (consistent, paginated scan).
+pub(crate) fn scan(bridge: &Bridge, table: &str, ttl: Duration) -> Result<Clients> {
     let cutoff = clock::cutoff_nanos(ttl);
-    let mut ids = Vec::new();
+    let ancient = clock::cutoff_nanos(ANCIENT);
+    let mut clients = Clients::default();
     let mut start = None;
     loop {
         let out = bridge
@@ -75,12 +93,17 @@ pub(crate) fn live(bridge: &Bridge, table: &str, ttl: Duration) -> Result<Vec<St
             )
             .map_err(|e| Error::aws(format!("scanning table {table}"), e))?;
         for item in out.items.unwrap_or_default() {
-            let fresh = match item.get("LastUpdate") {
-                Some(AttributeValue::N(v)) => v.parse::<i64>().is_ok_and(|t| t > cutoff),
-                _ => false,
+            let Some(AttributeValue::S(id)) = item.get("ID") else {
+                continue;
             };
-            if let (true, Some(AttributeValue::S(id))) = (fresh, item.get("ID")) {
-                ids.push(id.clone());
+            let updated = match item.get("LastUpdate") {
+                Some(AttributeValue::N(v)) => v.parse::<i64>().unwrap_or(0),
+                _ => 0,
+            };
+            if updated > cutoff {
+                clients.live.push(id.clone());
+            } else if updated < ancient {
+                clients.ancient.push(id.clone());
             }
         }
         match out.last_evaluated_key {
@@ -88,6 +111,6 @@ pub(crate) fn live(bridge: &Bridge, table: &str, ttl: Duration) -> Result<Vec<St
             _ => break,
         }
     }
-    ids.sort_unstable();
-    Ok(ids)
+    clients.live.sort_unstable();
+    Ok(clients)
 }

@@ -1,7 +1,9 @@
 //! The coordinator thread ("kinsumer-coordinator").
 //!
 //! Owns the set of shard threads. Every shard-check interval it heartbeats the client
-//! row, reads the live clients and the shard list, computes this client's shards with
+//! row, reads the live clients; the first live client (by id) is the leader, which keeps
+//! the shared shard list (`ShardCache`) fresh and removes long-dead clients' rows. Every
+//! client reads that list (or ListShards, before there is one), computes its shards with
 //! [`assignment`](crate::assignment), and starts or stops exactly the shard threads that
 //! changed: the others keep delivering. It also restarts shard threads that exited with
 //! a failure. It never touches the records channel, so a caller that stops pulling
@@ -17,10 +19,11 @@ use crossbeam_channel::{Receiver, Select, Sender};
 
 use crate::assignment;
 use crate::bridge::{Bridge, ClientConfigs};
-use crate::checkpoints::Owner;
+use crate::checkpoints::{self, Owner};
 use crate::clients;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::metadata;
 use crate::record::Record;
 use crate::shard::{self, Notices, ShardContext, ShardExit, ShardHandle};
 use crate::stream;
@@ -131,6 +134,9 @@ struct Coordinator<'a> {
     exits_tx: Sender<(Arc<str>, ShardExit)>,
     exits_rx: Receiver<(Arc<str>, ShardExit)>,
     abandon: Arc<AtomicBool>,
+    /// Whether this client holds the `Leader` item.
+    leader: bool,
+    next_leader_action: Instant,
 }
 
 impl<'a> Coordinator<'a> {
@@ -144,6 +150,8 @@ impl<'a> Coordinator<'a> {
             exits_tx,
             exits_rx,
             abandon: Arc::new(AtomicBool::new(false)),
+            leader: false,
+            next_leader_action: Instant::now(),
         }
     }
 
@@ -171,7 +179,14 @@ impl<'a> Coordinator<'a> {
                     self.shutdown(matches!(command, Command::Abandon));
                     return;
                 }
-                Event::Exit(shard, exit) => self.on_exit(shard, exit),
+                Event::Exit(shard, exit) => {
+                    if let Err(e) = self.on_exit(shard, exit) {
+                        log::error!("client {}: {e}; stopping", self.name());
+                        self.parts.notices.report(e.fatal());
+                        self.shutdown(false);
+                        return;
+                    }
+                }
                 Event::Tick => {
                     next_check = Instant::now() + interval;
                     if let Err(e) = self.heartbeat_and_refresh() {
@@ -211,7 +226,9 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    fn on_exit(&mut self, shard: Arc<str>, exit: ShardExit) {
+    /// Joins an ended shard thread. `Err` (fatal) if it ended because the stream is gone
+    /// and a check confirms it.
+    fn on_exit(&mut self, shard: Arc<str>, exit: ShardExit) -> Result<()> {
         if let Some(handle) = self.shards.remove(&shard) {
             handle.join();
         }
@@ -219,10 +236,25 @@ impl<'a> Coordinator<'a> {
             "client {}: shard thread {shard} ended: {exit:?}",
             self.name()
         );
-        if exit == ShardExit::Finished {
-            self.finished.insert(shard);
+        match exit {
+            ShardExit::Finished => {
+                self.finished.insert(shard);
+            }
+            ShardExit::NoSuchStream => {
+                let names = &self.parts.names;
+                match stream::check_ready(
+                    self.bridge,
+                    &names.stream,
+                    self.parts.config.list_shards_for_readiness(),
+                ) {
+                    Err(e) if e.kind() == ErrorKind::NoSuchStream => return Err(e),
+                    _ => {} // only the shard is gone (trimmed); the refresh sorts it out
+                }
+            }
+            // Failed and lost shards are restarted by the next refresh if still ours.
+            _ => {}
         }
-        // Failed and lost shards are restarted by the next refresh if still ours.
+        Ok(())
     }
 
     fn heartbeat_and_refresh(&mut self) -> Result<()> {
@@ -234,7 +266,8 @@ impl<'a> Coordinator<'a> {
     /// shards are assigned to this client.
     fn refresh(&mut self) -> Result<usize> {
         let names = Arc::clone(&self.parts.names);
-        let live = clients::live(self.bridge, &names.clients, self.parts.config.lease_ttl())?;
+        let clients = clients::scan(self.bridge, &names.clients, self.parts.config.lease_ttl())?;
+        let live = clients.live;
         if !live.contains(&self.parts.owner.id) {
             return Err(
                 Error::new(ErrorKind::ClientNotInTable).with_context(format!(
@@ -244,9 +277,29 @@ impl<'a> Coordinator<'a> {
                 )),
             );
         }
-        let shard_ids: Vec<String> = stream::list_shards(self.bridge, &names.stream)?
+        let first = live.first().is_some_and(|id| *id == self.parts.owner.id);
+        match self.lead(first, &clients.ancient) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NoSuchStream => return Err(e),
+            // Leadership is best effort: the shard list below still works without it.
+            Err(e) => {
+                log::warn!(
+                    "client {}: {e}: {:?}",
+                    self.name(),
+                    std::error::Error::source(&e)
+                );
+                self.parts.notices.report(e);
+            }
+        }
+        let shard_ids: Vec<String> =
+            match metadata::read_shard_cache(self.bridge, &names.metadata)? {
+                Some(ids) => ids,
+                None => stream::list_shards(self.bridge, &names.stream)?
+                    .into_iter()
+                    .map(|s| s.id)
+                    .collect(),
+            }
             .into_iter()
-            .map(|s| s.id)
             .filter(|id| !self.finished.contains(id.as_str()))
             .collect();
         let mine: HashSet<&str> = assignment::owned_by(&shard_ids, &live, &self.parts.owner.id)
@@ -292,6 +345,60 @@ impl<'a> Coordinator<'a> {
         Ok(mine.len())
     }
 
+    /// Claims or keeps the leadership if this client is first among the live ones,
+    /// resigns it otherwise, and does the leader's periodic work when due.
+    fn lead(&mut self, first: bool, ancient: &[String]) -> Result<()> {
+        let names = Arc::clone(&self.parts.names);
+        let held = if first {
+            metadata::claim_leadership(
+                self.bridge,
+                &names.metadata,
+                &self.parts.owner,
+                self.parts.config.lease_ttl(),
+            )?
+        } else {
+            if self.leader {
+                metadata::resign(self.bridge, &names.metadata, &self.parts.owner)?;
+            }
+            false
+        };
+        if held != self.leader {
+            self.leader = held;
+            log::info!(
+                "client {}: {} the leader",
+                self.name(),
+                if held { "became" } else { "is no longer" }
+            );
+            self.parts.config.stats().leadership_changed(held);
+            self.next_leader_action = Instant::now();
+        }
+        if !self.leader || Instant::now() < self.next_leader_action {
+            return Ok(());
+        }
+        self.next_leader_action = Instant::now() + self.parts.config.leader_action_frequency();
+        // The shared shard list: every listed shard that is not finished.
+        let finished = checkpoints::finished_shards(self.bridge, &names.checkpoints)?;
+        let ids: Vec<String> = stream::list_shards(self.bridge, &names.stream)?
+            .into_iter()
+            .map(|s| s.id)
+            .filter(|id| !finished.contains(id))
+            .collect();
+        metadata::write_shard_cache(self.bridge, &names.metadata, &ids)?;
+        log::debug!(
+            "client {}: shard cache has {} shards",
+            self.name(),
+            ids.len()
+        );
+        for id in ancient {
+            log::info!(
+                "client {}: removing client {id}, silent for 48 h",
+                self.name()
+            );
+            clients::delete(self.bridge, &names.clients, id)?;
+        }
+        Ok(())
+    }
+
     /// Stops every shard thread (waiting a bounded time for their final commits), then
     /// deregisters — or, when abandoning, just lets everything go.
     fn shutdown(&mut self, abandon: bool) {
@@ -319,6 +426,16 @@ impl<'a> Coordinator<'a> {
         }
         if abandon {
             return;
+        }
+        if self.leader {
+            match metadata::resign(self.bridge, &self.parts.names.metadata, &self.parts.owner) {
+                Ok(()) => {
+                    log::info!("client {}: gave up the leadership", self.name());
+                    self.parts.config.stats().leadership_changed(false);
+                }
+                Err(e) => log::warn!("client {}: {e}", self.name()),
+            }
+            self.leader = false;
         }
         match clients::deregister(self.bridge, &self.parts.names.clients, &self.parts.owner) {
             Ok(()) => log::info!("client {}: stopped and deregistered", self.name()),

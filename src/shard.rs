@@ -43,6 +43,8 @@ pub(crate) enum ShardExit {
     Finished,
     /// Could not go on; reported to the caller, lease released if possible.
     Failed,
+    /// The stream (or this shard) does not exist any more.
+    NoSuchStream,
     /// Simulated crash: left without writing anything.
     Abandoned,
 }
@@ -155,6 +157,7 @@ enum Interrupt {
     LeaseLost,
     Finished,
     Failed,
+    NoSuchStream,
 }
 
 struct Worker<'a> {
@@ -249,6 +252,10 @@ impl<'a> Worker<'a> {
                 self.release(&progress);
                 ShardExit::Failed
             }
+            Interrupt::NoSuchStream => {
+                self.release(&progress);
+                ShardExit::NoSuchStream
+            }
         }
     }
 
@@ -282,13 +289,37 @@ impl<'a> Worker<'a> {
                         None => StartAt::Initial(self.ctx.config.initial_position()),
                     }));
                 }
-                Ok(Capture::HeldBy(holder)) => {
+                Ok(Capture::HeldBy {
+                    holder,
+                    last_update,
+                }) => {
                     log::debug!(
                         "client {}: shard {} is leased by {}; retrying",
                         self.ctx.owner.name,
                         self.shard(),
                         holder.as_deref().unwrap_or("another client")
                     );
+                    // A live holder releases at its next shard check: retry at the
+                    // throttle delay. One silent for longer than that is probably gone:
+                    // wait (up to a shard check) for its lease to go stale instead of
+                    // spending writes.
+                    let silent = last_update
+                        .map(|t| {
+                            Duration::from_nanos(
+                                crate::clock::now_nanos().saturating_sub(t).max(0) as u64
+                            )
+                        })
+                        .unwrap_or_default();
+                    let check = self.ctx.config.shard_check_frequency();
+                    let delay = if silent > check + self.ctx.config.commit_frequency() {
+                        ttl.saturating_sub(silent).min(check).max(self.throttle())
+                    } else {
+                        self.throttle()
+                    };
+                    if self.stop_within(delay) {
+                        return None;
+                    }
+                    continue;
                 }
                 Err(WriteError::Other {
                     error,
@@ -386,8 +417,13 @@ impl<'a> Worker<'a> {
                 }
                 Err(SourceError::Fatal(error)) => {
                     log::error!("{error}: {:?}", std::error::Error::source(&error));
+                    let gone = error.kind() == ErrorKind::NoSuchStream;
                     self.ctx.notices.report(error);
-                    return Interrupt::Failed;
+                    return if gone {
+                        Interrupt::NoSuchStream
+                    } else {
+                        Interrupt::Failed
+                    };
                 }
             }
         }

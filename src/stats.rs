@@ -62,6 +62,11 @@ pub trait Stats: Send + Sync + fmt::Debug {
         let _ = shard_id;
     }
 
+    /// This client became (`true`) or stopped being (`false`) the fleet's leader.
+    fn leadership_changed(&self, leader: bool) {
+        let _ = leader;
+    }
+
     /// The shard's iterator expired or was rejected and was renewed.
     fn iterator_renewed(&self, shard_id: &str) {
         let _ = shard_id;

@@ -259,7 +259,10 @@ mod tests {
         assert!(p.hand_out(0));
         assert!(p.hand_out(1));
         p.mark(0, "a");
-        assert_eq!(p.drain_and_seal(Instant::now(), 0), (1, Some("a".to_owned())));
+        assert_eq!(
+            p.drain_and_seal(Instant::now(), 0),
+            (1, Some("a".to_owned()))
+        );
         p.mark(1, "b");
         assert_eq!(p.processed_since(1), (1, None));
     }

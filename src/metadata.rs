@@ -1,0 +1,174 @@
+//! The `<app>_metadata` table: the fleet's leader and its shared shard list.
+//!
+//! Item `Leader` (`ID`, `Name`, `LastUpdate` ns, `LastUpdateRFC`) is held by conditional
+//! put — it succeeds if the item has no ID, is ours, or is stale — and refreshed at every
+//! shard check. Item `ShardCache` (`ShardIDs`: sorted list of strings, `LastUpdate`,
+//! `LastUpdateRFC`) is written by the leader and read by every client, so all clients
+//! assign from the same shard list without each calling ListShards.
+
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::bridge::Bridge;
+use crate::checkpoints::Owner;
+use crate::clock;
+use crate::error::{Error, ErrorKind, Result};
+use crate::retry;
+
+/// DynamoDB's item size limit is 400 KB; stay clear of it.
+const MAX_CACHE_BYTES: usize = 390 * 1024;
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+/// Takes or keeps the leadership. `Ok(false)` if another live client holds it.
+pub(crate) fn claim_leadership(
+    bridge: &Bridge,
+    table: &str,
+    me: &Owner,
+    ttl: Duration,
+) -> Result<bool> {
+    let now = clock::now_nanos();
+    let req = bridge
+        .dynamodb()
+        .put_item()
+        .table_name(table)
+        .item("Key", s("Leader"))
+        .item("ID", s(&me.id))
+        .item("Name", s(&me.name))
+        .item("LastUpdate", AttributeValue::N(now.to_string()))
+        .item("LastUpdateRFC", s(&clock::rfc3339(now)))
+        .condition_expression(
+            "attribute_not_exists(#id) OR attribute_type(#id, :null) OR #id = :me OR LastUpdate < :cutoff",
+        )
+        .expression_attribute_names("#id", "ID")
+        .expression_attribute_values(":me", s(&me.id))
+        .expression_attribute_values(":null", s("NULL"))
+        .expression_attribute_values(
+            ":cutoff",
+            AttributeValue::N(clock::cutoff_nanos(ttl).to_string()),
+        );
+    match bridge.block_on(req.send()) {
+        Ok(_) => Ok(true),
+        Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(Error::aws(
+            format!("claiming the leadership in table {table}"),
+            e,
+        )),
+    }
+}
+
+/// Gives the leadership up, if it is ours.
+pub(crate) fn resign(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
+    let req = bridge
+        .dynamodb()
+        .delete_item()
+        .table_name(table)
+        .key("Key", s("Leader"))
+        .condition_expression("#id = :me")
+        .expression_attribute_names("#id", "ID")
+        .expression_attribute_values(":me", s(&me.id));
+    match bridge.block_on(req.send()) {
+        Ok(_) => Ok(()),
+        Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
+        Err(e) => Err(Error::aws(
+            format!("resigning the leadership in table {table}"),
+            e,
+        )),
+    }
+}
+
+/// The shard ids the leader last published, if it has.
+pub(crate) fn read_shard_cache(bridge: &Bridge, table: &str) -> Result<Option<Vec<String>>> {
+    let out = bridge
+        .block_on(
+            bridge
+                .dynamodb()
+                .get_item()
+                .table_name(table)
+                .key("Key", s("ShardCache"))
+                .consistent_read(true)
+                .send(),
+        )
+        .map_err(|e| Error::aws(format!("reading the shard cache in table {table}"), e))?;
+    let Some(item) = out.item else {
+        return Ok(None);
+    };
+    match item.get("ShardIDs") {
+        Some(AttributeValue::L(list)) => Ok(Some(
+            list.iter()
+                .filter_map(|v| match v {
+                    AttributeValue::S(id) => Some(id.clone()),
+                    _ => None,
+                })
+                .collect(),
+        )),
+        // A Go writer may store a string set.
+        Some(AttributeValue::Ss(set)) => {
+            let mut ids = set.clone();
+            ids.sort_unstable();
+            Ok(Some(ids))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Publishes the shard list (sorted here).
+///
+/// # Errors
+///
+/// An AWS failure, or [`ErrorKind::Internal`] if the list would not fit one DynamoDB
+/// item (about 17,000 shard ids of the usual 20 characters): the cache is then not
+/// written and clients fall back to ListShards.
+pub(crate) fn write_shard_cache(bridge: &Bridge, table: &str, ids: &[String]) -> Result<()> {
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    let bytes = cache_item_bytes(&sorted);
+    if bytes > MAX_CACHE_BYTES {
+        return Err(Error::new(ErrorKind::Internal).with_context(format!(
+            "writing the shard cache in table {table}: {} shard ids take ~{bytes} bytes, over the \
+             {MAX_CACHE_BYTES}-byte item budget",
+            sorted.len()
+        )));
+    }
+    let now = clock::now_nanos();
+    bridge
+        .block_on(
+            bridge
+                .dynamodb()
+                .put_item()
+                .table_name(table)
+                .item("Key", s("ShardCache"))
+                .item(
+                    "ShardIDs",
+                    AttributeValue::L(sorted.iter().map(|id| s(id)).collect()),
+                )
+                .item("LastUpdate", AttributeValue::N(now.to_string()))
+                .item("LastUpdateRFC", s(&clock::rfc3339(now)))
+                .send(),
+        )
+        .map(|_| ())
+        .map_err(|e| Error::aws(format!("writing the shard cache in table {table}"), e))
+}
+
+/// An upper estimate of the cache item's size as DynamoDB counts it: attribute names and
+/// values, plus a few bytes of overhead per list element.
+fn cache_item_bytes(ids: &[String]) -> usize {
+    let fixed = "Key".len() + "ShardCache".len() + "ShardIDs".len() + 64 + 64;
+    fixed + ids.iter().map(|id| id.len() + 3).sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_thousand_shard_ids_fit_one_item() {
+        let ids: Vec<String> = (0..5_000).map(|i| format!("shardId-{i:012}")).collect();
+        assert!(cache_item_bytes(&ids) < MAX_CACHE_BYTES / 3);
+        let huge: Vec<String> = (0..20_000).map(|i| format!("shardId-{i:012}")).collect();
+        assert!(cache_item_bytes(&huge) > MAX_CACHE_BYTES);
+    }
+}
