@@ -3,10 +3,11 @@
 //!
 //! Rendezvous hashing with a capacity bound. Every (shard, client) pair gets a stable
 //! score; pairs are taken best-first, and a shard goes to the client of its best pair
-//! that still has room. Room is `shards / clients` per client, plus one for the first
-//! `shards % clients` clients to fill up, so owned counts differ by at most one. Scores
-//! do not depend on the other members, so a join or leave mostly moves the shards the
-//! joining or leaving client gains or loses.
+//! that still has room. Room is `shards / clients` per client, plus one for the
+//! `shards % clients` clients ranked highest by a per-client score, so owned counts
+//! differ by at most one. Scores do not depend on the other members, so a join or leave
+//! mostly moves the shards the joining or leaving client gains or loses (the sweep test
+//! below measures it against the Go library's scheme).
 
 /// Stable 64-bit score of a (shard, client) pair: FNV-1a, then a splitmix64 finalizer.
 /// Must never change: clients of different versions compare answers.
@@ -29,8 +30,17 @@ pub(crate) fn assign(shards: &[String], clients: &[String]) -> Vec<usize> {
     if clients.is_empty() {
         return Vec::new();
     }
+    // Room per client: `floor`, plus one for the `extra` clients that rank highest by a
+    // per-client score. That ranking does not depend on the other members, so across a
+    // join or leave the same clients keep their extra slot and fewer shards move.
     let floor = shards.len() / clients.len();
-    let mut extra = shards.len() % clients.len();
+    let extra = shards.len() % clients.len();
+    let mut by_rank: Vec<usize> = (0..clients.len()).collect();
+    by_rank.sort_unstable_by_key(|&c| std::cmp::Reverse((score("", &clients[c]), c)));
+    let mut room = vec![floor; clients.len()];
+    for &c in &by_rank[..extra] {
+        room[c] += 1;
+    }
     let mut pairs: Vec<(u64, usize, usize)> = Vec::with_capacity(shards.len() * clients.len());
     for (s, shard) in shards.iter().enumerate() {
         for (c, client) in clients.iter().enumerate() {
@@ -40,20 +50,13 @@ pub(crate) fn assign(shards: &[String], clients: &[String]) -> Vec<usize> {
     // Best score first; ties (astronomically rare) broken by position, deterministically.
     pairs.sort_unstable_by(|a, b| b.cmp(a));
     let mut owner = vec![usize::MAX; shards.len()];
-    let mut load = vec![0usize; clients.len()];
     let mut left = shards.len();
     for (_, s, c) in pairs {
         if left == 0 {
             break;
         }
-        if owner[s] != usize::MAX {
-            continue;
-        }
-        if load[c] < floor || (load[c] == floor && extra > 0) {
-            if load[c] == floor {
-                extra -= 1;
-            }
-            load[c] += 1;
+        if owner[s] == usize::MAX && room[c] > 0 {
+            room[c] -= 1;
             owner[s] = c;
             left -= 1;
         }
@@ -123,5 +126,86 @@ mod tests {
     fn single_client_owns_everything() {
         let shards = ids("shardId", 5);
         assert_eq!(owned_by(&shards, &ids("c", 1), "c-0000").len(), 5);
+    }
+}
+
+/// Movement of this scheme against the Go library's, over a sweep of fleet sizes.
+#[cfg(test)]
+mod movement {
+    use super::*;
+
+    /// The Go library's scheme: shard `i` (sorted) goes to client `i % n` (sorted ids).
+    fn go_assign(shards: &[String], clients: &[String]) -> Vec<usize> {
+        (0..shards.len()).map(|i| i % clients.len()).collect()
+    }
+
+    /// Client ids that sort in no particular relation to their creation order, like the
+    /// random UUIDs real clients use.
+    fn client_id(n: usize) -> String {
+        format!("{:016x}", score("client", &n.to_string()))
+    }
+
+    /// Shards whose owner (by id) differs between two assignments.
+    fn moved(
+        shards: &[String],
+        before: (&[String], &[usize]),
+        after: (&[String], &[usize]),
+    ) -> usize {
+        (0..shards.len())
+            .filter(|&s| before.0[before.1[s]] != after.0[after.1[s]])
+            .count()
+    }
+
+    /// Average of moved / unavoidable over joins and leaves, for one scheme.
+    fn sweep(scheme: fn(&[String], &[String]) -> Vec<usize>) -> (f64, usize) {
+        let shard_counts = [1, 2, 3, 4, 5, 7, 8, 12, 16, 31, 32, 50, 64, 100, 128, 200, 256];
+        let mut ratio_sum = 0.0;
+        let mut cases = 0u32;
+        let mut unbalanced = 0;
+        for &n_shards in &shard_counts {
+            let shards: Vec<String> = (0..n_shards)
+                .map(|i| format!("shardId-{i:012}"))
+                .collect();
+            for n_clients in 1..32 {
+                let mut before: Vec<String> = (0..n_clients).map(client_id).collect();
+                before.sort_unstable();
+                let mut after = before.clone();
+                after.push(client_id(n_clients));
+                after.sort_unstable();
+                let a = scheme(&shards, &before);
+                let b = scheme(&shards, &after);
+                if !balanced(&a, before.len()) || !balanced(&b, after.len()) {
+                    unbalanced += 1;
+                }
+                // A join (before -> after) and a leave (after -> before) move the same
+                // shards; at the very least the newcomer's share must move:
+                // shards / larger client count.
+                let minimum = n_shards as f64 / after.len() as f64;
+                if minimum >= 1.0 {
+                    ratio_sum += moved(&shards, (&before, &a), (&after, &b)) as f64 / minimum;
+                    cases += 1;
+                }
+            }
+        }
+        (ratio_sum / f64::from(cases), unbalanced)
+    }
+
+    fn balanced(owners: &[usize], clients: usize) -> bool {
+        let mut load = vec![0usize; clients];
+        owners.iter().for_each(|&o| load[o] += 1);
+        load.iter().max().unwrap_or(&0) - load.iter().min().unwrap_or(&0) <= 1
+    }
+
+    #[test]
+    fn balanced_everywhere_and_moves_fewer_shards_than_go() {
+        let (ours, ours_unbalanced) = sweep(assign);
+        let (go, _) = sweep(go_assign);
+        eprintln!(
+            "average shards moved per join/leave, as a multiple of the minimum: \
+             kinsumer {ours:.2}x, Go kinsumer {go:.2}x"
+        );
+        assert_eq!(ours_unbalanced, 0, "some assignment was unbalanced");
+        assert!(ours < go, "ours {ours:.2}x is not below Go's {go:.2}x");
+        assert!(ours <= 2.0, "ours {ours:.2}x misses the 2x target");
     }
 }
