@@ -24,9 +24,26 @@ fn score(shard: &str, client: &str) -> u64 {
     h ^ (h >> 31)
 }
 
-/// The owner (an index into `clients`) of each shard, in `shards` order. Empty if there
-/// are no clients.
-pub(crate) fn assign(shards: &[String], clients: &[String]) -> Vec<usize> {
+/// Which client owns which shard: the owner (an index into `clients`) of each shard, in
+/// `shards` order; empty if there are no clients.
+///
+/// Every client of an application computes this from the same inputs — the shard ids
+/// and the live client ids ([`Kinsumer::client_id`](crate::Kinsumer::client_id)), both
+/// sorted — so they agree without talking. Owned counts differ by at most one, and a
+/// client joining or leaving moves few shards. Exposed so operators and tests can see
+/// where shards should be.
+///
+/// # Examples
+///
+/// ```
+/// let shards: Vec<String> = (0..5).map(|i| format!("shardId-{i:012}")).collect();
+/// let clients = vec!["client-a".to_string(), "client-b".to_string()];
+/// let owners = kinsumer::assign_shards(&shards, &clients);
+/// assert_eq!(owners.len(), 5);
+/// let a = owners.iter().filter(|&&o| o == 0).count();
+/// assert!(a == 2 || a == 3);
+/// ```
+pub fn assign_shards(shards: &[String], clients: &[String]) -> Vec<usize> {
     if clients.is_empty() {
         return Vec::new();
     }
@@ -69,7 +86,7 @@ pub(crate) fn owned_by<'a>(shards: &'a [String], clients: &[String], me: &str) -
     let Some(me) = clients.iter().position(|c| c == me) else {
         return Vec::new();
     };
-    assign(shards, clients)
+    assign_shards(shards, clients)
         .into_iter()
         .zip(shards)
         .filter(|(owner, _)| *owner == me)
@@ -91,7 +108,7 @@ mod tests {
             for n_clients in 1..=9 {
                 let shards = ids("shardId", n_shards);
                 let clients = ids("client", n_clients);
-                let owners = assign(&shards, &clients);
+                let owners = assign_shards(&shards, &clients);
                 assert_eq!(owners.len(), n_shards);
                 let mut load = vec![0; n_clients];
                 for o in owners {
@@ -110,7 +127,10 @@ mod tests {
     fn deterministic_and_owned_by_agrees() {
         let shards = ids("shardId", 10);
         let clients = ids("c", 3);
-        assert_eq!(assign(&shards, &clients), assign(&shards, &clients));
+        assert_eq!(
+            assign_shards(&shards, &clients),
+            assign_shards(&shards, &clients)
+        );
         let mut all: Vec<&str> = clients
             .iter()
             .flat_map(|c| owned_by(&shards, &clients, c))
@@ -119,7 +139,7 @@ mod tests {
         let expected: Vec<&str> = shards.iter().map(String::as_str).collect();
         assert_eq!(all, expected);
         assert!(owned_by(&shards, &clients, "stranger").is_empty());
-        assert!(assign(&shards, &[]).is_empty());
+        assert!(assign_shards(&shards, &[]).is_empty());
     }
 
     #[test]
@@ -158,14 +178,14 @@ mod movement {
 
     /// Average of moved / unavoidable over joins and leaves, for one scheme.
     fn sweep(scheme: fn(&[String], &[String]) -> Vec<usize>) -> (f64, usize) {
-        let shard_counts = [1, 2, 3, 4, 5, 7, 8, 12, 16, 31, 32, 50, 64, 100, 128, 200, 256];
+        let shard_counts = [
+            1, 2, 3, 4, 5, 7, 8, 12, 16, 31, 32, 50, 64, 100, 128, 200, 256,
+        ];
         let mut ratio_sum = 0.0;
         let mut cases = 0u32;
         let mut unbalanced = 0;
         for &n_shards in &shard_counts {
-            let shards: Vec<String> = (0..n_shards)
-                .map(|i| format!("shardId-{i:012}"))
-                .collect();
+            let shards: Vec<String> = (0..n_shards).map(|i| format!("shardId-{i:012}")).collect();
             for n_clients in 1..32 {
                 let mut before: Vec<String> = (0..n_clients).map(client_id).collect();
                 before.sort_unstable();
@@ -198,7 +218,7 @@ mod movement {
 
     #[test]
     fn balanced_everywhere_and_moves_fewer_shards_than_go() {
-        let (ours, ours_unbalanced) = sweep(assign);
+        let (ours, ours_unbalanced) = sweep(assign_shards);
         let (go, _) = sweep(go_assign);
         eprintln!(
             "average shards moved per join/leave, as a multiple of the minimum: \

@@ -67,6 +67,7 @@ mod watermark;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+pub use assignment::assign_shards;
 pub use config::{BillingMode, CheckpointMode, Config, InitialPosition};
 pub use consumer::{Kinsumer, Records, StopHandle};
 pub use error::{Error, ErrorKind, Result};

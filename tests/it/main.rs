@@ -6,10 +6,12 @@
 mod support;
 
 mod bridge;
+mod compat;
 mod crash;
 mod drain;
 mod errors;
 mod faults;
+mod fleet;
 mod iterator;
 mod lease;
 mod lifecycle;

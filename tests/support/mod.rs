@@ -529,3 +529,159 @@ pub fn let_time_pass(d: Duration) -> TestResult {
         Ok(Instant::now() >= until)
     })
 }
+
+/// Writes numbered records (`"<n>"`, keys `key-<n % 37>`) from a thread of its own, a
+/// batch of 20 every 50 ms, until stopped. Uses its own runtime and client (never share
+/// an SDK client across runtimes).
+pub struct Producer {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<JoinHandle<TestResult<u64>>>,
+}
+
+impl Producer {
+    pub fn start(env: &Env) -> Producer {
+        let config = env.kinesis.config().clone();
+        let stream = env.stream.clone();
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+        let thread = std::thread::spawn(move || -> TestResult<u64> {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let client = aws_sdk_kinesis::Client::from_conf(config);
+            let mut next = 0u64;
+            while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Duration::from_millis(50))
+            {
+                let entries = (next..next + 20)
+                    .map(|i| {
+                        PutRecordsRequestEntry::builder()
+                            .partition_key(format!("key-{}", i % 37))
+                            .data(Blob::new(i.to_string()))
+                            .build()
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let out = rt.block_on(
+                    client
+                        .put_records()
+                        .stream_name(&stream)
+                        .set_records(Some(entries))
+                        .send(),
+                )?;
+                if out.failed_record_count.unwrap_or(0) > 0 {
+                    return Err("PutRecords rejected some records".into());
+                }
+                next += 20;
+            }
+            Ok(next)
+        });
+        Producer {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops writing; returns how many records were written (`0..n`).
+    pub fn stop(mut self) -> TestResult<u64> {
+        self.stop.take();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            _ => Err("producer thread panicked".into()),
+        }
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A consumer iterating on a thread of its own, recording every delivery as
+/// `(member index, data)` into a shared log.
+pub struct Member {
+    pub id: String,
+    stop: kinsumer::StopHandle,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+pub type Deliveries = std::sync::Arc<parking_lot::Mutex<Vec<(usize, String)>>>;
+
+impl Member {
+    pub fn start(index: usize, consumer: Kinsumer, log: Deliveries) -> TestResult<Member> {
+        consumer.run()?;
+        let id = consumer.client_id().to_owned();
+        let stop = consumer.stop_handle();
+        let thread = std::thread::spawn(move || {
+            for item in consumer.records() {
+                match item {
+                    Ok(r) => log
+                        .lock()
+                        .push((index, String::from_utf8_lossy(r.data()).into_owned())),
+                    Err(e) if e.is_fatal() => return Err(format!("member {index}: {e}")),
+                    Err(e) => eprintln!("member {index}: non-fatal: {e}"),
+                }
+            }
+            consumer.stop();
+            Ok(())
+        });
+        Ok(Member {
+            id,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops cleanly (ends iteration, commits, releases, deregisters) and joins.
+    pub fn stop(mut self) -> TestResult {
+        self.stop.stop();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(Ok(()))) => Ok(()),
+            Some(Ok(Err(e))) => Err(e.into()),
+            _ => Err("member thread panicked".into()),
+        }
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.stop.stop();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Env {
+    /// Lease owner (OwnerID) of each shard that has one.
+    pub fn owners(&self) -> TestResult<HashMap<String, String>> {
+        Ok(self
+            .checkpoint_rows()?
+            .into_iter()
+            .filter_map(|(shard, row)| match row.get("OwnerID") {
+                Some(AttributeValue::S(owner)) => Some((shard, owner.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// The application's metadata items, by `Key`.
+    pub fn metadata(&self) -> TestResult<HashMap<String, HashMap<String, AttributeValue>>> {
+        let out = self.block_on(
+            self.dynamodb
+                .scan()
+                .table_name(format!("{}_metadata", self.app))
+                .consistent_read(true)
+                .send(),
+        )?;
+        let mut items = HashMap::new();
+        for item in out.items.unwrap_or_default() {
+            if let Some(AttributeValue::S(key)) = item.get("Key") {
+                items.insert(key.clone(), item);
+            }
+        }
+        Ok(items)
+    }
+}
