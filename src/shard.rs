@@ -499,12 +499,13 @@ impl<'a> Worker<'a> {
             Ok(()) => {
                 self.committed = count;
                 self.last_write = now;
-                if let Some(seq) = &seq {
+                if let Some(seq) = seq {
                     log::debug!("shard {}: checkpoint {seq}", self.shard());
                     self.ctx
                         .config
                         .stats()
-                        .checkpoint_committed(self.shard(), seq);
+                        .checkpoint_committed(self.shard(), &seq);
+                    self.checkpoint = Some(seq);
                 }
                 Ok(())
             }
@@ -553,7 +554,7 @@ impl<'a> Worker<'a> {
                         "client {}: released the lease of shard {} (checkpoint {:?})",
                         self.ctx.owner.name,
                         self.shard(),
-                        seq
+                        seq.as_ref().or(self.checkpoint.as_ref())
                     );
                     if let Some(seq) = &seq {
                         self.ctx

@@ -17,4 +17,5 @@ mod lease;
 mod lifecycle;
 mod manual;
 mod positions;
+mod processes;
 mod resume;

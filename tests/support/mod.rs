@@ -685,3 +685,23 @@ impl Env {
         Ok(items)
     }
 }
+
+/// Test clients for explicit endpoints (a child process talking to its parent's servers).
+pub fn clients_for(
+    kinesis_endpoint: &str,
+    dynamodb_endpoint: &str,
+) -> (aws_sdk_kinesis::Client, aws_sdk_dynamodb::Client) {
+    let sdk = sdk_config();
+    (
+        aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(&sdk)
+                .endpoint_url(kinesis_endpoint)
+                .build(),
+        ),
+        aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(&sdk)
+                .endpoint_url(dynamodb_endpoint)
+                .build(),
+        ),
+    )
+}
