@@ -19,3 +19,4 @@ mod manual;
 mod positions;
 mod processes;
 mod resume;
+mod stalled_caller;
