@@ -84,6 +84,7 @@ pub struct Config {
     billing_mode: BillingMode,
     checkpoint_mode: CheckpointMode,
     use_list_shards_for_readiness: bool,
+    list_shards_page_size: Option<i32>,
     stats: Arc<dyn Stats>,
 }
 
@@ -103,6 +104,7 @@ impl Default for Config {
             billing_mode: BillingMode::Provisioned,
             checkpoint_mode: CheckpointMode::Auto,
             use_list_shards_for_readiness: false,
+            list_shards_page_size: None,
             stats: Arc::new(NoStats),
         }
     }
@@ -216,6 +218,18 @@ impl Config {
     pub fn with_list_shards_for_readiness(mut self, yes: bool) -> Self {
         self.use_list_shards_for_readiness = yes;
         self
+    }
+
+    /// Shards per ListShards page (default: the service's own, 1,000 on AWS). For tests
+    /// of pagination; not part of the stable API.
+    #[doc(hidden)]
+    pub fn with_list_shards_page_size(mut self, size: i32) -> Self {
+        self.list_shards_page_size = Some(size);
+        self
+    }
+
+    pub(crate) fn list_shards_page_size(&self) -> Option<i32> {
+        self.list_shards_page_size
     }
 
     /// Where metrics events go (default: nowhere).

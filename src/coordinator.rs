@@ -23,6 +23,7 @@ use crate::checkpoints::{self, Owner};
 use crate::clients;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::lineage;
 use crate::metadata;
 use crate::record::Record;
 use crate::shard::{self, Notices, ShardContext, ShardExit, ShardHandle};
@@ -179,14 +180,18 @@ impl<'a> Coordinator<'a> {
                     self.shutdown(matches!(command, Command::Abandon));
                     return;
                 }
-                Event::Exit(shard, exit) => {
-                    if let Err(e) = self.on_exit(shard, exit) {
+                Event::Exit(shard, exit) => match self.on_exit(shard, exit) {
+                    // A finished shard may have made children ready: look now rather
+                    // than a shard check later.
+                    Ok(true) => next_check = Instant::now(),
+                    Ok(false) => {}
+                    Err(e) => {
                         log::error!("client {}: {e}; stopping", self.name());
                         self.parts.notices.report(e.fatal());
                         self.shutdown(false);
                         return;
                     }
-                }
+                },
                 Event::Tick => {
                     next_check = Instant::now() + interval;
                     if let Err(e) = self.heartbeat_and_refresh() {
@@ -226,9 +231,9 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Joins an ended shard thread. `Err` (fatal) if it ended because the stream is gone
-    /// and a check confirms it.
-    fn on_exit(&mut self, shard: Arc<str>, exit: ShardExit) -> Result<()> {
+    /// Joins an ended shard thread. `Ok(true)` if the shard finished (refresh soon);
+    /// `Err` (fatal) if it ended because the stream is gone and a check confirms it.
+    fn on_exit(&mut self, shard: Arc<str>, exit: ShardExit) -> Result<bool> {
         if let Some(handle) = self.shards.remove(&shard) {
             handle.join();
         }
@@ -239,6 +244,7 @@ impl<'a> Coordinator<'a> {
         match exit {
             ShardExit::Finished => {
                 self.finished.insert(shard);
+                return Ok(true);
             }
             ShardExit::NoSuchStream => {
                 let names = &self.parts.names;
@@ -254,7 +260,7 @@ impl<'a> Coordinator<'a> {
             // Failed and lost shards are restarted by the next refresh if still ours.
             _ => {}
         }
-        Ok(())
+        Ok(false)
     }
 
     fn heartbeat_and_refresh(&mut self) -> Result<()> {
@@ -278,7 +284,8 @@ impl<'a> Coordinator<'a> {
             );
         }
         let first = live.first().is_some_and(|id| *id == self.parts.owner.id);
-        match self.lead(first, &clients.ancient) {
+        let mut cache = metadata::read_shard_cache(self.bridge, &names.metadata)?;
+        match self.lead(first, &clients.ancient, &mut cache) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NoSuchStream => return Err(e),
             // Leadership is best effort: the shard list below still works without it.
@@ -291,17 +298,13 @@ impl<'a> Coordinator<'a> {
                 self.parts.notices.report(e);
             }
         }
-        let shard_ids: Vec<String> =
-            match metadata::read_shard_cache(self.bridge, &names.metadata)? {
-                Some(ids) => ids,
-                None => stream::list_shards(self.bridge, &names.stream)?
-                    .into_iter()
-                    .map(|s| s.id)
-                    .collect(),
-            }
-            .into_iter()
-            .filter(|id| !self.finished.contains(id.as_str()))
-            .collect();
+        let shard_ids: Vec<String> = match cache {
+            Some(ids) => ids,
+            None => self.ready_shards()?,
+        }
+        .into_iter()
+        .filter(|id| !self.finished.contains(id.as_str()))
+        .collect();
         let mine: HashSet<&str> = assignment::owned_by(&shard_ids, &live, &self.parts.owner.id)
             .into_iter()
             .collect();
@@ -345,9 +348,29 @@ impl<'a> Coordinator<'a> {
         Ok(mine.len())
     }
 
+    /// The shards to assign now: listed, unfinished, and with every parent finished or
+    /// trimmed ([`lineage`]).
+    fn ready_shards(&self) -> Result<Vec<String>> {
+        let names = &self.parts.names;
+        let listed = stream::list_shards(
+            self.bridge,
+            &names.stream,
+            self.parts.config.list_shards_page_size(),
+        )?;
+        let finished = checkpoints::finished_shards(self.bridge, &names.checkpoints)?;
+        Ok(lineage::ready_shards(&listed, &finished))
+    }
+
     /// Claims or keeps the leadership if this client is first among the live ones,
-    /// resigns it otherwise, and does the leader's periodic work when due.
-    fn lead(&mut self, first: bool, ancient: &[String]) -> Result<()> {
+    /// resigns it otherwise, and as the leader rebuilds the shard cache when due or as
+    /// soon as a cached shard has finished (its children may be ready), updating
+    /// `cache` to what was written.
+    fn lead(
+        &mut self,
+        first: bool,
+        ancient: &[String],
+        cache: &mut Option<Vec<String>>,
+    ) -> Result<()> {
         let names = Arc::clone(&self.parts.names);
         let held = if first {
             metadata::claim_leadership(
@@ -372,23 +395,29 @@ impl<'a> Coordinator<'a> {
             self.parts.config.stats().leadership_changed(held);
             self.next_leader_action = Instant::now();
         }
-        if !self.leader || Instant::now() < self.next_leader_action {
+        if !self.leader {
+            return Ok(());
+        }
+        let due = Instant::now() >= self.next_leader_action;
+        let stale = match cache.as_deref() {
+            None => true,
+            Some(ids) => {
+                let finished = checkpoints::finished_shards(self.bridge, &names.checkpoints)?;
+                ids.iter().any(|id| finished.contains(id))
+            }
+        };
+        if !due && !stale {
             return Ok(());
         }
         self.next_leader_action = Instant::now() + self.parts.config.leader_action_frequency();
-        // The shared shard list: every listed shard that is not finished.
-        let finished = checkpoints::finished_shards(self.bridge, &names.checkpoints)?;
-        let ids: Vec<String> = stream::list_shards(self.bridge, &names.stream)?
-            .into_iter()
-            .map(|s| s.id)
-            .filter(|id| !finished.contains(id))
-            .collect();
+        let ids = self.ready_shards()?;
         metadata::write_shard_cache(self.bridge, &names.metadata, &ids)?;
         log::debug!(
             "client {}: shard cache has {} shards",
             self.name(),
             ids.len()
         );
+        *cache = Some(ids);
         for id in ancient {
             log::info!(
                 "client {}: removing client {id}, silent for 48 h",

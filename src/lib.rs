@@ -52,6 +52,7 @@ mod config;
 mod consumer;
 mod coordinator;
 mod error;
+mod lineage;
 mod metadata;
 mod record;
 mod retry;

@@ -1,5 +1,7 @@
 //! Stream-level Kinesis calls: readiness, the shard list, publishing.
 
+use std::collections::HashSet;
+
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::StreamStatus;
 
@@ -35,7 +37,17 @@ where
 /// ListShards answers).
 pub(crate) fn check_ready(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<()> {
     if use_list_shards {
-        return list_shards(bridge, stream).map(|_| ());
+        return bridge
+            .block_on(
+                bridge
+                    .kinesis()
+                    .list_shards()
+                    .stream_name(stream)
+                    .max_results(1)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| stream_error(format!("listing the shards of stream {stream}"), e));
     }
     let what = || format!("describing stream {stream}");
     let out = bridge
@@ -53,27 +65,70 @@ pub(crate) fn check_ready(bridge: &Bridge, stream: &str, use_list_shards: bool) 
     }
 }
 
-/// Every shard of the stream, oldest first, following pages with `ExclusiveStartShardId`
-/// (which every Kinesis implementation honours alongside `StreamName`).
-pub(crate) fn list_shards(bridge: &Bridge, stream: &str) -> Result<Vec<ShardInfo>> {
+/// Every shard of the stream, in listing order, `page_size` per call (Kinesis' default
+/// when `None`).
+///
+/// Pages are followed with `NextToken`, as AWS documents. If a `NextToken` call fails
+/// (some emulators reject it), the same page is asked for again with `StreamName` and
+/// `ExclusiveStartShardId` (the last shard id seen), which AWS accepts too.
+pub(crate) fn list_shards(
+    bridge: &Bridge,
+    stream: &str,
+    page_size: Option<i32>,
+) -> Result<Vec<ShardInfo>> {
+    let what = || format!("listing the shards of stream {stream}");
     let mut shards: Vec<ShardInfo> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut token: Option<String> = None;
     loop {
-        let mut req = bridge.kinesis().list_shards().stream_name(stream);
-        if let Some(last) = shards.last() {
-            req = req.exclusive_start_shard_id(&last.id);
-        }
-        let out = bridge
-            .block_on(req.send())
-            .map_err(|e| stream_error(format!("listing the shards of stream {stream}"), e))?;
+        let by_token = match token.take() {
+            Some(t) => bridge
+                .block_on(
+                    bridge
+                        .kinesis()
+                        .list_shards()
+                        .next_token(t)
+                        .set_max_results(page_size)
+                        .send(),
+                )
+                .map_err(|e| {
+                    log::debug!("ListShards by NextToken failed ({e}); paging by shard id");
+                })
+                .ok(),
+            None => None,
+        };
+        let out = match by_token {
+            Some(out) => out,
+            None => {
+                let mut req = bridge
+                    .kinesis()
+                    .list_shards()
+                    .stream_name(stream)
+                    .set_max_results(page_size);
+                if let Some(last) = shards.last() {
+                    req = req.exclusive_start_shard_id(&last.id);
+                }
+                bridge
+                    .block_on(req.send())
+                    .map_err(|e| stream_error(what(), e))?
+            }
+        };
         let page = out.shards.unwrap_or_default();
-        let more = out.next_token.is_some() && !page.is_empty();
-        shards.extend(page.into_iter().map(|s| ShardInfo {
-            id: s.shard_id,
-            parent: s.parent_shard_id,
-            adjacent_parent: s.adjacent_parent_shard_id,
-        }));
-        if !more {
-            return Ok(shards);
+        let before = shards.len();
+        for s in page {
+            // A page that repeats shards (a misbehaving server) must not loop forever.
+            if !seen.insert(s.shard_id.clone()) {
+                continue;
+            }
+            shards.push(ShardInfo {
+                id: s.shard_id,
+                parent: s.parent_shard_id,
+                adjacent_parent: s.adjacent_parent_shard_id,
+            });
+        }
+        match out.next_token {
+            Some(t) if shards.len() > before => token = Some(t),
+            _ => return Ok(shards),
         }
     }
 }
