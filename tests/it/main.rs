@@ -18,5 +18,6 @@ mod lifecycle;
 mod manual;
 mod positions;
 mod processes;
+mod resharding;
 mod resume;
 mod stalled_caller;

@@ -705,3 +705,87 @@ pub fn clients_for(
         ),
     )
 }
+
+impl Env {
+    /// Splits `shard` at the middle of its hash range.
+    pub fn split(&self, shard: &str) -> TestResult {
+        let out = self.block_on(self.kinesis.list_shards().stream_name(&self.stream).send())?;
+        let s = out
+            .shards()
+            .iter()
+            .find(|s| s.shard_id() == shard)
+            .ok_or("no such shard")?;
+        let range = s.hash_key_range().ok_or("no hash range")?;
+        let lo: u128 = range.starting_hash_key().parse()?;
+        let hi: u128 = range.ending_hash_key().parse()?;
+        self.block_on(
+            self.kinesis
+                .split_shard()
+                .stream_name(&self.stream)
+                .shard_to_split(shard)
+                .new_starting_hash_key((lo + (hi - lo) / 2).to_string())
+                .send(),
+        )?;
+        Ok(())
+    }
+
+    /// Merges two adjacent shards.
+    pub fn merge(&self, shard: &str, adjacent: &str) -> TestResult {
+        self.block_on(
+            self.kinesis
+                .merge_shards()
+                .stream_name(&self.stream)
+                .shard_to_merge(shard)
+                .adjacent_shard_to_merge(adjacent)
+                .send(),
+        )?;
+        Ok(())
+    }
+
+    /// Open shards (no ending sequence number), sorted by starting hash key.
+    pub fn open_shards(&self) -> TestResult<Vec<String>> {
+        let out = self.block_on(self.kinesis.list_shards().stream_name(&self.stream).send())?;
+        let mut open: Vec<(u128, String)> = out
+            .shards()
+            .iter()
+            .filter(|s| {
+                s.sequence_number_range()
+                    .is_some_and(|r| r.ending_sequence_number().is_none())
+            })
+            .map(|s| {
+                let start = s
+                    .hash_key_range()
+                    .and_then(|r| r.starting_hash_key().parse().ok())
+                    .unwrap_or(0);
+                (start, s.shard_id().to_owned())
+            })
+            .collect();
+        open.sort_unstable();
+        Ok(open.into_iter().map(|(_, id)| id).collect())
+    }
+}
+
+/// Checks a delivery log of producer records (`"<n>"`, key `key-<n % 37>`): every
+/// record `0..written` delivered, none twice, and for each partition key the records in
+/// increasing order. Returns the number of deliveries.
+pub fn check_per_key_order(deliveries: &[String], written: u64) -> TestResult<usize> {
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for d in deliveries {
+        let n: u64 = d.parse()?;
+        if !seen.insert(n) {
+            return Err(format!("record {n} delivered twice").into());
+        }
+        let key = n % 37;
+        if let Some(prev) = last.insert(key, n)
+            && prev > n
+        {
+            return Err(format!("key-{key}: record {n} delivered after {prev}").into());
+        }
+    }
+    let missing = (0..written).filter(|n| !seen.contains(n)).count();
+    if missing > 0 {
+        return Err(format!("{missing} of {written} records lost").into());
+    }
+    Ok(deliveries.len())
+}
