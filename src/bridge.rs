@@ -1,35 +1,39 @@
 //! The sync–async bridge: the only module that touches tokio.
 //!
-//! Every thread that calls AWS (each shard thread, the coordinator, and the caller's
-//! thread for admin calls) owns a [`Bridge`]: a tokio current-thread runtime plus its
-//! *own* Kinesis and DynamoDB clients, built from one shared [`ClientConfigs`]. Every SDK
-//! call goes through [`Bridge::block_on`] on the owning thread.
+//! Each consumer has one private I/O thread ("kinsumer-io") whose tokio current-thread
+//! runtime is always inside `block_on`, and one set of Kinesis and DynamoDB clients.
+//! Every other thread — the coordinator, each shard thread, the caller's thread for
+//! admin calls — hands its SDK future to that runtime through [`Bridge::block_on`] and
+//! waits for the answer on a channel. Every connection in the clients' pool is driven by
+//! a runtime that never idles, so no call can stall on a connection whose driver lives
+//! on a sleeping runtime.
 //!
-//! Why one client set per thread rather than clients shared by all: an SDK client owns a
-//! hyper connection pool, and a pooled connection is driven by a task spawned on the
-//! runtime that opened it. If thread A reuses a connection opened by thread B while B's
-//! runtime is idle (B is blocked on a channel, not inside `block_on`), A's request waits
-//! until B happens to poll again — seconds — or fails with "dispatch task is gone" once
-//! B's runtime is dropped. With a client per thread, every connection is driven by the
-//! runtime of the only thread that uses it. A client built from a config without an
-//! explicit HTTP client gets a fresh default one (and so a fresh pool): that is what
-//! [`Bridge::new`] relies on. A caller-supplied HTTP client (set on the SDK config) is
-//! shared as given — its owner has chosen its threading model.
+//! Why this design rather than a runtime and client set per thread (the first version):
+//! per-thread clients meant a connection pool, TLS context and sockets per shard. The
+//! benchmark (`cargo bench --bench throughput -- idle-scale`, external servers) measured
+//! that at 256 idle shards: 161 MiB RSS and 778 sockets; at 1,000 shards: 581 MiB and
+//! 3,010 sockets, and a stop that overran its 20 s limit. One runtime and one pool serve
+//! the same load with a fraction of that (figures in the README's Performance section).
+//! The price is that HTTP and JSON decoding for all shards run on one thread; at the
+//! throttle delays Kinesis allows, that thread has room to spare (see the drain figures).
 //!
-//! The credentials provider's cache is shared across threads (it lives in the config);
-//! its own HTTP calls are rare (refreshes) and retried by the SDK.
-//!
-//! The alternative — one private runtime thread that is always inside `block_on` and
-//! serves all threads — is the fallback if the per-thread pools cost too much memory or
-//! sockets at high shard counts (measured in the benchmark issue).
+//! Shared clients are safe here precisely because one runtime drives them all. A
+//! caller-supplied HTTP client on the SDK config is used as given.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb as dynamodb;
 use aws_sdk_kinesis as kinesis;
 use kinesis::config::timeout::TimeoutConfig;
+use kinesis::error::SdkError;
+use parking_lot::Mutex;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -102,9 +106,64 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         })
 }
 
-/// One thread's runtime and SDK clients. Not shared between threads.
+/// Resolves once [`Shutdown::trigger`] was called: the I/O thread's `block_on` target.
+#[derive(Debug, Default)]
+struct Shutdown {
+    done: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Shutdown {
+    fn trigger(&self) {
+        self.done.store(true, Ordering::Release);
+        if let Some(w) = self.waker.lock().take() {
+            w.wake();
+        }
+    }
+}
+
+struct ShutdownFuture(Arc<Shutdown>);
+
+impl Future for ShutdownFuture {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0.done.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        *self.0.waker.lock() = Some(cx.waker().clone());
+        // Re-check: a trigger between the load and storing the waker must not be lost.
+        if self.0.done.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+/// The I/O thread; stopped and joined when the last [`Bridge`] clone goes away.
+struct IoThread {
+    handle: tokio::runtime::Handle,
+    shutdown: Arc<Shutdown>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Drop for IoThread {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(join) = self.join.take() {
+            // Never join ourselves (a last clone dropped by a task on the I/O thread).
+            if join.thread().id() != std::thread::current().id() && join.join().is_err() {
+                log::error!("the kinsumer I/O thread panicked");
+            }
+        }
+    }
+}
+
+/// A handle on the consumer's I/O runtime and SDK clients. Cheap to clone; every thread
+/// of a consumer holds one.
+#[derive(Clone)]
 pub(crate) struct Bridge {
-    runtime: tokio::runtime::Runtime,
+    io: Arc<IoThread>,
     kinesis: kinesis::Client,
     dynamodb: dynamodb::Client,
 }
@@ -116,10 +175,44 @@ impl std::fmt::Debug for Bridge {
 }
 
 impl Bridge {
-    /// Builds a runtime and a fresh pair of clients for the calling thread.
+    /// Starts the I/O thread (returning once its runtime is built) and the clients.
     pub(crate) fn new(configs: &ClientConfigs) -> Result<Self> {
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let shutdown = Arc::new(Shutdown::default());
+        let stop = ShutdownFuture(Arc::clone(&shutdown));
+        let join = std::thread::Builder::new()
+            .name("kinsumer-io".into())
+            .spawn(move || match runtime() {
+                Ok(rt) => {
+                    let _ = ready_tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(stop);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            })
+            .map_err(|e| {
+                Error::new(ErrorKind::Internal)
+                    .with_context("starting the I/O thread")
+                    .with_source(e)
+            })?;
+        let handle = match ready_rx.recv() {
+            Ok(Ok(handle)) => handle,
+            Ok(Err(e)) => {
+                let _ = join.join();
+                return Err(e);
+            }
+            Err(_) => {
+                let _ = join.join();
+                return Err(Error::new(ErrorKind::Internal).with_context("starting the I/O thread"));
+            }
+        };
         Ok(Bridge {
-            runtime: runtime()?,
+            io: Arc::new(IoThread {
+                handle,
+                shutdown,
+                join: Some(join),
+            }),
             kinesis: kinesis::Client::from_conf(configs.kinesis.clone()),
             dynamodb: dynamodb::Client::from_conf(configs.dynamodb.clone()),
         })
@@ -133,9 +226,31 @@ impl Bridge {
         &self.dynamodb
     }
 
-    /// Runs one SDK call (or a short sequence of them) to completion on this thread.
-    /// Bounded by the operation timeout of the clients' configs.
-    pub(crate) fn block_on<F: Future>(&self, future: F) -> F::Output {
-        self.runtime.block_on(future)
+    /// Runs one SDK call on the I/O runtime and waits for its result on this thread.
+    /// Bounded by the operation timeout of the clients' configs. If the runtime is gone
+    /// (it never is while this handle exists) or the task panicked, the call fails as a
+    /// retryable timeout rather than panicking here.
+    #[allow(
+        clippy::result_large_err,
+        reason = "passes the SDK's own result type through unchanged"
+    )]
+    pub(crate) fn block_on<T, E>(
+        &self,
+        future: impl Future<Output = Result<T, SdkError<E>>> + Send + 'static,
+    ) -> Result<T, SdkError<E>>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        drop(self.io.handle.spawn(async move {
+            let _ = tx.send(future.await);
+        }));
+        #[allow(clippy::result_large_err, reason = "the SDK's own error type")]
+        rx.recv().unwrap_or_else(|_| {
+            Err(SdkError::timeout_error(
+                "the kinsumer I/O runtime dropped the call",
+            ))
+        })
     }
 }

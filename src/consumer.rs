@@ -125,10 +125,8 @@ pub struct Kinsumer {
     names: Arc<Names>,
     owner: Arc<Owner>,
     config: Config,
-    configs: ClientConfigs,
-    /// Runtime and clients for calls made on the caller's threads (tables, publish,
-    /// readiness); a lock serialises them, so only one thread drives it at a time.
-    caller_bridge: Mutex<Option<Bridge>>,
+    /// The I/O runtime and SDK clients every thread of this consumer calls through.
+    bridge: Bridge,
     state: Mutex<RunState>,
     signal: Arc<StopSignal>,
     wake: Receiver<()>,
@@ -224,9 +222,8 @@ impl Kinsumer {
                 id: new_client_id(),
                 name: client_name.to_owned(),
             }),
+            bridge: Bridge::new(&configs)?,
             config,
-            configs,
-            caller_bridge: Mutex::new(None),
             state: Mutex::new(RunState::NotStarted),
             signal: Arc::new(StopSignal {
                 requested: AtomicBool::new(false),
@@ -240,16 +237,6 @@ impl Kinsumer {
             in_flight: Mutex::new(None),
             fatal: AtomicBool::new(false),
         })
-    }
-
-    /// Runs `f` with the caller-side bridge, building it on first use.
-    fn with_bridge<T>(&self, f: impl FnOnce(&Bridge) -> Result<T>) -> Result<T> {
-        let mut guard = self.caller_bridge.lock();
-        let bridge = match &mut *guard {
-            Some(b) => b,
-            slot => slot.insert(Bridge::new(&self.configs)?),
-        };
-        f(bridge)
     }
 
     /// The client name given at construction (Go: `GetClientName`).
@@ -275,7 +262,7 @@ impl Kinsumer {
     /// An AWS failure, or [`ErrorKind::Timeout`] if the tables do not become active in
     /// time.
     pub fn create_required_tables(&self) -> Result<()> {
-        self.with_bridge(|b| tables::create(b, &self.names, &self.config))
+        tables::create(&self.bridge, &self.names, &self.config)
     }
 
     /// Deletes the application's three tables (those that exist) and waits until they
@@ -285,7 +272,7 @@ impl Kinsumer {
     ///
     /// An AWS failure, or [`ErrorKind::Timeout`].
     pub fn delete_tables(&self) -> Result<()> {
-        self.with_bridge(|b| tables::delete(b, &self.names, &self.config))
+        tables::delete(&self.bridge, &self.names, &self.config)
     }
 
     /// Writes one record to `stream_name` (any stream, as Go's `Publish`).
@@ -294,7 +281,7 @@ impl Kinsumer {
     ///
     /// [`ErrorKind::NoSuchStream`], or an AWS failure.
     pub fn publish(&self, stream_name: &str, partition_key: &str, data: &[u8]) -> Result<()> {
-        self.with_bridge(|b| stream::publish(b, stream_name, partition_key, data))
+        stream::publish(&self.bridge, stream_name, partition_key, data)
     }
 
     /// Starts consuming, without blocking for records: checks that the tables and the
@@ -312,20 +299,18 @@ impl Kinsumer {
         if !matches!(*state, RunState::NotStarted) {
             return Err(Error::new(ErrorKind::RunTwice));
         }
-        self.with_bridge(|b| {
-            tables::check_ready(b, &self.names)?;
-            stream::check_ready(
-                b,
-                &self.names.stream,
-                self.config.list_shards_for_readiness(),
-            )
-        })?;
+        tables::check_ready(&self.bridge, &self.names)?;
+        stream::check_ready(
+            &self.bridge,
+            &self.names.stream,
+            self.config.list_shards_for_readiness(),
+        )?;
         let (commands, commands_rx) = crossbeam_channel::bounded(1);
         let coordinator = coordinator::start(CoordinatorParts {
             names: Arc::clone(&self.names),
             owner: Arc::clone(&self.owner),
             config: self.config.clone(),
-            configs: self.configs.clone(),
+            bridge: self.bridge.clone(),
             records: self.records_tx.clone(),
             notices: Notices::new(self.notices_tx.clone()),
             commands: commands_rx,

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Select, Sender};
 
 use crate::assignment;
-use crate::bridge::{Bridge, ClientConfigs};
+use crate::bridge::Bridge;
 use crate::checkpoints::{self, Owner};
 use crate::clients;
 use crate::config::Config;
@@ -48,7 +48,7 @@ pub(crate) struct CoordinatorParts {
     pub(crate) names: Arc<Names>,
     pub(crate) owner: Arc<Owner>,
     pub(crate) config: Config,
-    pub(crate) configs: ClientConfigs,
+    pub(crate) bridge: Bridge,
     pub(crate) records: Sender<Record>,
     pub(crate) notices: Notices,
     pub(crate) commands: Receiver<Command>,
@@ -85,13 +85,7 @@ pub(crate) fn start(parts: CoordinatorParts) -> Result<CoordinatorHandle> {
         .name("kinsumer-coordinator".into())
         .spawn(move || {
             let _done = done_tx;
-            let bridge = match Bridge::new(&parts.configs) {
-                Ok(b) => b,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
+            let bridge = parts.bridge.clone();
             let mut c = Coordinator::new(parts, &bridge);
             match c.startup() {
                 Ok(()) => {
@@ -332,7 +326,7 @@ impl<'a> Coordinator<'a> {
                 names: Arc::clone(&names),
                 owner: Arc::clone(&self.parts.owner),
                 config: self.parts.config.clone(),
-                configs: self.parts.configs.clone(),
+                bridge: self.bridge.clone(),
                 records: self.parts.records.clone(),
                 notices: self.parts.notices.clone(),
                 exits: self.exits_tx.clone(),

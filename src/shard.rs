@@ -4,8 +4,9 @@
 //! the caller through the bounded channel (blocking when it is full: backpressure), and
 //! keeps the lease alive: every commit interval it writes the processed prefix's sequence
 //! number, and at least every shard-check interval it heartbeats even when nothing new
-//! was processed. Everything it owns — runtime, SDK clients, iterator, timers — lives on
-//! its own thread; it shares only the [`ShardProgress`] with the caller's threads.
+//! was processed. Everything it owns — lease, iterator, timers — lives on its own
+//! thread; it shares only the [`ShardProgress`] with the caller's threads, and makes its
+//! SDK calls through the consumer's [`Bridge`].
 //!
 //! It never ends silently: every exit is reported to the coordinator, and failures to the
 //! caller as non-fatal errors. On a stop it hands out nothing more, waits briefly for the
@@ -19,13 +20,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TrySendError};
 
-use crate::bridge::{Bridge, ClientConfigs};
+use crate::bridge::Bridge;
 use crate::checkpoints::{Capture, Leases, Owner, WriteError};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::Record;
 use crate::retry::Backoff;
-use crate::source::{Polling, RecordSource, SourceError, StartAt};
+use crate::source::{Batch, Polling, RecordSource, SourceError, StartAt};
 use crate::tables::Names;
 use crate::watermark::ShardProgress;
 
@@ -79,7 +80,7 @@ pub(crate) struct ShardContext {
     pub(crate) names: Arc<Names>,
     pub(crate) owner: Arc<Owner>,
     pub(crate) config: Config,
-    pub(crate) configs: ClientConfigs,
+    pub(crate) bridge: Bridge,
     pub(crate) records: Sender<Record>,
     pub(crate) notices: Notices,
     pub(crate) exits: Sender<(Arc<str>, ShardExit)>,
@@ -108,24 +109,14 @@ impl ShardHandle {
     }
 }
 
-/// Starts the shard's thread; returns once its runtime and clients are built.
+/// Starts the shard's thread.
 pub(crate) fn spawn(ctx: ShardContext) -> Result<ShardHandle> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<()>>(1);
     let name = format!("kinsumer-shard-{}", ctx.shard_id);
     let join = std::thread::Builder::new()
         .name(name.clone())
         .spawn(move || {
-            let bridge = match Bridge::new(&ctx.configs) {
-                Ok(b) => {
-                    let _ = ready_tx.send(Ok(()));
-                    b
-                }
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
+            let bridge = ctx.bridge.clone();
             let shard = Arc::clone(&ctx.shard_id);
             let exits = ctx.exits.clone();
             let exit = Worker::new(ctx, &bridge, stop_rx).run();
@@ -136,19 +127,10 @@ pub(crate) fn spawn(ctx: ShardContext) -> Result<ShardHandle> {
                 .with_context(format!("starting thread {name}"))
                 .with_source(e)
         })?;
-    match ready_rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(Ok(())) => Ok(ShardHandle {
-            stop: Some(stop_tx),
-            join,
-        }),
-        Ok(Err(e)) => {
-            let _ = join.join();
-            Err(e)
-        }
-        Err(_) => {
-            Err(Error::new(ErrorKind::Internal).with_context(format!("starting thread {name}")))
-        }
-    }
+    Ok(ShardHandle {
+        stop: Some(stop_tx),
+        join,
+    })
 }
 
 /// Why the consume loop ended.
@@ -158,6 +140,75 @@ enum Interrupt {
     Finished,
     Failed,
     NoSuchStream,
+}
+
+/// The read side of a shard: its source, the batch being handed over, at most one
+/// prefetched batch, and the fetch schedule.
+///
+/// Memory stays within one batch's worth of records per shard: a prefetch happens only
+/// once the current batch is at most half delivered, and asks for no more records than
+/// `max_records` minus those still waiting to be handed over.
+struct Reader<'s> {
+    source: &'s mut dyn RecordSource,
+    shard: Arc<str>,
+    stats: Arc<dyn crate::stats::Stats>,
+    current: std::vec::IntoIter<aws_sdk_kinesis::types::Record>,
+    /// The current batch ends the shard: nothing follows it.
+    current_is_last: bool,
+    next: Option<Batch>,
+    /// No GetRecords before this (the throttle delay after the previous one).
+    next_fetch: Instant,
+    max_records: i32,
+    throttle: Duration,
+}
+
+impl Reader<'_> {
+    fn fetch(&mut self, bridge: &Bridge, limit: i32) -> Result<Batch, SourceError> {
+        if self.current.len() == 0 {
+            // Free the spent batch's buffer before the next one arrives.
+            self.current = Vec::new().into_iter();
+        }
+        let started = Instant::now();
+        let result = self
+            .source
+            .next_batch(bridge, limit.clamp(1, self.max_records));
+        self.next_fetch = started + self.throttle;
+        if let Ok(batch) = &result {
+            self.stats.records_fetched(
+                &self.shard,
+                batch.records.len(),
+                batch.millis_behind_latest,
+            );
+            log::debug!(
+                "shard {}: fetched {} records ({:?} ms behind)",
+                self.shard,
+                batch.records.len(),
+                batch.millis_behind_latest
+            );
+        }
+        result
+    }
+
+    /// When a prefetch may run, if one is useful at all.
+    fn prefetch_at(&self) -> Option<Instant> {
+        let remaining = self.current.len();
+        let half = usize::try_from(self.max_records / 2).unwrap_or(0);
+        (self.next.is_none() && !self.current_is_last && remaining <= half)
+            .then_some(self.next_fetch)
+    }
+
+    /// Fetches the next batch ahead. A failure is left for the main path to meet
+    /// again, with its retries and reporting.
+    fn prefetch(&mut self, bridge: &Bridge) {
+        let remaining = i32::try_from(self.current.len()).unwrap_or(self.max_records);
+        match self.fetch(bridge, self.max_records - remaining) {
+            Ok(batch) => self.next = Some(batch),
+            Err(_) => log::debug!(
+                "shard {}: prefetch failed; fetching again later",
+                self.shard
+            ),
+        }
+    }
 }
 
 struct Worker<'a> {
@@ -223,7 +274,6 @@ impl<'a> Worker<'a> {
             Arc::clone(&self.ctx.stream),
             Arc::clone(&self.ctx.shard_id),
             start,
-            self.ctx.config.max_records(),
             Arc::clone(self.ctx.config.stats()),
         );
         let interrupt = self.consume(&progress, &mut source);
@@ -344,93 +394,105 @@ impl<'a> Worker<'a> {
         progress: &Arc<ShardProgress>,
         source: &mut dyn RecordSource,
     ) -> Interrupt {
-        let stats = Arc::clone(self.ctx.config.stats());
+        let mut reader = Reader {
+            source,
+            shard: Arc::clone(&self.ctx.shard_id),
+            stats: Arc::clone(self.ctx.config.stats()),
+            current: Vec::new().into_iter(),
+            current_is_last: false,
+            next: None,
+            next_fetch: Instant::now(),
+            max_records: self.ctx.config.max_records(),
+            throttle: self.throttle(),
+        };
         let mut backoff = Backoff::new(
             self.throttle(),
             Duration::from_secs(10).max(self.throttle()),
         );
-        let mut next_fetch = Instant::now();
-        let mut at_end = false;
         loop {
-            if let Err(i) = self.wait_until(next_fetch, progress) {
-                return i;
+            if let Some(r) = reader.current.next() {
+                let arrival = r
+                    .approximate_arrival_timestamp
+                    .and_then(|t| SystemTime::try_from(t).ok());
+                let record = Record::new(
+                    r.data.into_inner(),
+                    r.partition_key,
+                    r.sequence_number,
+                    arrival,
+                    Arc::clone(progress),
+                    self.delivered,
+                );
+                if let Err(i) = self.send(record, progress, &mut reader) {
+                    return i;
+                }
+                self.delivered += 1;
+                continue;
             }
-            if at_end {
+            if reader.current_is_last {
                 // Closed shard: finish once the caller has processed its last record.
                 if progress.processed_since(0).0 == self.delivered {
                     return self.finish(progress);
                 }
-                next_fetch = Instant::now() + self.throttle();
+                if let Err(i) = self.wait_until(Instant::now() + self.throttle(), progress) {
+                    return i;
+                }
                 continue;
             }
-            let started = Instant::now();
-            match source.next_batch(self.bridge) {
-                Ok(batch) => {
-                    backoff.reset();
-                    next_fetch = started + self.throttle();
-                    stats.records_fetched(
-                        self.shard(),
-                        batch.records.len(),
-                        batch.millis_behind_latest,
-                    );
-                    log::debug!(
-                        "shard {}: fetched {} records ({:?} ms behind)",
-                        self.shard(),
-                        batch.records.len(),
-                        batch.millis_behind_latest
-                    );
-                    for r in batch.records {
-                        let arrival = r
-                            .approximate_arrival_timestamp
-                            .and_then(|t| SystemTime::try_from(t).ok());
-                        let record = Record::new(
-                            r.data.into_inner(),
-                            r.partition_key,
-                            r.sequence_number,
-                            arrival,
-                            Arc::clone(progress),
-                            self.delivered,
-                        );
-                        if let Err(i) = self.send(record, progress) {
-                            return i;
+            let batch = match reader.next.take() {
+                Some(batch) => batch,
+                None => {
+                    if let Err(i) = self.wait_until(reader.next_fetch, progress) {
+                        return i;
+                    }
+                    match reader.fetch(self.bridge, reader.max_records) {
+                        Ok(batch) => {
+                            backoff.reset();
+                            batch
                         }
-                        self.delivered += 1;
-                    }
-                    if batch.end_of_shard {
-                        log::info!("shard {} read to its end", self.shard());
-                        at_end = true;
-                        next_fetch = Instant::now();
+                        Err(SourceError::Transient(error)) => {
+                            let delay = backoff.next_delay();
+                            reader.stats.retried("GetRecords", delay);
+                            log::warn!(
+                                "{error}: {:?}; retrying in {delay:?}",
+                                std::error::Error::source(&error)
+                            );
+                            // Tell the caller when a shard keeps failing, not on every blip.
+                            if backoff.failures().is_multiple_of(5) {
+                                self.ctx.notices.report(error);
+                            }
+                            reader.next_fetch = Instant::now() + delay;
+                            continue;
+                        }
+                        Err(SourceError::Fatal(error)) => {
+                            log::error!("{error}: {:?}", std::error::Error::source(&error));
+                            let gone = error.kind() == ErrorKind::NoSuchStream;
+                            self.ctx.notices.report(error);
+                            return if gone {
+                                Interrupt::NoSuchStream
+                            } else {
+                                Interrupt::Failed
+                            };
+                        }
                     }
                 }
-                Err(SourceError::Transient(error)) => {
-                    let delay = backoff.next_delay();
-                    stats.retried("GetRecords", delay);
-                    log::warn!(
-                        "{error}: {:?}; retrying in {delay:?}",
-                        std::error::Error::source(&error)
-                    );
-                    // Tell the caller when a shard keeps failing, not on every blip.
-                    if backoff.failures().is_multiple_of(5) {
-                        self.ctx.notices.report(error);
-                    }
-                    next_fetch = Instant::now() + delay;
-                }
-                Err(SourceError::Fatal(error)) => {
-                    log::error!("{error}: {:?}", std::error::Error::source(&error));
-                    let gone = error.kind() == ErrorKind::NoSuchStream;
-                    self.ctx.notices.report(error);
-                    return if gone {
-                        Interrupt::NoSuchStream
-                    } else {
-                        Interrupt::Failed
-                    };
-                }
+            };
+            if batch.end_of_shard {
+                log::info!("shard {} read to its end", self.shard());
             }
+            reader.current_is_last = batch.end_of_shard;
+            reader.current = batch.records.into_iter();
         }
     }
 
-    /// Hands one record to the caller, committing on schedule while the channel is full.
-    fn send(&mut self, record: Record, progress: &ShardProgress) -> Result<(), Interrupt> {
+    /// Hands one record to the caller. While the channel is full it commits on
+    /// schedule and, when due, prefetches the next batch, so the server's time and the
+    /// decoding overlap the caller's work.
+    fn send(
+        &mut self,
+        record: Record,
+        progress: &ShardProgress,
+        reader: &mut Reader<'_>,
+    ) -> Result<(), Interrupt> {
         let mut record = match self.ctx.records.try_send(record) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Disconnected(_)) => return Err(Interrupt::Stop),
@@ -438,10 +500,18 @@ impl<'a> Worker<'a> {
         };
         loop {
             self.commit_if_due(progress)?;
+            let mut deadline = self.next_commit;
+            if let Some(at) = reader.prefetch_at() {
+                if Instant::now() >= at {
+                    reader.prefetch(self.bridge);
+                    continue;
+                }
+                deadline = deadline.min(at);
+            }
             let mut sel = Select::new();
             let send_op = sel.send(&self.ctx.records);
             sel.recv(&self.stop);
-            match sel.select_deadline(self.next_commit) {
+            match sel.select_deadline(deadline) {
                 Ok(op) if op.index() == send_op => {
                     return op
                         .send(&self.ctx.records, record)

@@ -37,9 +37,9 @@ pub(crate) enum SourceError {
 
 /// A supplier of a shard's records, in order.
 pub(crate) trait RecordSource {
-    /// The next batch (possibly empty). After a batch with `end_of_shard`, not called
-    /// again.
-    fn next_batch(&mut self, bridge: &Bridge) -> Result<Batch, SourceError>;
+    /// The next batch (possibly empty) of at most `limit` records. After a batch with
+    /// `end_of_shard`, not called again.
+    fn next_batch(&mut self, bridge: &Bridge, limit: i32) -> Result<Batch, SourceError>;
 }
 
 /// Where reading (re)starts.
@@ -55,7 +55,6 @@ pub(crate) enum StartAt {
 pub(crate) struct Polling {
     stream: Arc<str>,
     shard: Arc<str>,
-    max_records: i32,
     position: StartAt,
     iterator: Option<String>,
     stats: Arc<dyn Stats>,
@@ -66,13 +65,11 @@ impl Polling {
         stream: Arc<str>,
         shard: Arc<str>,
         start: StartAt,
-        max_records: i32,
         stats: Arc<dyn Stats>,
     ) -> Self {
         Polling {
             stream,
             shard,
-            max_records,
             position: start,
             iterator: None,
             stats,
@@ -149,7 +146,7 @@ impl Polling {
         }
     }
 
-    fn fetch(&mut self, bridge: &Bridge, renewed: bool) -> Result<Batch, SourceError> {
+    fn fetch(&mut self, bridge: &Bridge, limit: i32, renewed: bool) -> Result<Batch, SourceError> {
         let iterator = match self.iterator.take() {
             Some(it) => it,
             None => self.get_iterator(bridge)?,
@@ -159,7 +156,7 @@ impl Polling {
                 .kinesis()
                 .get_records()
                 .shard_iterator(&iterator)
-                .limit(self.max_records)
+                .limit(limit)
                 .send(),
         );
         match result {
@@ -189,7 +186,7 @@ impl Polling {
                     self.position
                 );
                 self.stats.iterator_renewed(&self.shard);
-                self.fetch(bridge, true)
+                self.fetch(bridge, limit, true)
             }
             Err(e) => {
                 let err = self.classify("GetRecords", e);
@@ -203,7 +200,7 @@ impl Polling {
 }
 
 impl RecordSource for Polling {
-    fn next_batch(&mut self, bridge: &Bridge) -> Result<Batch, SourceError> {
-        self.fetch(bridge, false)
+    fn next_batch(&mut self, bridge: &Bridge, limit: i32) -> Result<Batch, SourceError> {
+        self.fetch(bridge, limit, false)
     }
 }

@@ -1,0 +1,488 @@
+//! Throughput, CPU, memory, latency and scale of the consumer.
+//!
+//! ```text
+//! cargo bench --bench throughput -- <scenario> [--shards S] [--records N] [--bytes B] [--seconds T]
+//! ```
+//!
+//! Scenarios: `drain` (default 4 shards, 200,000 × 100 B), `latency` (200 puts 20 ms
+//! apart), `idle-scale` (256 idle shards for 30 s), `slow-caller` (a caller sleeping 1 ms
+//! per record for 20 s over a 4-shard backlog), `all`. Each prints a table row and one
+//! JSON line.
+//!
+//! Servers: embedded emulators in this process by default; set
+//! `KINSUMER_KINESIS_ENDPOINT` / `KINSUMER_DYNAMODB_ENDPOINT` (e.g. from
+//! `cargo run --release --example emulators`) to keep the servers out of the process.
+//! Client CPU is measured per thread (`/proc/self/task/*/schedstat`): the library's
+//! threads (`kinsumer-*`) plus the consuming thread, so in-process emulators are
+//! excluded. Peak RSS (VmHWM) covers the whole process: meaningful in external mode only.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use kinsumer::{Kinsumer, Stats};
+
+type BenchResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+#[derive(Debug, Clone)]
+struct Args {
+    scenario: String,
+    shards: Option<i32>,
+    records: Option<u64>,
+    bytes: Option<usize>,
+    seconds: Option<u64>,
+}
+
+fn parse_args() -> BenchResult<Args> {
+    let mut args = Args {
+        scenario: "all".into(),
+        shards: None,
+        records: None,
+        bytes: None,
+        seconds: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--bench" => {} // added by `cargo bench`
+            "--shards" => args.shards = Some(it.next().ok_or("--shards N")?.parse()?),
+            "--records" => args.records = Some(it.next().ok_or("--records N")?.parse()?),
+            "--bytes" => args.bytes = Some(it.next().ok_or("--bytes N")?.parse()?),
+            "--seconds" => args.seconds = Some(it.next().ok_or("--seconds N")?.parse()?),
+            s if !s.starts_with('-') => args.scenario = s.to_owned(),
+            other => return Err(format!("unknown argument {other}").into()),
+        }
+    }
+    Ok(args)
+}
+
+/// Counts for the bench: fetch calls and leases.
+#[derive(Debug, Default)]
+struct Counters {
+    fetch_calls: AtomicU64,
+    acquired: AtomicU64,
+}
+
+impl Stats for Counters {
+    fn records_fetched(&self, _: &str, _: usize, _: Option<i64>) {
+        self.fetch_calls.fetch_add(1, Ordering::Relaxed);
+    }
+    fn lease_acquired(&self, _: &str) {
+        self.acquired.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// ---- process measurements -------------------------------------------------------
+
+/// CPU time (ns) of the library's threads and of the calling thread.
+fn client_cpu_ns() -> u64 {
+    let me = current_tid();
+    let mut total = 0;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let tid = task
+            .file_name()
+            .to_string_lossy()
+            .parse::<u64>()
+            .unwrap_or(0);
+        if comm.starts_with("kinsumer-") || tid == me {
+            let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+            total += stat
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    total
+}
+
+fn current_tid() -> u64 {
+    std::fs::read_link("/proc/thread-self")
+        .ok()
+        .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn sockets() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|fds| {
+            fds.flatten()
+                .filter(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+// ---- reporting -------------------------------------------------------------------
+
+/// One scenario's figures, printed as a table row and a JSON line.
+#[derive(Default)]
+struct Report {
+    fields: Vec<(&'static str, String)>,
+}
+
+impl Report {
+    fn new(scenario: &str) -> Self {
+        let mut r = Report::default();
+        r.fields.push(("scenario", format!("\"{scenario}\"")));
+        r
+    }
+    fn num(mut self, key: &'static str, v: impl std::fmt::Display) -> Self {
+        self.fields.push((key, v.to_string()));
+        self
+    }
+    fn f(self, key: &'static str, v: f64) -> Self {
+        self.num(key, format!("{v:.3}"))
+    }
+    fn print(&self, note: &str) {
+        let mut table = String::new();
+        for (k, v) in &self.fields {
+            let _ = write!(table, "{k}={} ", v.trim_matches('"'));
+        }
+        println!("{table}");
+        if !note.is_empty() {
+            println!("  note: {note}");
+        }
+        let json: Vec<String> = self
+            .fields
+            .iter()
+            .map(|(k, v)| format!("\"{k}\":{v}"))
+            .collect();
+        println!("{{{}}}", json.join(","));
+    }
+}
+
+fn mode_note(env: &support::Env) -> &'static str {
+    if env.emulators.is_external() {
+        "external servers: peak RSS is the client's alone"
+    } else {
+        "embedded emulators: peak RSS includes them (set KINSUMER_*_ENDPOINT for client-only RSS); CPU is client threads only"
+    }
+}
+
+fn bench_config(counters: &Arc<Counters>) -> kinsumer::Config {
+    support::fast_config()
+        .with_commit_frequency(Duration::from_secs(1))
+        .with_stats(counters.clone())
+}
+
+// ---- preload ---------------------------------------------------------------------
+
+/// Writes `n` records of `bytes` bytes: the record id as 8 little-endian bytes, then
+/// filler; spread over 1,024 partition keys.
+fn preload(env: &support::Env, n: u64, bytes: usize) -> BenchResult {
+    let bytes = bytes.max(8);
+    let mut next = 0u64;
+    while next < n {
+        let end = (next + 500).min(n);
+        let entries = (next..end)
+            .map(|i| {
+                let mut data = vec![b'x'; bytes];
+                data[..8].copy_from_slice(&i.to_le_bytes());
+                PutRecordsRequestEntry::builder()
+                    .partition_key(format!("k{}", i % 1024))
+                    .data(Blob::new(data))
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = env.block_on(
+            env.kinesis
+                .put_records()
+                .stream_name(&env.stream)
+                .set_records(Some(entries))
+                .send(),
+        )?;
+        if out.failed_record_count.unwrap_or(0) > 0 {
+            return Err("preload: PutRecords rejected records".into());
+        }
+        next = end;
+    }
+    Ok(())
+}
+
+fn record_id(data: &[u8]) -> Option<u64> {
+    data.get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+}
+
+// ---- scenarios -------------------------------------------------------------------
+
+fn drain(args: &Args, default_shards: i32) -> BenchResult {
+    let shards = args.shards.unwrap_or(default_shards);
+    let n = args.records.unwrap_or(200_000);
+    let bytes = args.bytes.unwrap_or(100);
+    let mut env = support::Env::new(shards)?;
+    preload(&env, n, bytes)?;
+    let counters = Arc::new(Counters::default());
+    let consumer = env.consumer("bench-drain", bench_config(&counters))?;
+    let mut seen = vec![false; n as usize];
+    let (mut lost, mut duplicates, mut count) = (n, 0u64, 0u64);
+    let cpu_before = client_cpu_ns();
+    let start = Instant::now();
+    consumer.run()?;
+    let mut first = None;
+    let mut records = consumer.records();
+    while count < n {
+        match records.next_timeout(Duration::from_secs(60)) {
+            Some(Ok(r)) => {
+                first.get_or_insert_with(|| start.elapsed());
+                count += 1;
+                match record_id(r.data()).and_then(|id| seen.get_mut(id as usize)) {
+                    Some(slot) if *slot => duplicates += 1,
+                    Some(slot) => {
+                        *slot = true;
+                        lost -= 1;
+                    }
+                    None => return Err("foreign record".into()),
+                }
+            }
+            Some(Err(e)) if e.is_timeout() => return Err("drain stalled for 60 s".into()),
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("iteration ended".into()),
+        }
+    }
+    let wall = start.elapsed();
+    let cpu = client_cpu_ns().saturating_sub(cpu_before);
+    let hwm = status_kib("VmHWM");
+    consumer.stop();
+    Report::new("drain")
+        .num("shards", shards)
+        .num("records", n)
+        .num("bytes", bytes)
+        .f("wall_s", wall.as_secs_f64())
+        .f("records_per_s", n as f64 / wall.as_secs_f64())
+        .f(
+            "first_record_ms",
+            first.unwrap_or_default().as_secs_f64() * 1e3,
+        )
+        .f("cpu_us_per_record", cpu as f64 / 1e3 / n as f64)
+        .f("peak_rss_mib", mib(hwm))
+        .num("lost", lost)
+        .num("duplicates", duplicates)
+        .num(
+            "get_records_calls",
+            counters.fetch_calls.load(Ordering::Relaxed),
+        )
+        .print(mode_note(&env));
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn latency(args: &Args) -> BenchResult {
+    let shards = args.shards.unwrap_or(4);
+    let n = args.records.unwrap_or(200);
+    let mut env = support::Env::new(shards)?;
+    let counters = Arc::new(Counters::default());
+    let consumer = env.consumer("bench-latency", bench_config(&counters))?;
+    consumer.run()?;
+    // Caught up: every shard has been polled at least once.
+    support::wait_for(Duration::from_secs(30), "every shard polled", || {
+        Ok(counters.fetch_calls.load(Ordering::Relaxed) >= shards as u64)
+    })?;
+    let kinesis_config = env.kinesis.config().clone();
+    let stream = env.stream.clone();
+    let producer = std::thread::spawn(move || -> BenchResult {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = aws_sdk_kinesis::Client::from_conf(kinesis_config);
+        for i in 0..n {
+            let sent = now_ns();
+            let mut data = i.to_le_bytes().to_vec();
+            data.extend_from_slice(&sent.to_le_bytes());
+            rt.block_on(
+                client
+                    .put_record()
+                    .stream_name(&stream)
+                    .partition_key(format!("k{i}"))
+                    .data(Blob::new(data))
+                    .send(),
+            )?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    });
+    let mut latencies = Vec::with_capacity(n as usize);
+    let mut records = consumer.records();
+    while (latencies.len() as u64) < n {
+        match records.next_timeout(Duration::from_secs(30)) {
+            Some(Ok(r)) => {
+                let sent = r
+                    .data()
+                    .get(8..16)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .ok_or("short record")?;
+                latencies.push(now_ns().saturating_sub(sent) as f64 / 1e6);
+            }
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("iteration ended".into()),
+        }
+    }
+    producer.join().map_err(|_| "producer panicked")??;
+    consumer.stop();
+    latencies.sort_by(f64::total_cmp);
+    Report::new("latency")
+        .num("shards", shards)
+        .num("records", n)
+        .f("p50_ms", percentile(&latencies, 0.50))
+        .f("p90_ms", percentile(&latencies, 0.90))
+        .f("p99_ms", percentile(&latencies, 0.99))
+        .f("max_ms", latencies.last().copied().unwrap_or(0.0))
+        .num("throttle_ms", 200)
+        .print("put -> delivery, one record every 20 ms spread over the shards");
+    Ok(())
+}
+
+fn idle_scale(args: &Args) -> BenchResult {
+    let shards = args.shards.unwrap_or(256);
+    let seconds = args.seconds.unwrap_or(30);
+    let mut env = support::Env::new(shards)?;
+    let counters = Arc::new(Counters::default());
+    let config = bench_config(&counters).with_throttle_delay(Duration::from_millis(250));
+    let consumer = env.consumer("bench-idle", config)?;
+    let start = Instant::now();
+    consumer.run()?;
+    support::wait_for(Duration::from_secs(120), "every lease", || {
+        Ok(counters.acquired.load(Ordering::Relaxed) >= shards as u64)
+    })?;
+    let ready = start.elapsed();
+    let cpu_before = client_cpu_ns();
+    let measured = Instant::now();
+    support::let_time_pass(Duration::from_secs(seconds))?;
+    let cpu = client_cpu_ns().saturating_sub(cpu_before);
+    let elapsed = measured.elapsed().as_secs_f64();
+    let (rss, hwm, threads, socks) = (
+        status_kib("VmRSS"),
+        status_kib("VmHWM"),
+        status_kib("Threads"),
+        sockets(),
+    );
+    let stop_started = Instant::now();
+    consumer.stop();
+    let stop = stop_started.elapsed();
+    Report::new("idle-scale")
+        .num("shards", shards)
+        .f("ready_s", ready.as_secs_f64())
+        .f("rss_mib", mib(rss))
+        .f("peak_rss_mib", mib(hwm))
+        .num("threads", threads)
+        .num("sockets", socks)
+        .f(
+            "cpu_us_per_shard_per_s",
+            cpu as f64 / 1e3 / f64::from(shards) / elapsed,
+        )
+        .f("stop_s", stop.as_secs_f64())
+        .print(mode_note(&env));
+    Ok(())
+}
+
+fn slow_caller(args: &Args) -> BenchResult {
+    let shards = args.shards.unwrap_or(4);
+    let n = args.records.unwrap_or(100_000);
+    let bytes = args.bytes.unwrap_or(100);
+    let seconds = args.seconds.unwrap_or(20);
+    let mut env = support::Env::new(shards)?;
+    preload(&env, n, bytes)?;
+    let counters = Arc::new(Counters::default());
+    let consumer: Kinsumer = env.consumer("bench-slow", bench_config(&counters))?;
+    consumer.run()?;
+    let start = Instant::now();
+    let mut samples = Vec::new();
+    let mut next_sample = start + Duration::from_secs(1);
+    let mut count = 0u64;
+    let mut records = consumer.records();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        match records.next_timeout(Duration::from_secs(10)) {
+            Some(Ok(_)) => count += 1,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("iteration ended".into()),
+        }
+        std::thread::sleep(Duration::from_millis(1));
+        if Instant::now() >= next_sample {
+            samples.push(status_kib("VmRSS"));
+            next_sample += Duration::from_secs(1);
+        }
+    }
+    consumer.stop();
+    let first = samples.first().copied().unwrap_or(0);
+    let peak = samples.iter().copied().max().unwrap_or(0);
+    let last = samples.last().copied().unwrap_or(0);
+    Report::new("slow-caller")
+        .num("shards", shards)
+        .num("records", count)
+        .num("bytes", bytes)
+        .f("rss_after_1s_mib", mib(first))
+        .f("rss_peak_mib", mib(peak))
+        .f("rss_end_mib", mib(last))
+        .f("peak_rss_mib", mib(status_kib("VmHWM")))
+        .print(mode_note(&env));
+    Ok(())
+}
+
+fn main() -> BenchResult {
+    let args = parse_args()?;
+    match args.scenario.as_str() {
+        "drain" => drain(&args, 4)?,
+        "latency" => latency(&args)?,
+        "idle-scale" => idle_scale(&args)?,
+        "slow-caller" => slow_caller(&args)?,
+        "all" => {
+            drain(&args, 1)?;
+            drain(&args, 4)?;
+            latency(&args)?;
+            idle_scale(&args)?;
+            slow_caller(&args)?;
+        }
+        other => {
+            return Err(format!(
+                "unknown scenario {other:?}: drain, latency, idle-scale, slow-caller, all"
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
