@@ -41,6 +41,12 @@ use crate::error::{Error, ErrorKind, Result};
 /// its own: every wait in this crate is bounded.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Calls in flight on the I/O runtime at once. The connection pool opens a connection
+/// per concurrent request, so this bounds sockets and their buffers; callers beyond it
+/// wait on their own thread. Far above what a few shards need, far below what a
+/// thousand idle shards polling together would otherwise open.
+const MAX_IN_FLIGHT: usize = 64;
+
 /// The service configurations every thread builds its clients from. Cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct ClientConfigs {
@@ -143,6 +149,11 @@ impl Future for ShutdownFuture {
 /// The I/O thread; stopped and joined when the last [`Bridge`] clone goes away.
 struct IoThread {
     handle: tokio::runtime::Handle,
+    /// Tokens for [`MAX_IN_FLIGHT`] calls: take one to call, put it back after.
+    permits: (
+        crossbeam_channel::Sender<()>,
+        crossbeam_channel::Receiver<()>,
+    ),
     shutdown: Arc<Shutdown>,
     join: Option<JoinHandle<()>>,
 }
@@ -207,9 +218,14 @@ impl Bridge {
                 return Err(Error::new(ErrorKind::Internal).with_context("starting the I/O thread"));
             }
         };
+        let permits = crossbeam_channel::bounded(MAX_IN_FLIGHT);
+        for _ in 0..MAX_IN_FLIGHT {
+            let _ = permits.0.send(());
+        }
         Ok(Bridge {
             io: Arc::new(IoThread {
                 handle,
+                permits,
                 shutdown,
                 join: Some(join),
             }),
@@ -242,12 +258,16 @@ impl Bridge {
         T: Send + 'static,
         E: Send + 'static,
     {
+        // Both channel ends live in `self.io`: neither operation can fail.
+        let _ = self.io.permits.1.recv();
         let (tx, rx) = crossbeam_channel::bounded(1);
         drop(self.io.handle.spawn(async move {
             let _ = tx.send(future.await);
         }));
+        let result = rx.recv();
+        let _ = self.io.permits.0.send(());
         #[allow(clippy::result_large_err, reason = "the SDK's own error type")]
-        rx.recv().unwrap_or_else(|_| {
+        result.unwrap_or_else(|_| {
             Err(SdkError::timeout_error(
                 "the kinsumer I/O runtime dropped the call",
             ))
