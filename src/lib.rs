@@ -32,9 +32,10 @@
 //!
 //! # Implementation
 //!
-//! One OS thread per owned shard plus a coordinator thread; each owns a small tokio
-//! current-thread runtime and its own SDK clients, and records reach the caller through a
-//! bounded channel, so a slow caller stalls the shard threads instead of growing memory.
+//! One OS thread per owned shard plus a coordinator thread, all making their AWS calls
+//! through one private I/O thread whose tokio current-thread runtime is always polling;
+//! records reach the caller through a bounded channel, so a slow caller stalls the shard
+//! threads instead of growing memory.
 
 #![warn(
     missing_docs,

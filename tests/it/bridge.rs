@@ -1,6 +1,7 @@
-//! The per-thread runtime design does not stall: eight shard threads, each with its own
-//! runtime and clients, read bursts separated by idle gaps (when most runtimes sit idle
-//! outside `block_on`), and every call completes promptly, with no failure or retry.
+//! The sync–async bridge does not stall: eight shard threads, sharing the consumer's I/O
+//! runtime and connection pool, read bursts separated by idle gaps (when pooled
+//! connections sit idle and the shard threads are parked), and every call completes
+//! promptly, with no failure or retry.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
