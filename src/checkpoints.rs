@@ -20,6 +20,7 @@ use crate::bridge::Bridge;
 use crate::clock;
 use crate::error::{Error, ErrorKind};
 use crate::retry;
+use crate::tables;
 
 /// Who this client is, as written into lease rows.
 #[derive(Debug, Clone)]
@@ -226,32 +227,18 @@ impl Leases<'_> {
 /// The shards whose rows carry `Finished`: read to their end and fully processed.
 pub(crate) fn finished_shards(bridge: &Bridge, table: &str) -> Result<HashSet<String>, Error> {
     let mut finished = HashSet::new();
-    let mut start = None;
-    loop {
-        let out = bridge
-            .block_on(
-                bridge
-                    .dynamodb()
-                    .scan()
-                    .table_name(table)
-                    .consistent_read(true)
-                    // `Shard` is a reserved word in expressions.
-                    .projection_expression("#shard, Finished")
-                    .expression_attribute_names("#shard", "Shard")
-                    .set_exclusive_start_key(start.take())
-                    .send(),
-            )
-            .map_err(|e| Error::aws(format!("scanning table {table}"), e))?;
-        for item in out.items.unwrap_or_default() {
+    // `Shard` is a reserved word in expressions.
+    tables::scan_all(
+        bridge,
+        table,
+        Some(("#shard, Finished", ("#shard", "Shard"))),
+        |item| {
             if let (Some(AttributeValue::S(shard)), Some(AttributeValue::N(_))) =
                 (item.get("Shard"), item.get("Finished"))
             {
                 finished.insert(shard.clone());
             }
-        }
-        match out.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => return Ok(finished),
-        }
-    }
+        },
+    )?;
+    Ok(finished)
 }

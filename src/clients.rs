@@ -12,6 +12,7 @@ use crate::bridge::Bridge;
 use crate::checkpoints::Owner;
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::tables;
 
 /// Puts (or refreshes) this client's row.
 pub(crate) fn register(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
@@ -79,38 +80,20 @@ pub(crate) fn scan(bridge: &Bridge, table: &str, ttl: Duration) -> Result<Client
     let cutoff = clock::cutoff_nanos(ttl);
     let ancient = clock::cutoff_nanos(ANCIENT);
     let mut clients = Clients::default();
-    let mut start = None;
-    loop {
-        let out = bridge
-            .block_on(
-                bridge
-                    .dynamodb()
-                    .scan()
-                    .table_name(table)
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start.take())
-                    .send(),
-            )
-            .map_err(|e| Error::aws(format!("scanning table {table}"), e))?;
-        for item in out.items.unwrap_or_default() {
-            let Some(AttributeValue::S(id)) = item.get("ID") else {
-                continue;
-            };
-            let updated = match item.get("LastUpdate") {
-                Some(AttributeValue::N(v)) => v.parse::<i64>().unwrap_or(0),
-                _ => 0,
-            };
-            if updated > cutoff {
-                clients.live.push(id.clone());
-            } else if updated < ancient {
-                clients.ancient.push(id.clone());
-            }
+    tables::scan_all(bridge, table, None, |item| {
+        let Some(AttributeValue::S(id)) = item.get("ID") else {
+            return;
+        };
+        let updated = match item.get("LastUpdate") {
+            Some(AttributeValue::N(v)) => v.parse::<i64>().unwrap_or(0),
+            _ => 0,
+        };
+        if updated > cutoff {
+            clients.live.push(id.clone());
+        } else if updated < ancient {
+            clients.ancient.push(id.clone());
         }
-        match out.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => break,
-        }
-    }
+    })?;
     clients.live.sort_unstable();
     Ok(clients)
 }

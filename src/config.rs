@@ -40,6 +40,10 @@ pub enum CheckpointMode {
     /// A record is processed once the caller pulls the next item from the iterator (the
     /// body of the `for` loop has finished with it), or calls
     /// [`stop`](crate::Kinsumer::stop). The default.
+    ///
+    /// This assumes one thread pulls records from a consumer: the consumer keeps one
+    /// "record in hand", and any pull completes it. To process records on several
+    /// threads, use [`CheckpointMode::Manual`].
     Auto,
     /// The caller marks each record processed with
     /// [`Record::mark_processed`](crate::Record::mark_processed) (or a

@@ -6,8 +6,10 @@
 
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode as DynamoBilling, KeySchemaElement, KeyType,
+    AttributeDefinition, AttributeValue, BillingMode as DynamoBilling, KeySchemaElement, KeyType,
     ProvisionedThroughput, ScalarAttributeType, TableStatus,
 };
 
@@ -173,6 +175,41 @@ fn wait_for(bridge: &Bridge, table: &str, config: &Config, present: bool) -> Res
             )));
         }
         std::thread::sleep(config.dynamo_waiter_delay());
+    }
+}
+
+/// Reads every item of `table` (consistent, following pages), handing each to `each`.
+/// `projection` is a projection expression and its one attribute-name placeholder.
+pub(crate) fn scan_all(
+    bridge: &Bridge,
+    table: &str,
+    projection: Option<(&str, (&str, &str))>,
+    mut each: impl FnMut(HashMap<String, AttributeValue>),
+) -> Result<()> {
+    let mut start = None;
+    loop {
+        let mut req = bridge
+            .dynamodb()
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take());
+        if let Some((expression, (placeholder, name))) = projection {
+            req = req
+                .projection_expression(expression)
+                .expression_attribute_names(placeholder, name);
+        }
+        let out = bridge
+            .block_on(req.send())
+            .map_err(|e| Error::aws(format!("scanning table {table}"), e))?;
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .for_each(&mut each);
+        match out.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => return Ok(()),
+        }
     }
 }
 
