@@ -5,7 +5,8 @@
 //! ```
 //!
 //! Scenarios: `drain` (default 4 shards, 200,000 × 100 B), `latency` (200 puts 20 ms
-//! apart), `idle-scale` (256 idle shards for 30 s), `slow-caller` (a caller sleeping 1 ms
+//! apart), `latency-busy` (the same while the other shards take 10,000 records/s),
+//! `idle-scale` (256 idle shards for 30 s), `slow-caller` (a caller sleeping 1 ms
 //! per record for 20 s over a 4-shard backlog), `all`. Each prints a table row and one
 //! JSON line.
 //!
@@ -311,9 +312,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn latency(args: &Args) -> BenchResult {
+/// Marks a background-load record; latency records start with 0.
+const LOAD: u8 = 0xff;
+
+/// Put -> delivery latency of `n` records put one at a time 20 ms apart, all to the
+/// first shard. With `busy`, the other shards meanwhile take a steady backlog of 10,000
+/// records/s that the consumer must deliver too.
+fn latency(args: &Args, busy: bool) -> BenchResult {
     let shards = args.shards.unwrap_or(4);
     let n = args.records.unwrap_or(200);
+    if busy && shards < 2 {
+        return Err("latency-busy needs at least 2 shards".into());
+    }
     let mut env = support::Env::new(shards)?;
     let counters = Arc::new(Counters::default());
     let consumer = env.consumer("bench-latency", bench_config(&counters))?;
@@ -322,6 +332,46 @@ fn latency(args: &Args) -> BenchResult {
     support::wait_for(Duration::from_secs(30), "every shard polled", || {
         Ok(counters.fetch_calls.load(Ordering::Relaxed) >= shards as u64)
     })?;
+    // Shards split the 128-bit hash key space evenly, in order: hash key 0 is in the
+    // first shard, and `width * k` starts shard k.
+    let width = u128::MAX / shards as u128;
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = busy.then(|| {
+        let (config, stream, done) = (
+            env.kinesis.config().clone(),
+            env.stream.clone(),
+            Arc::clone(&done),
+        );
+        std::thread::spawn(move || -> BenchResult {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let client = aws_sdk_kinesis::Client::from_conf(config);
+            let mut i = 0u128;
+            while !done.load(Ordering::Relaxed) {
+                let entries = (0..500)
+                    .map(|_| {
+                        i += 1;
+                        let shard = 1 + i % (shards as u128 - 1);
+                        PutRecordsRequestEntry::builder()
+                            .partition_key("load")
+                            .explicit_hash_key((width * shard + 1).to_string())
+                            .data(Blob::new(vec![LOAD; 100]))
+                            .build()
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                rt.block_on(
+                    client
+                        .put_records()
+                        .stream_name(&stream)
+                        .set_records(Some(entries))
+                        .send(),
+                )?;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Ok(())
+        })
+    });
     let kinesis_config = env.kinesis.config().clone();
     let stream = env.stream.clone();
     let producer = std::thread::spawn(move || -> BenchResult {
@@ -331,13 +381,15 @@ fn latency(args: &Args) -> BenchResult {
         let client = aws_sdk_kinesis::Client::from_conf(kinesis_config);
         for i in 0..n {
             let sent = now_ns();
-            let mut data = i.to_le_bytes().to_vec();
+            let mut data = vec![0u8];
+            data.extend_from_slice(&i.to_le_bytes());
             data.extend_from_slice(&sent.to_le_bytes());
             rt.block_on(
                 client
                     .put_record()
                     .stream_name(&stream)
                     .partition_key(format!("k{i}"))
+                    .explicit_hash_key("0")
                     .data(Blob::new(data))
                     .send(),
             )?;
@@ -346,13 +398,15 @@ fn latency(args: &Args) -> BenchResult {
         Ok(())
     });
     let mut latencies = Vec::with_capacity(n as usize);
+    let mut background = 0u64;
     let mut records = consumer.records();
     while (latencies.len() as u64) < n {
         match records.next_timeout(Duration::from_secs(30)) {
+            Some(Ok(r)) if r.data().first() == Some(&LOAD) => background += 1,
             Some(Ok(r)) => {
                 let sent = r
                     .data()
-                    .get(8..16)
+                    .get(9..17)
                     .and_then(|b| b.try_into().ok())
                     .map(u64::from_le_bytes)
                     .ok_or("short record")?;
@@ -363,9 +417,13 @@ fn latency(args: &Args) -> BenchResult {
         }
     }
     producer.join().map_err(|_| "producer panicked")??;
+    done.store(true, Ordering::Relaxed);
+    if let Some(load) = load {
+        load.join().map_err(|_| "load thread panicked")??;
+    }
     consumer.stop();
     latencies.sort_by(f64::total_cmp);
-    Report::new("latency")
+    Report::new(if busy { "latency-busy" } else { "latency" })
         .num("shards", shards)
         .num("records", n)
         .f("p50_ms", percentile(&latencies, 0.50))
@@ -373,7 +431,12 @@ fn latency(args: &Args) -> BenchResult {
         .f("p99_ms", percentile(&latencies, 0.99))
         .f("max_ms", latencies.last().copied().unwrap_or(0.0))
         .num("throttle_ms", 200)
-        .print("put -> delivery, one record every 20 ms spread over the shards");
+        .num("background_records", background)
+        .print(if busy {
+            "put -> delivery on one shard while the others carry 10,000 records/s"
+        } else {
+            "put -> delivery, one record every 20 ms"
+        });
     Ok(())
 }
 
@@ -467,19 +530,21 @@ fn main() -> BenchResult {
     let args = parse_args()?;
     match args.scenario.as_str() {
         "drain" => drain(&args, 4)?,
-        "latency" => latency(&args)?,
+        "latency" => latency(&args, false)?,
+        "latency-busy" => latency(&args, true)?,
         "idle-scale" => idle_scale(&args)?,
         "slow-caller" => slow_caller(&args)?,
         "all" => {
             drain(&args, 1)?;
             drain(&args, 4)?;
-            latency(&args)?;
+            latency(&args, false)?;
+            latency(&args, true)?;
             idle_scale(&args)?;
             slow_caller(&args)?;
         }
         other => {
             return Err(format!(
-                "unknown scenario {other:?}: drain, latency, idle-scale, slow-caller, all"
+                "unknown scenario {other:?}: drain, latency, latency-busy, idle-scale, slow-caller, all"
             )
             .into());
         }
