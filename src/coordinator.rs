@@ -405,13 +405,15 @@ impl<'a> Coordinator<'a> {
         }
         self.next_leader_action = Instant::now() + self.parts.config.leader_action_frequency();
         let ids = self.ready_shards()?;
-        metadata::write_shard_cache(self.bridge, &names.metadata, &ids)?;
+        // This client assigns from what it just computed, even if publishing fails.
+        let written = metadata::write_shard_cache(self.bridge, &names.metadata, &ids);
         log::debug!(
             "client {}: shard cache has {} shards",
             self.name(),
             ids.len()
         );
         *cache = Some(ids);
+        written?;
         for id in ancient {
             log::info!(
                 "client {}: removing client {id}, silent for 48 h",

@@ -120,13 +120,24 @@ pub(crate) fn read_shard_cache(bridge: &Bridge, table: &str) -> Result<Option<Ve
 /// # Errors
 ///
 /// An AWS failure, or [`ErrorKind::Internal`] if the list would not fit one DynamoDB
-/// item (about 17,000 shard ids of the usual 20 characters): the cache is then not
-/// written and clients fall back to ListShards.
+/// item (about 17,000 shard ids of the usual 20 characters): the cache item is then
+/// deleted, so that no client goes on assigning from a stale list, and every client
+/// falls back to ListShards.
 pub(crate) fn write_shard_cache(bridge: &Bridge, table: &str, ids: &[String]) -> Result<()> {
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
     let bytes = cache_item_bytes(&sorted);
     if bytes > MAX_CACHE_BYTES {
+        bridge
+            .block_on(
+                bridge
+                    .dynamodb()
+                    .delete_item()
+                    .table_name(table)
+                    .key("Key", s("ShardCache"))
+                    .send(),
+            )
+            .map_err(|e| Error::aws(format!("deleting the shard cache in table {table}"), e))?;
         return Err(Error::new(ErrorKind::Internal).with_context(format!(
             "writing the shard cache in table {table}: {} shard ids take ~{bytes} bytes, over the \
              {MAX_CACHE_BYTES}-byte item budget",
