@@ -208,32 +208,11 @@ fn bench_config(counters: &Arc<Counters>) -> kinsumer::Config {
 /// filler; spread over 1,024 partition keys.
 fn preload(env: &support::Env, n: u64, bytes: usize) -> BenchResult {
     let bytes = bytes.max(8);
-    let mut next = 0u64;
-    while next < n {
-        let end = (next + 500).min(n);
-        let entries = (next..end)
-            .map(|i| {
-                let mut data = vec![b'x'; bytes];
-                data[..8].copy_from_slice(&i.to_le_bytes());
-                PutRecordsRequestEntry::builder()
-                    .partition_key(format!("k{}", i % 1024))
-                    .data(Blob::new(data))
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = env.block_on(
-            env.kinesis
-                .put_records()
-                .stream_name(&env.stream)
-                .set_records(Some(entries))
-                .send(),
-        )?;
-        if out.failed_record_count.unwrap_or(0) > 0 {
-            return Err("preload: PutRecords rejected records".into());
-        }
-        next = end;
-    }
-    Ok(())
+    env.put_raw((0..n).map(|i| {
+        let mut data = vec![b'x'; bytes];
+        data[..8].copy_from_slice(&i.to_le_bytes());
+        (format!("k{}", i % 1024), data)
+    }))
 }
 
 fn record_id(data: &[u8]) -> Option<u64> {

@@ -122,16 +122,8 @@ fn leadership_fails_over_and_the_new_leader_keeps_the_shard_cache_fresh() -> Tes
     support::init_logging();
     let mut env = Env::new(2)?;
     let log: Deliveries = Arc::default();
-    let a = Member::start(
-        0,
-        env.consumer("a", support::fast_config())?,
-        Arc::clone(&log),
-    )?;
-    let b = Member::start(
-        1,
-        env.consumer("b", support::fast_config())?,
-        Arc::clone(&log),
-    )?;
+    let a = env.member(0, "a", &log)?;
+    let b = env.member(1, "b", &log)?;
     let leader_of = |env: &Env| -> TestResult<Option<String>> {
         Ok(env
             .metadata()?

@@ -147,16 +147,8 @@ fn split_then_merge_with_two_clients_and_a_restart() -> TestResult {
     support::init_logging();
     let mut env = Env::new(2)?;
     let log: Deliveries = Arc::default();
-    let a = Member::start(
-        0,
-        env.consumer("a", support::fast_config())?,
-        Arc::clone(&log),
-    )?;
-    let b = Member::start(
-        1,
-        env.consumer("b", support::fast_config())?,
-        Arc::clone(&log),
-    )?;
+    let a = env.member(0, "a", &log)?;
+    let b = env.member(1, "b", &log)?;
     let producer = Producer::start(&env);
     let wait_for_deliveries = |n: usize| {
         support::wait_for(Duration::from_secs(30), "deliveries", || {

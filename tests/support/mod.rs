@@ -308,13 +308,24 @@ impl Env {
 
     /// Writes `data` records with the given partition keys, in order, 500 per call.
     pub fn put(&self, records: &[(String, String)]) -> TestResult {
-        for chunk in records.chunks(500) {
-            let entries = chunk
+        self.put_raw(
+            records
                 .iter()
+                .map(|(key, data)| (key.clone(), data.as_bytes().to_vec())),
+        )
+    }
+
+    /// Writes `(partition key, data)` records, in order, 500 per PutRecords call.
+    pub fn put_raw(&self, records: impl IntoIterator<Item = (String, Vec<u8>)>) -> TestResult {
+        let mut records = records.into_iter().peekable();
+        while records.peek().is_some() {
+            let entries = records
+                .by_ref()
+                .take(500)
                 .map(|(key, data)| {
                     PutRecordsRequestEntry::builder()
                         .partition_key(key)
-                        .data(Blob::new(data.as_bytes()))
+                        .data(Blob::new(data))
                         .build()
                 })
                 .collect::<Result<Vec<_>, _>>()?;
@@ -330,6 +341,13 @@ impl Env {
             }
         }
         Ok(())
+    }
+
+    /// Starts a [`Member`] named `name` (a consumer with [`fast_config`]) logging into
+    /// `log`.
+    pub fn member(&mut self, index: usize, name: &str, log: &Deliveries) -> TestResult<Member> {
+        let consumer = self.consumer(name, fast_config())?;
+        Member::start(index, consumer, std::sync::Arc::clone(log))
     }
 
     /// Writes records `from..to` as `(key-<i % keys>, "<i>")`.
