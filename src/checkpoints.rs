@@ -4,7 +4,9 @@
 //! Attributes (the Go library's): `Shard` (key), `SequenceNumber` (S; absent or NULL =
 //! nothing consumed yet), `LastUpdate` (N, Unix ns), `LastUpdateRFC`, `OwnerID` (S; absent
 //! or NULL = unowned), `OwnerName`, `Finished` (N ns, once the shard was read to its end
-//! and processed), `FinishedRFC`.
+//! and processed), `FinishedRFC`. This crate adds two attributes that the Go library
+//! ignores: `AggregateSequenceNumber` (S) and `SubSequenceNumber` (N), present only while
+//! a KPL aggregate is partly processed (see [`crate::watermark`]).
 //!
 //! Capture succeeds only if the row is unowned, already ours, or stale. Every later write
 //! is conditional on `OwnerID = me`: a failed condition means another client took the
@@ -21,6 +23,7 @@ use crate::clock;
 use crate::error::{Error, ErrorKind};
 use crate::retry;
 use crate::tables;
+use crate::watermark::{Checkpoint, Partial};
 
 /// Who this client is, as written into lease rows.
 #[derive(Debug, Clone)]
@@ -32,7 +35,7 @@ pub(crate) struct Owner {
 /// What a successful capture found in the row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Captured {
-    pub(crate) sequence_number: Option<String>,
+    pub(crate) checkpoint: Checkpoint,
     pub(crate) finished: bool,
 }
 
@@ -81,6 +84,23 @@ fn string_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Option<Str
     }
 }
 
+/// The checkpoint a row holds (see [`Checkpoint::from_row`]).
+fn checkpoint_of(item: &HashMap<String, AttributeValue>) -> Checkpoint {
+    let partial = match (
+        item.get("AggregateSequenceNumber"),
+        item.get("SubSequenceNumber"),
+    ) {
+        (Some(AttributeValue::S(aggregate)), Some(AttributeValue::N(sub))) => {
+            sub.parse().ok().map(|sub_sequence_number| Partial {
+                aggregate: aggregate.clone(),
+                sub_sequence_number,
+            })
+        }
+        _ => None,
+    };
+    Checkpoint::from_row(string_attr(item, "SequenceNumber"), partial)
+}
+
 /// The lease operations of one client on one table, run on the calling thread's bridge.
 #[derive(Debug)]
 pub(crate) struct Leases<'a> {
@@ -119,7 +139,7 @@ impl Leases<'_> {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
                 Ok(Capture::Captured(Captured {
-                    sequence_number: string_attr(&item, "SequenceNumber"),
+                    checkpoint: checkpoint_of(&item),
                     finished: matches!(item.get("Finished"), Some(AttributeValue::N(_))),
                 }))
             }
@@ -140,67 +160,93 @@ impl Leases<'_> {
         }
     }
 
-    /// Heartbeats the lease and, with `seq`, moves the checkpoint.
-    pub(crate) fn commit(&self, shard: &str, seq: Option<&str>) -> Result<(), WriteError> {
-        let set = if seq.is_some() {
-            "SET SequenceNumber = :seq, LastUpdate = :now, LastUpdateRFC = :rfc"
-        } else {
-            "SET LastUpdate = :now, LastUpdateRFC = :rfc"
-        };
-        self.owned_update(shard, set, seq, "committing the checkpoint")
+    /// Heartbeats the lease and, with `checkpoint`, moves the checkpoint.
+    pub(crate) fn commit(
+        &self,
+        shard: &str,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), WriteError> {
+        self.owned_update(
+            shard,
+            "LastUpdate = :now, LastUpdateRFC = :rfc",
+            checkpoint,
+            "committing the checkpoint",
+        )
     }
 
     /// Gives the lease up (OwnerID NULL, as the Go library writes it), moving the
-    /// checkpoint to `seq` first if given.
-    pub(crate) fn release(&self, shard: &str, seq: Option<&str>) -> Result<(), WriteError> {
-        let set = if seq.is_some() {
-            "SET SequenceNumber = :seq, OwnerID = :nullv, LastUpdate = :now, LastUpdateRFC = :rfc"
-        } else {
-            "SET OwnerID = :nullv, LastUpdate = :now, LastUpdateRFC = :rfc"
-        };
-        self.owned_update(shard, set, seq, "releasing the lease")
+    /// checkpoint first if given.
+    pub(crate) fn release(
+        &self,
+        shard: &str,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), WriteError> {
+        self.owned_update(
+            shard,
+            "OwnerID = :nullv, LastUpdate = :now, LastUpdateRFC = :rfc",
+            checkpoint,
+            "releasing the lease",
+        )
     }
 
     /// Marks the shard read to its end and fully processed, and releases it.
-    pub(crate) fn finish(&self, shard: &str, seq: Option<&str>) -> Result<(), WriteError> {
-        let set = if seq.is_some() {
-            "SET SequenceNumber = :seq, Finished = :now, FinishedRFC = :rfc, \
-             OwnerID = :nullv, LastUpdate = :now, LastUpdateRFC = :rfc"
-        } else {
-            "SET Finished = :now, FinishedRFC = :rfc, OwnerID = :nullv, \
-             LastUpdate = :now, LastUpdateRFC = :rfc"
-        };
-        self.owned_update(shard, set, seq, "finishing the shard")
+    pub(crate) fn finish(
+        &self,
+        shard: &str,
+        checkpoint: Option<&Checkpoint>,
+    ) -> Result<(), WriteError> {
+        self.owned_update(
+            shard,
+            "Finished = :now, FinishedRFC = :rfc, OwnerID = :nullv, \
+             LastUpdate = :now, LastUpdateRFC = :rfc",
+            checkpoint,
+            "finishing the shard",
+        )
     }
 
-    /// An update conditional on this client owning the row. `set` may use `:seq`, `:now`,
-    /// `:rfc` and `:nullv`.
+    /// An update conditional on this client owning the row: `set` (which may use
+    /// `:now`, `:rfc` and `:nullv`) plus, with a checkpoint, its attributes.
     fn owned_update(
         &self,
         shard: &str,
         set: &str,
-        seq: Option<&str>,
+        checkpoint: Option<&Checkpoint>,
         what: &str,
     ) -> Result<(), WriteError> {
         let now = clock::now_nanos();
+        let mut expression = format!("SET {set}");
         let mut req = self
             .bridge
             .dynamodb()
             .update_item()
             .table_name(self.table)
             .key("Shard", s(shard))
-            .update_expression(set)
             .condition_expression("OwnerID = :me")
             .expression_attribute_values(":me", s(&self.owner.id))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":rfc", s(&clock::rfc3339(now)));
-        if let Some(seq) = seq {
-            req = req.expression_attribute_values(":seq", s(seq));
+        if let Some(c) = checkpoint {
+            if let Some(seq) = &c.sequence_number {
+                expression.push_str(", SequenceNumber = :seq");
+                req = req.expression_attribute_values(":seq", s(seq));
+            }
+            match &c.partial {
+                Some(p) => {
+                    expression.push_str(", AggregateSequenceNumber = :agg, SubSequenceNumber = :sub");
+                    req = req
+                        .expression_attribute_values(":agg", s(&p.aggregate))
+                        .expression_attribute_values(
+                            ":sub",
+                            AttributeValue::N(p.sub_sequence_number.to_string()),
+                        );
+                }
+                None => expression.push_str(" REMOVE AggregateSequenceNumber, SubSequenceNumber"),
+            }
         }
         if set.contains(":nullv") {
             req = req.expression_attribute_values(":nullv", AttributeValue::Null(true));
         }
-        match self.bridge.block_on(req.send()) {
+        match self.bridge.block_on(req.update_expression(expression).send()) {
             Ok(_) => Ok(()),
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
                 Err(WriteError::LeaseLost)

@@ -89,6 +89,7 @@ pub struct Config {
     checkpoint_mode: CheckpointMode,
     use_list_shards_for_readiness: bool,
     list_shards_page_size: Option<i32>,
+    deaggregation: bool,
     stats: Arc<dyn Stats>,
 }
 
@@ -109,6 +110,7 @@ impl Default for Config {
             checkpoint_mode: CheckpointMode::Auto,
             use_list_shards_for_readiness: false,
             list_shards_page_size: None,
+            deaggregation: true,
             stats: Arc::new(NoStats),
         }
     }
@@ -133,6 +135,7 @@ impl fmt::Debug for Config {
                 "use_list_shards_for_readiness",
                 &self.use_list_shards_for_readiness,
             )
+            .field("deaggregation", &self.deaggregation)
             .field("stats", &self.stats)
             .finish()
     }
@@ -236,6 +239,27 @@ impl Config {
         self.list_shards_page_size
     }
 
+    /// Whether records written by the Kinesis Producer Library (or another producer of its
+    /// aggregation format) are unpacked into their user records (default true).
+    ///
+    /// Each user record is then delivered as its own [`Record`](crate::Record), with its
+    /// own partition key and a [`sub_sequence_number`](crate::Record::sub_sequence_number),
+    /// and checkpoints can fall inside an aggregate: a restart skips the user records
+    /// already processed. A record that looks aggregated but is corrupt is delivered as it
+    /// is, with a warning and [`Stats::aggregate_corrupt`]. Records that are not
+    /// aggregated are delivered unchanged either way. With `false`, aggregates are
+    /// delivered as single records holding the packed bytes (as the Go library does).
+    ///
+    /// ```
+    /// let config = kinsumer::Config::default().with_deaggregation(false);
+    /// assert!(!config.deaggregation());
+    /// assert!(kinsumer::Config::default().deaggregation());
+    /// ```
+    pub fn with_deaggregation(mut self, yes: bool) -> Self {
+        self.deaggregation = yes;
+        self
+    }
+
     /// Where metrics events go (default: nowhere).
     pub fn with_stats(mut self, stats: Arc<dyn Stats>) -> Self {
         self.stats = stats;
@@ -289,6 +313,10 @@ impl Config {
     /// The checkpoint mode.
     pub fn checkpoint_mode(&self) -> CheckpointMode {
         self.checkpoint_mode
+    }
+    /// Whether KPL aggregated records are unpacked.
+    pub fn deaggregation(&self) -> bool {
+        self.deaggregation
     }
     /// Whether stream readiness is checked with ListShards.
     pub fn list_shards_for_readiness(&self) -> bool {

@@ -16,11 +16,10 @@ use crate::checkpoints::Owner;
 use crate::config::{CheckpointMode, Config};
 use crate::coordinator::{self, Command, CoordinatorHandle, CoordinatorParts};
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::Record;
+use crate::record::{ProcessedMarker, Record};
 use crate::shard::Notices;
 use crate::stream;
 use crate::tables::{self, Names};
-use crate::watermark::ShardProgress;
 
 /// Non-fatal errors waiting for the caller; more are logged and dropped.
 const NOTICE_BUFFER: usize = 64;
@@ -79,14 +78,6 @@ impl StopHandle {
     }
 }
 
-/// The record handed out last in auto mode, processed when the next one is pulled.
-#[derive(Debug)]
-struct InFlight {
-    progress: Arc<ShardProgress>,
-    index: u64,
-    sequence_number: String,
-}
-
 enum RunState {
     NotStarted,
     Running {
@@ -134,7 +125,8 @@ pub struct Kinsumer {
     records: Receiver<Record>,
     notices_tx: Sender<Error>,
     notices: Receiver<Error>,
-    in_flight: Mutex<Option<InFlight>>,
+    /// The record handed out last in auto mode, processed when the next one is pulled.
+    in_flight: Mutex<Option<ProcessedMarker>>,
     fatal: AtomicBool,
 }
 
@@ -373,7 +365,7 @@ impl Kinsumer {
         if let Some(f) = self.in_flight.lock().take() {
             // A panic in the loop body must not count its record as processed.
             if !std::thread::panicking() {
-                f.progress.mark(f.index, &f.sequence_number);
+                f.mark();
             }
         }
         let previous = std::mem::replace(&mut *self.state.lock(), RunState::Stopped);
@@ -396,7 +388,7 @@ impl Kinsumer {
     fn next_item(&self, deadline: Option<Instant>) -> Option<Result<Record>> {
         let auto = self.config.checkpoint_mode() == CheckpointMode::Auto;
         if auto && let Some(f) = self.in_flight.lock().take() {
-            f.progress.mark(f.index, &f.sequence_number);
+            f.mark();
         }
         loop {
             if self.signal.is_requested() || self.fatal.load(Ordering::Acquire) {
@@ -416,11 +408,7 @@ impl Kinsumer {
                         continue; // its lease is ending: the next owner delivers it
                     }
                     if auto {
-                        *self.in_flight.lock() = Some(InFlight {
-                            progress: Arc::clone(record.progress()),
-                            index: record.index(),
-                            sequence_number: record.sequence_number().to_owned(),
-                        });
+                        *self.in_flight.lock() = Some(record.processed_marker());
                     }
                     self.config.stats().records_delivered(record.shard_id(), 1);
                     return Some(Ok(record));

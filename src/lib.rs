@@ -44,6 +44,7 @@
     unreachable_pub
 )]
 
+mod aggregate;
 mod assignment;
 mod bridge;
 mod checkpoints;

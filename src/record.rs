@@ -4,9 +4,15 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::watermark::ShardProgress;
+use crate::watermark::{AggregatePart, ShardProgress};
 
 /// One Kinesis record, as delivered by [`Kinsumer::records`](crate::Kinsumer::records).
+///
+/// A Kinesis record written by the Kinesis Producer Library (or another aggregator of its
+/// format) is delivered as one `Record` per user record packed in it, each with its own
+/// partition key and [`explicit_hash_key`](Record::explicit_hash_key), the aggregate's
+/// sequence number, and a [`sub_sequence_number`](Record::sub_sequence_number); see
+/// [`Config::with_deaggregation`](crate::Config::with_deaggregation).
 ///
 /// In [`CheckpointMode::Manual`](crate::CheckpointMode::Manual), call
 /// [`mark_processed`](Record::mark_processed) (or keep a [`ProcessedMarker`]) once the
@@ -14,26 +20,35 @@ use crate::watermark::ShardProgress;
 pub struct Record {
     data: Vec<u8>,
     partition_key: String,
+    explicit_hash_key: Option<String>,
     sequence_number: String,
     arrival: Option<SystemTime>,
+    /// Set for a user record unpacked from an aggregate.
+    part: Option<AggregatePart>,
     progress: Arc<ShardProgress>,
     index: u64,
 }
 
+/// What a shard thread knows of a record before numbering it.
+#[derive(Debug)]
+pub(crate) struct RecordParts {
+    pub(crate) data: Vec<u8>,
+    pub(crate) partition_key: String,
+    pub(crate) explicit_hash_key: Option<String>,
+    pub(crate) sequence_number: String,
+    pub(crate) arrival: Option<SystemTime>,
+    pub(crate) part: Option<AggregatePart>,
+}
+
 impl Record {
-    pub(crate) fn new(
-        data: Vec<u8>,
-        partition_key: String,
-        sequence_number: String,
-        arrival: Option<SystemTime>,
-        progress: Arc<ShardProgress>,
-        index: u64,
-    ) -> Self {
+    pub(crate) fn new(parts: RecordParts, progress: Arc<ShardProgress>, index: u64) -> Self {
         Record {
-            data,
-            partition_key,
-            sequence_number,
-            arrival,
+            data: parts.data,
+            partition_key: parts.partition_key,
+            explicit_hash_key: parts.explicit_hash_key,
+            sequence_number: parts.sequence_number,
+            arrival: parts.arrival,
+            part: parts.part,
             progress,
             index,
         }
@@ -54,9 +69,26 @@ impl Record {
         &self.partition_key
     }
 
-    /// The record's sequence number, unique within its shard.
+    /// The explicit hash key of a user record unpacked from an aggregate, if its producer
+    /// set one. Always `None` for records that were not aggregated (Kinesis does not
+    /// return the explicit hash key of a plain record).
+    pub fn explicit_hash_key(&self) -> Option<&str> {
+        self.explicit_hash_key.as_deref()
+    }
+
+    /// The record's sequence number, unique within its shard. The user records of one
+    /// aggregate share the aggregate's sequence number and differ in
+    /// [`sub_sequence_number`](Record::sub_sequence_number).
     pub fn sequence_number(&self) -> &str {
         &self.sequence_number
+    }
+
+    /// The record's index within its KPL aggregate (0, 1, 2, …), or `None` if it was not
+    /// aggregated (also when de-aggregation is turned off, or the aggregate was corrupt and
+    /// is delivered as it was). Records of a shard are ordered by
+    /// (`sequence_number`, `sub_sequence_number`).
+    pub fn sub_sequence_number(&self) -> Option<u64> {
+        self.part.as_ref().map(|p| p.sub_sequence_number)
     }
 
     /// The id of the shard the record was read from.
@@ -73,7 +105,8 @@ impl Record {
     /// every earlier record of the shard is processed too). Idempotent. Has no effect
     /// if this client has meanwhile lost or released the shard.
     pub fn mark_processed(&self) {
-        self.progress.mark(self.index, &self.sequence_number);
+        self.progress
+            .mark(self.index, &self.sequence_number, self.part.as_ref());
     }
 
     /// A handle that marks this record processed later, e.g. from a worker thread after
@@ -83,6 +116,7 @@ impl Record {
             progress: Arc::clone(&self.progress),
             index: self.index,
             sequence_number: self.sequence_number.clone(),
+            part: self.part.clone(),
         }
     }
 
@@ -93,6 +127,7 @@ impl Record {
     pub(crate) fn progress(&self) -> &Arc<ShardProgress> {
         &self.progress
     }
+
 }
 
 impl fmt::Debug for Record {
@@ -100,6 +135,7 @@ impl fmt::Debug for Record {
         f.debug_struct("Record")
             .field("shard_id", &self.shard_id())
             .field("sequence_number", &self.sequence_number)
+            .field("sub_sequence_number", &self.sub_sequence_number())
             .field("partition_key", &self.partition_key)
             .field("data_len", &self.data.len())
             .field("approximate_arrival_timestamp", &self.arrival)
@@ -132,12 +168,14 @@ pub struct ProcessedMarker {
     progress: Arc<ShardProgress>,
     index: u64,
     sequence_number: String,
+    part: Option<AggregatePart>,
 }
 
 impl ProcessedMarker {
     /// Marks the record processed (see [`Record::mark_processed`]).
     pub fn mark(self) {
-        self.progress.mark(self.index, &self.sequence_number);
+        self.progress
+            .mark(self.index, &self.sequence_number, self.part.as_ref());
     }
 
     /// The id of the record's shard.
@@ -149,4 +187,10 @@ impl ProcessedMarker {
     pub fn sequence_number(&self) -> &str {
         &self.sequence_number
     }
+
+    /// The record's sub-sequence number (see [`Record::sub_sequence_number`]).
+    pub fn sub_sequence_number(&self) -> Option<u64> {
+        self.part.as_ref().map(|p| p.sub_sequence_number)
+    }
+
 }

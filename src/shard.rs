@@ -13,6 +13,7 @@
 //! records the caller holds, commits what was processed and releases the lease; on a
 //! lost lease it stops delivering at once and writes nothing more.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -20,15 +21,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TrySendError};
 
+use crate::aggregate;
 use crate::bridge::Bridge;
 use crate::checkpoints::{Capture, Leases, Owner, WriteError};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use crate::record::Record;
+use crate::record::{Record, RecordParts};
 use crate::retry::Backoff;
 use crate::source::{Batch, Polling, RecordSource, SourceError, StartAt};
 use crate::tables::Names;
-use crate::watermark::ShardProgress;
+use crate::watermark::{AggregatePart, Checkpoint, Partial, ShardProgress};
 
 /// How long a releasing shard waits for the caller to finish records it already holds.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -215,12 +217,21 @@ struct Worker<'a> {
     ctx: ShardContext,
     bridge: &'a Bridge,
     stop: Receiver<()>,
-    /// Index the next delivered record gets.
+    /// Records handed to the channel so far.
     delivered: u64,
+    /// Records unpacked but not yet handed over (the rest of an aggregate).
+    unpacked: VecDeque<Record>,
+    /// Index the next unpacked record gets.
+    next_index: u64,
+    /// On resuming inside an aggregate: its user records already processed.
+    skip: Option<Partial>,
+    /// The last Kinesis record read (or the checkpoint the lease started from): what an
+    /// aggregate read next checkpoints at until it is processed in full.
+    last_read: Option<String>,
     /// Processed-prefix length covered by the last successful commit.
     committed: u64,
     /// The checkpoint in the table (for logs).
-    checkpoint: Option<String>,
+    checkpoint: Option<Checkpoint>,
     next_commit: Instant,
     last_write: Instant,
 }
@@ -234,6 +245,10 @@ impl<'a> Worker<'a> {
             bridge,
             stop,
             delivered: 0,
+            unpacked: VecDeque::new(),
+            next_index: 0,
+            skip: None,
+            last_read: None,
             committed: 0,
             checkpoint: None,
             last_write: now,
@@ -322,7 +337,7 @@ impl<'a> Worker<'a> {
                         "client {}: acquired the lease of shard {} (checkpoint {:?})",
                         self.ctx.owner.name,
                         self.shard(),
-                        found.sequence_number
+                        found.checkpoint
                     );
                     self.ctx.config.stats().lease_acquired(self.shard());
                     if found.finished {
@@ -331,13 +346,9 @@ impl<'a> Worker<'a> {
                         return Some(Err(ShardExit::Finished));
                     }
                     let now = Instant::now();
-                    self.checkpoint.clone_from(&found.sequence_number);
                     self.last_write = now;
                     self.next_commit = now + self.ctx.config.commit_frequency();
-                    return Some(Ok(match found.sequence_number {
-                        Some(seq) => StartAt::After(seq),
-                        None => StartAt::Initial(self.ctx.config.initial_position()),
-                    }));
+                    return Some(Ok(self.start_from(found.checkpoint)));
                 }
                 Ok(Capture::HeldBy {
                     holder,
@@ -389,6 +400,97 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Where reading starts for a lease whose row holds `found`, remembering what the
+    /// unpacking of records needs from it.
+    fn start_from(&mut self, found: Checkpoint) -> StartAt {
+        self.last_read.clone_from(&found.sequence_number);
+        let start = match (&found.partial, &found.sequence_number) {
+            // Inside an aggregate: read it again and skip what was processed.
+            (Some(p), _) if self.ctx.config.deaggregation() => {
+                self.skip = Some(p.clone());
+                StartAt::At(p.aggregate.clone())
+            }
+            (_, Some(seq)) => StartAt::After(seq.clone()),
+            (_, None) => StartAt::Initial(self.ctx.config.initial_position()),
+        };
+        self.checkpoint = Some(found);
+        start
+    }
+
+    /// Turns one Kinesis record into the records to deliver: its user records if it is
+    /// a KPL aggregate (less those processed before a restart), else itself.
+    fn unpack(&mut self, r: aws_sdk_kinesis::types::Record, progress: &Arc<ShardProgress>) {
+        let arrival = r
+            .approximate_arrival_timestamp
+            .and_then(|t| SystemTime::try_from(t).ok());
+        let seq = r.sequence_number;
+        // Only the first record read can be the aggregate a resumed checkpoint is in.
+        let skip_through = self
+            .skip
+            .take()
+            .filter(|p| p.aggregate == seq)
+            .map(|p| p.sub_sequence_number);
+        let data = r.data.into_inner();
+        if self.ctx.config.deaggregation() && aggregate::is_aggregated(&data) {
+            match aggregate::deaggregate(&data) {
+                Ok(users) => {
+                    let before: Option<Arc<str>> = self.last_read.as_deref().map(Arc::from);
+                    let last = users.len() - 1;
+                    for (i, user) in users.into_iter().enumerate() {
+                        let sub = i as u64;
+                        if skip_through.is_some_and(|k| sub <= k) {
+                            continue;
+                        }
+                        let parts = RecordParts {
+                            data: user.data,
+                            partition_key: user.partition_key,
+                            explicit_hash_key: user.explicit_hash_key,
+                            sequence_number: seq.clone(),
+                            arrival,
+                            part: Some(AggregatePart {
+                                sub_sequence_number: sub,
+                                last: i == last,
+                                before: before.clone(),
+                            }),
+                        };
+                        self.push(parts, progress);
+                    }
+                    self.last_read = Some(seq);
+                    return;
+                }
+                Err(reason) => {
+                    log::warn!(
+                        "shard {}: record {seq} looks like a KPL aggregate but is corrupt \
+                         ({reason}); delivering it as it is",
+                        self.shard()
+                    );
+                    self.ctx
+                        .config
+                        .stats()
+                        .aggregate_corrupt(self.shard(), &seq, &reason.to_string());
+                }
+            }
+        }
+        let buf = self.last_read.get_or_insert_with(String::new);
+        buf.clear();
+        buf.push_str(&seq);
+        let parts = RecordParts {
+            data,
+            partition_key: r.partition_key,
+            explicit_hash_key: None,
+            sequence_number: seq,
+            arrival,
+            part: None,
+        };
+        self.push(parts, progress);
+    }
+
+    fn push(&mut self, parts: RecordParts, progress: &Arc<ShardProgress>) {
+        let record = Record::new(parts, Arc::clone(progress), self.next_index);
+        self.next_index += 1;
+        self.unpacked.push_back(record);
+    }
+
     fn consume(
         &mut self,
         progress: &Arc<ShardProgress>,
@@ -410,22 +512,15 @@ impl<'a> Worker<'a> {
             Duration::from_secs(10).max(self.throttle()),
         );
         loop {
-            if let Some(r) = reader.current.next() {
-                let arrival = r
-                    .approximate_arrival_timestamp
-                    .and_then(|t| SystemTime::try_from(t).ok());
-                let record = Record::new(
-                    r.data.into_inner(),
-                    r.partition_key,
-                    r.sequence_number,
-                    arrival,
-                    Arc::clone(progress),
-                    self.delivered,
-                );
+            if let Some(record) = self.unpacked.pop_front() {
                 if let Err(i) = self.send(record, progress, &mut reader) {
                     return i;
                 }
                 self.delivered += 1;
+                continue;
+            }
+            if let Some(r) = reader.current.next() {
+                self.unpack(r, progress);
                 continue;
             }
             if reader.current_is_last {
@@ -559,23 +654,20 @@ impl<'a> Worker<'a> {
             return Ok(());
         }
         self.next_commit = now + self.ctx.config.commit_frequency();
-        let (count, seq) = progress.processed_since(self.committed);
+        let (count, checkpoint) = progress.processed_since(self.committed);
         let heartbeat_due =
             now.duration_since(self.last_write) >= self.ctx.config.shard_check_frequency();
-        if seq.is_none() && !heartbeat_due {
+        if checkpoint.is_none() && !heartbeat_due {
             return Ok(());
         }
-        match self.leases().commit(self.shard(), seq.as_deref()) {
+        match self.leases().commit(self.shard(), checkpoint.as_ref()) {
             Ok(()) => {
                 self.committed = count;
                 self.last_write = now;
-                if let Some(seq) = seq {
-                    log::debug!("shard {}: checkpoint {seq}", self.shard());
-                    self.ctx
-                        .config
-                        .stats()
-                        .checkpoint_committed(self.shard(), &seq);
-                    self.checkpoint = Some(seq);
+                if let Some(c) = checkpoint {
+                    log::debug!("shard {}: checkpoint {c:?}", self.shard());
+                    self.report_commit(&c);
+                    self.checkpoint = Some(c);
                 }
                 Ok(())
             }
@@ -589,10 +681,26 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Tells the stats hook about a written checkpoint.
+    fn report_commit(&self, c: &Checkpoint) {
+        let stats = self.ctx.config.stats();
+        match (&c.partial, &c.sequence_number) {
+            (Some(p), _) => {
+                stats.aggregate_checkpoint_committed(
+                    self.shard(),
+                    &p.aggregate,
+                    p.sub_sequence_number,
+                );
+            }
+            (None, Some(seq)) => stats.checkpoint_committed(self.shard(), seq),
+            (None, None) => {}
+        }
+    }
+
     fn finish(&mut self, progress: &ShardProgress) -> Interrupt {
         // Everything delivered is processed: sealing waits for nothing.
-        let (_, seq) = progress.drain_and_seal(Instant::now(), self.committed);
-        match self.leases().finish(self.shard(), seq.as_deref()) {
+        let (_, checkpoint) = progress.drain_and_seal(Instant::now(), self.committed);
+        match self.leases().finish(self.shard(), checkpoint.as_ref()) {
             Ok(()) => {
                 log::info!(
                     "client {}: shard {} finished and released",
@@ -616,21 +724,18 @@ impl<'a> Worker<'a> {
     /// only delays the next owner until it goes stale.
     fn release(&mut self, progress: &ShardProgress) {
         let deadline = Instant::now() + self.ctx.config.commit_frequency().max(DRAIN_TIMEOUT);
-        let (_, seq) = progress.drain_and_seal(deadline, self.committed);
+        let (_, checkpoint) = progress.drain_and_seal(deadline, self.committed);
         for attempt in 0..3 {
-            match self.leases().release(self.shard(), seq.as_deref()) {
+            match self.leases().release(self.shard(), checkpoint.as_ref()) {
                 Ok(()) => {
                     log::info!(
                         "client {}: released the lease of shard {} (checkpoint {:?})",
                         self.ctx.owner.name,
                         self.shard(),
-                        seq.as_ref().or(self.checkpoint.as_ref())
+                        checkpoint.as_ref().or(self.checkpoint.as_ref())
                     );
-                    if let Some(seq) = &seq {
-                        self.ctx
-                            .config
-                            .stats()
-                            .checkpoint_committed(self.shard(), seq);
+                    if let Some(c) = &checkpoint {
+                        self.report_commit(c);
                     }
                     self.ctx.config.stats().lease_released(self.shard());
                     return;

@@ -46,6 +46,8 @@ pub(crate) trait RecordSource {
 #[derive(Debug, Clone)]
 pub(crate) enum StartAt {
     After(String),
+    /// At this record: an aggregate whose first user records are already processed.
+    At(String),
     Initial(InitialPosition),
 }
 
@@ -110,6 +112,9 @@ impl Polling {
             StartAt::After(seq) => req
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
                 .starting_sequence_number(seq),
+            StartAt::At(seq) => req
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(seq),
             StartAt::Initial(InitialPosition::TrimHorizon) => {
                 req.shard_iterator_type(ShardIteratorType::TrimHorizon)
             }
@@ -129,7 +134,7 @@ impl Polling {
             }),
             Err(e)
                 if retry::code(&e) == Some("InvalidArgumentException")
-                    && matches!(self.position, StartAt::After(_)) =>
+                    && matches!(self.position, StartAt::After(_) | StartAt::At(_)) =>
             {
                 // The checkpoint is older than the stream's retention (or otherwise
                 // unusable): resume from the oldest record rather than stall.

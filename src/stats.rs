@@ -47,6 +47,24 @@ pub trait Stats: Send + Sync + fmt::Debug {
         let _ = (shard_id, sequence_number);
     }
 
+    /// A checkpoint was written in the middle of a KPL aggregate: its user records up to
+    /// `sub_sequence_number` are processed. (Once its last user record is processed,
+    /// [`checkpoint_committed`](Stats::checkpoint_committed) reports the aggregate.)
+    fn aggregate_checkpoint_committed(
+        &self,
+        shard_id: &str,
+        aggregate_sequence_number: &str,
+        sub_sequence_number: u64,
+    ) {
+        let _ = (shard_id, aggregate_sequence_number, sub_sequence_number);
+    }
+
+    /// A record that starts like a KPL aggregate could not be unpacked (`reason`); it is
+    /// delivered as it is, as one record.
+    fn aggregate_corrupt(&self, shard_id: &str, sequence_number: &str, reason: &str) {
+        let _ = (shard_id, sequence_number, reason);
+    }
+
     /// This client captured the shard's lease.
     fn lease_acquired(&self, shard_id: &str) {
         let _ = shard_id;

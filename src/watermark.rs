@@ -5,45 +5,145 @@
 //! processed records, so a crash never skips a record that was handed out but not
 //! finished. [`Watermark`] is that bookkeeping, free of I/O; [`ShardProgress`] shares it
 //! between the shard thread (which commits) and the caller's threads (which mark).
+//!
+//! A record unpacked from a KPL aggregate checkpoints as a [`Checkpoint`] with a
+//! [`Partial`] part until the aggregate's last user record is processed: the row's
+//! `SequenceNumber` stays at the last Kinesis record before the aggregate (so a client
+//! that knows nothing of aggregates — the Go library — re-reads the whole aggregate rather
+//! than skipping its unprocessed tail), and the extra attributes say how far into the
+//! aggregate this client got.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
+/// A user record's place in its KPL aggregate.
+#[derive(Debug, Clone)]
+pub(crate) struct AggregatePart {
+    /// Its index among the aggregate's user records.
+    pub(crate) sub_sequence_number: u64,
+    /// Whether it is the aggregate's last user record.
+    pub(crate) last: bool,
+    /// The last Kinesis record before the aggregate (`None`: none was checkpointed yet).
+    pub(crate) before: Option<Arc<str>>,
+}
+
+/// Progress inside a partly processed aggregate: its user records up to and including
+/// `sub_sequence_number` are processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Partial {
+    /// The aggregate's (Kinesis) sequence number.
+    pub(crate) aggregate: String,
+    pub(crate) sub_sequence_number: u64,
+}
+
+/// A checkpoint: what a shard's row says has been processed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Checkpoint {
+    /// The last Kinesis record processed in full (`SequenceNumber`).
+    pub(crate) sequence_number: Option<String>,
+    /// How far into the aggregate that follows it, if that is partly processed.
+    pub(crate) partial: Option<Partial>,
+}
+
+impl Checkpoint {
+    /// The checkpoint once the record `seq` (a user record of an aggregate if `part`) is
+    /// processed, written into `self` reusing its buffers: this runs once per record.
+    fn set_after(&mut self, seq: &str, part: Option<&AggregatePart>) {
+        match part {
+            Some(p) if !p.last => {
+                match &p.before {
+                    Some(before) => replace(&mut self.sequence_number, before),
+                    None => self.sequence_number = None,
+                }
+                let partial = self.partial.get_or_insert_with(|| Partial {
+                    aggregate: String::new(),
+                    sub_sequence_number: 0,
+                });
+                partial.aggregate.clear();
+                partial.aggregate.push_str(seq);
+                partial.sub_sequence_number = p.sub_sequence_number;
+            }
+            _ => {
+                replace(&mut self.sequence_number, seq);
+                self.partial = None;
+            }
+        }
+    }
+
+    fn after(seq: &str, part: Option<&AggregatePart>) -> Self {
+        let mut c = Checkpoint::default();
+        c.set_after(seq, part);
+        c
+    }
+
+    /// The checkpoint a row holds: its `SequenceNumber` and, if present, the aggregate
+    /// progress attributes. The progress counts only if it lies after `SequenceNumber`:
+    /// a client that does not know the attributes (the Go library) moves
+    /// `SequenceNumber` on and leaves them behind, stale.
+    pub(crate) fn from_row(sequence_number: Option<String>, partial: Option<Partial>) -> Self {
+        let partial = partial.filter(|p| match &sequence_number {
+            Some(seq) => compare_sequence_numbers(&p.aggregate, seq) == Ordering::Greater,
+            None => true,
+        });
+        Checkpoint {
+            sequence_number,
+            partial,
+        }
+    }
+}
+
+fn replace(buf: &mut Option<String>, value: &str) {
+    let b = buf.get_or_insert_with(String::new);
+    b.clear();
+    b.push_str(value);
+}
+
+/// Orders two Kinesis sequence numbers of one shard (decimal strings of up to 128 bits:
+/// a longer one is larger; equally long ones compare as text).
+pub(crate) fn compare_sequence_numbers(a: &str, b: &str) -> Ordering {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
 /// Contiguous-prefix tracker of processed record indices.
 #[derive(Debug, Default)]
 pub(crate) struct Watermark {
     /// Lowest index not yet processed; everything below is.
     next: u64,
-    /// Sequence number of record `next - 1`, if any record was processed.
-    processed_seq: Option<String>,
+    /// The checkpoint after record `next - 1`, if any record was processed.
+    processed: Option<Checkpoint>,
     /// Processed out of order, waiting for the gap below them to close.
-    ahead: BTreeMap<u64, String>,
+    ahead: BTreeMap<u64, Checkpoint>,
 }
 
 impl Watermark {
-    /// Marks record `index` (with sequence number `seq`) processed. Marking twice, or
-    /// marking a record below the watermark, changes nothing.
-    pub(crate) fn mark(&mut self, index: u64, seq: &str) {
+    /// Marks record `index` (with sequence number `seq`, and its place in an aggregate
+    /// if it came from one) processed. Marking twice, or marking a record below the
+    /// watermark, changes nothing.
+    pub(crate) fn mark(&mut self, index: u64, seq: &str, part: Option<&AggregatePart>) {
         if index < self.next {
             return;
         }
         if index > self.next {
-            self.ahead.entry(index).or_insert_with(|| seq.to_owned());
+            self.ahead
+                .entry(index)
+                .or_insert_with(|| Checkpoint::after(seq, part));
             return;
         }
-        // In order: reuse the buffer rather than allocate per record.
-        let buf = self.processed_seq.get_or_insert_with(String::new);
-        buf.clear();
-        buf.push_str(seq);
+        // In order: reuse the buffers rather than allocate per record.
+        self.processed
+            .get_or_insert_with(Checkpoint::default)
+            .set_after(seq, part);
         self.next += 1;
         while let Some(entry) = self.ahead.first_entry() {
             if *entry.key() != self.next {
                 break;
             }
-            self.processed_seq = Some(entry.remove());
+            self.processed = Some(entry.remove());
             self.next += 1;
         }
     }
@@ -53,9 +153,9 @@ impl Watermark {
         self.next
     }
 
-    /// Sequence number of the last record of the processed prefix.
-    pub(crate) fn processed_seq(&self) -> Option<&str> {
-        self.processed_seq.as_deref()
+    /// The checkpoint after the last record of the processed prefix.
+    pub(crate) fn processed(&self) -> Option<&Checkpoint> {
+        self.processed.as_ref()
     }
 }
 
@@ -119,10 +219,10 @@ impl ShardProgress {
         true
     }
 
-    pub(crate) fn mark(&self, index: u64, seq: &str) {
+    pub(crate) fn mark(&self, index: u64, seq: &str, part: Option<&AggregatePart>) {
         let mut st = self.state.lock();
         if st.phase != Phase::Sealed {
-            st.watermark.mark(index, seq);
+            st.watermark.mark(index, seq, part);
             drop(st);
             self.marked.notify_all();
         }
@@ -130,8 +230,12 @@ impl ShardProgress {
 
     /// Stops hand-outs, waits until every handed-out record is processed or `deadline`
     /// passes, then seals: returns the processed prefix length and, if it moved past
-    /// `since`, its last sequence number — the final checkpoint.
-    pub(crate) fn drain_and_seal(&self, deadline: Instant, since: u64) -> (u64, Option<String>) {
+    /// `since`, the checkpoint after it — the final checkpoint.
+    pub(crate) fn drain_and_seal(
+        &self,
+        deadline: Instant,
+        since: u64,
+    ) -> (u64, Option<Checkpoint>) {
         let mut st = self.state.lock();
         if st.phase == Phase::Delivering {
             st.phase = Phase::Draining;
@@ -155,16 +259,16 @@ impl ShardProgress {
         self.state.lock().phase = Phase::Sealed;
     }
 
-    /// The processed prefix length and, if it moved past `since`, its last sequence
-    /// number.
-    pub(crate) fn processed_since(&self, since: u64) -> (u64, Option<String>) {
+    /// The processed prefix length and, if it moved past `since`, the checkpoint after
+    /// it.
+    pub(crate) fn processed_since(&self, since: u64) -> (u64, Option<Checkpoint>) {
         Self::since(&self.state.lock().watermark, since)
     }
 
-    fn since(wm: &Watermark, since: u64) -> (u64, Option<String>) {
+    fn since(wm: &Watermark, since: u64) -> (u64, Option<Checkpoint>) {
         let count = wm.processed_count();
         if count > since {
-            (count, wm.processed_seq().map(str::to_owned))
+            (count, wm.processed().cloned())
         } else {
             (count, None)
         }
@@ -175,43 +279,51 @@ impl ShardProgress {
 mod tests {
     use super::*;
 
+    fn seq(wm: &Watermark) -> Option<&str> {
+        wm.processed()?.sequence_number.as_deref()
+    }
+
+    fn cp(seq: &str) -> Checkpoint {
+        Checkpoint::after(seq, None)
+    }
+
     #[test]
     fn in_order_marks_advance() {
         let mut wm = Watermark::default();
-        assert_eq!(wm.processed_seq(), None);
-        wm.mark(0, "a");
-        wm.mark(1, "b");
+        assert_eq!(seq(&wm), None);
+        wm.mark(0, "a", None);
+        wm.mark(1, "b", None);
         assert_eq!(wm.processed_count(), 2);
-        assert_eq!(wm.processed_seq(), Some("b"));
+        assert_eq!(seq(&wm), Some("b"));
     }
 
     #[test]
     fn out_of_order_marks_wait_for_the_gap() {
         let mut wm = Watermark::default();
-        wm.mark(2, "c");
-        wm.mark(1, "b");
+        wm.mark(2, "c", None);
+        wm.mark(1, "b", None);
         assert_eq!(wm.processed_count(), 0);
-        assert_eq!(wm.processed_seq(), None);
-        wm.mark(0, "a");
+        assert_eq!(seq(&wm), None);
+        wm.mark(0, "a", None);
         assert_eq!(wm.processed_count(), 3);
-        assert_eq!(wm.processed_seq(), Some("c"));
-        wm.mark(4, "e");
-        assert_eq!(wm.processed_seq(), Some("c"));
-        wm.mark(3, "d");
-        assert_eq!(wm.processed_seq(), Some("e"));
+        assert_eq!(seq(&wm), Some("c"));
+        wm.mark(4, "e", None);
+        assert_eq!(seq(&wm), Some("c"));
+        wm.mark(3, "d", None);
+        assert_eq!(seq(&wm), Some("e"));
         assert_eq!(wm.processed_count(), 5);
     }
 
     #[test]
     fn repeated_and_stale_marks_are_ignored() {
         let mut wm = Watermark::default();
-        wm.mark(0, "a");
-        wm.mark(0, "a");
-        wm.mark(2, "c");
-        wm.mark(2, "X");
-        wm.mark(1, "b");
+        wm.mark(0, "a", None);
+        wm.mark(0, "a", None);
+        wm.mark(2, "c", None);
+        wm.mark(2, "X", None);
+        wm.mark(1, "b", None);
         assert_eq!(wm.processed_count(), 3);
-        assert_eq!(wm.processed_seq(), Some("c"));
+        assert_eq!(seq(&wm), Some("c"));
     }
 
     #[test]
@@ -220,10 +332,10 @@ mod tests {
         let mut wm = Watermark::default();
         for i in 1..=100u64 {
             let idx = (i * 37) % 101 - 1;
-            wm.mark(idx, &idx.to_string());
+            wm.mark(idx, &idx.to_string(), None);
         }
         assert_eq!(wm.processed_count(), 100);
-        assert_eq!(wm.processed_seq(), Some("99"));
+        assert_eq!(seq(&wm), Some("99"));
         assert!(wm.ahead.is_empty());
     }
 
@@ -231,9 +343,9 @@ mod tests {
     fn draining_waits_for_handed_out_records_then_seals() {
         let p = Arc::new(ShardProgress::new(Arc::from("shard-1")));
         assert!(p.hand_out(0));
-        p.mark(0, "a");
+        p.mark(0, "a", None);
         assert!(p.hand_out(1));
-        assert_eq!(p.processed_since(0), (1, Some("a".to_owned())));
+        assert_eq!(p.processed_since(0), (1, Some(cp("a"))));
         // Record 1 is with the caller; it is marked while the shard thread drains.
         let marker = {
             let p = Arc::clone(&p);
@@ -241,16 +353,16 @@ mod tests {
                 while p.is_delivering() {
                     std::thread::yield_now();
                 }
-                p.mark(1, "b");
+                p.mark(1, "b", None);
             })
         };
         let far = Instant::now() + std::time::Duration::from_secs(30);
-        assert_eq!(p.drain_and_seal(far, 1), (2, Some("b".to_owned())));
+        assert_eq!(p.drain_and_seal(far, 1), (2, Some(cp("b"))));
         marker.join().unwrap();
         // Sealed: no hand-outs, marks ignored.
         assert!(!p.hand_out(3));
-        p.mark(2, "c");
-        assert_eq!(p.processed_since(0), (2, Some("b".to_owned())));
+        p.mark(2, "c", None);
+        assert_eq!(p.processed_since(0), (2, Some(cp("b"))));
     }
 
     #[test]
@@ -258,12 +370,93 @@ mod tests {
         let p = ShardProgress::new(Arc::from("shard-1"));
         assert!(p.hand_out(0));
         assert!(p.hand_out(1));
-        p.mark(0, "a");
+        p.mark(0, "a", None);
         assert_eq!(
             p.drain_and_seal(Instant::now(), 0),
-            (1, Some("a".to_owned()))
+            (1, Some(cp("a")))
         );
-        p.mark(1, "b");
+        p.mark(1, "b", None);
         assert_eq!(p.processed_since(1), (1, None));
+    }
+
+    fn part(sub: u64, last: bool, before: Option<&str>) -> AggregatePart {
+        AggregatePart {
+            sub_sequence_number: sub,
+            last,
+            before: before.map(Arc::from),
+        }
+    }
+
+    #[test]
+    fn inside_an_aggregate_the_checkpoint_stays_before_it() {
+        let mut wm = Watermark::default();
+        wm.mark(0, "10", None);
+        let before = Some("10");
+        wm.mark(1, "20", Some(&part(0, false, before)));
+        assert_eq!(
+            wm.processed(),
+            Some(&Checkpoint {
+                sequence_number: Some("10".into()),
+                partial: Some(Partial {
+                    aggregate: "20".into(),
+                    sub_sequence_number: 0
+                }),
+            })
+        );
+        wm.mark(3, "20", Some(&part(2, true, before)));
+        assert_eq!(wm.processed().unwrap().partial.as_ref().unwrap().sub_sequence_number, 0);
+        wm.mark(2, "20", Some(&part(1, false, before)));
+        // The aggregate's last user record completes it: a plain checkpoint on it.
+        assert_eq!(wm.processed(), Some(&cp("20")));
+        wm.mark(4, "30", Some(&part(0, false, Some("20"))));
+        assert_eq!(seq(&wm), Some("20"));
+        assert_eq!(wm.processed().unwrap().partial.as_ref().unwrap().aggregate, "30");
+        wm.mark(5, "40", None);
+        assert_eq!(wm.processed(), Some(&cp("40")));
+    }
+
+    #[test]
+    fn an_aggregate_first_in_the_shard_has_no_sequence_number_before_it() {
+        let mut wm = Watermark::default();
+        wm.mark(0, "5", Some(&part(0, false, None)));
+        let c = wm.processed().unwrap();
+        assert_eq!(c.sequence_number, None);
+        assert_eq!(c.partial.as_ref().unwrap().aggregate, "5");
+    }
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        use std::cmp::Ordering::*;
+        assert_eq!(compare_sequence_numbers("9", "10"), Less);
+        assert_eq!(compare_sequence_numbers("10", "9"), Greater);
+        assert_eq!(compare_sequence_numbers("123", "123"), Equal);
+        assert_eq!(compare_sequence_numbers("0123", "123"), Equal);
+        assert_eq!(
+            compare_sequence_numbers(
+                "49590338271490256608559692538361571095921575989136588898",
+                "49590338271490256608559692540925702759324208523137515618"
+            ),
+            Less
+        );
+    }
+
+    #[test]
+    fn row_progress_counts_only_after_its_sequence_number() {
+        let p = |agg: &str| {
+            Some(Partial {
+                aggregate: agg.into(),
+                sub_sequence_number: 3,
+            })
+        };
+        // Written by this crate: the aggregate follows SequenceNumber.
+        assert!(Checkpoint::from_row(Some("10".into()), p("20")).partial.is_some());
+        assert!(Checkpoint::from_row(None, p("20")).partial.is_some());
+        // Left behind when a Go client moved SequenceNumber on to (or past) the aggregate.
+        assert!(Checkpoint::from_row(Some("20".into()), p("20")).partial.is_none());
+        assert!(Checkpoint::from_row(Some("30".into()), p("20")).partial.is_none());
+        assert_eq!(
+            Checkpoint::from_row(Some("30".into()), None),
+            cp("30")
+        );
     }
 }
