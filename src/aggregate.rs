@@ -284,3 +284,57 @@ mod tests {
         assert!(rejected > 100, "rejected {rejected}");
     }
 }
+
+/// The vectors in `tests/data/kpl/`, made by the reference aggregator (`aws_kinesis_agg`).
+#[cfg(test)]
+mod golden {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn check(name: &str) -> usize {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/kpl");
+        let data = std::fs::read(dir.join(format!("{name}.bin"))).unwrap();
+        let expected = std::fs::read_to_string(dir.join(format!("{name}.tsv"))).unwrap();
+        assert!(is_aggregated(&data), "{name}");
+        let records = deaggregate(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let lines: Vec<&str> = expected.lines().collect();
+        assert_eq!(records.len(), lines.len(), "{name}");
+        for (i, (record, line)) in records.iter().zip(&lines).enumerate() {
+            let f: Vec<&str> = line.split('\t').collect();
+            assert_eq!(record.partition_key, f[0], "{name} record {i}");
+            let ehk = (f[1] != "-").then_some(f[1]);
+            assert_eq!(
+                record.explicit_hash_key.as_deref(),
+                ehk,
+                "{name} record {i}"
+            );
+            assert_eq!(record.data.len().to_string(), f[2], "{name} record {i}");
+            let md5: String = Md5::digest(&record.data)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            assert_eq!(md5, f[3], "{name} record {i}");
+        }
+        records.len()
+    }
+
+    #[test]
+    fn one_user_record() {
+        assert_eq!(check("single"), 1);
+    }
+
+    #[test]
+    fn many_user_records_with_shared_keys() {
+        assert_eq!(check("many"), 50);
+    }
+
+    #[test]
+    fn explicit_hash_keys() {
+        assert_eq!(check("explicit_hash_keys"), 5);
+    }
+
+    #[test]
+    fn an_aggregate_at_the_size_limit() {
+        assert_eq!(check("max_size"), 104);
+    }
+}

@@ -232,7 +232,8 @@ impl Leases<'_> {
             }
             match &c.partial {
                 Some(p) => {
-                    expression.push_str(", AggregateSequenceNumber = :agg, SubSequenceNumber = :sub");
+                    expression
+                        .push_str(", AggregateSequenceNumber = :agg, SubSequenceNumber = :sub");
                     req = req
                         .expression_attribute_values(":agg", s(&p.aggregate))
                         .expression_attribute_values(
@@ -246,7 +247,10 @@ impl Leases<'_> {
         if set.contains(":nullv") {
             req = req.expression_attribute_values(":nullv", AttributeValue::Null(true));
         }
-        match self.bridge.block_on(req.update_expression(expression).send()) {
+        match self
+            .bridge
+            .block_on(req.update_expression(expression).send())
+        {
             Ok(_) => Ok(()),
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
                 Err(WriteError::LeaseLost)

@@ -127,7 +127,6 @@ impl Record {
     pub(crate) fn progress(&self) -> &Arc<ShardProgress> {
         &self.progress
     }
-
 }
 
 impl fmt::Debug for Record {
@@ -192,5 +191,4 @@ impl ProcessedMarker {
     pub fn sub_sequence_number(&self) -> Option<u64> {
         self.part.as_ref().map(|p| p.sub_sequence_number)
     }
-
 }

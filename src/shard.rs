@@ -464,10 +464,11 @@ impl<'a> Worker<'a> {
                          ({reason}); delivering it as it is",
                         self.shard()
                     );
-                    self.ctx
-                        .config
-                        .stats()
-                        .aggregate_corrupt(self.shard(), &seq, &reason.to_string());
+                    self.ctx.config.stats().aggregate_corrupt(
+                        self.shard(),
+                        &seq,
+                        &reason.to_string(),
+                    );
                 }
             }
         }

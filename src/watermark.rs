@@ -371,10 +371,7 @@ mod tests {
         assert!(p.hand_out(0));
         assert!(p.hand_out(1));
         p.mark(0, "a", None);
-        assert_eq!(
-            p.drain_and_seal(Instant::now(), 0),
-            (1, Some(cp("a")))
-        );
+        assert_eq!(p.drain_and_seal(Instant::now(), 0), (1, Some(cp("a"))));
         p.mark(1, "b", None);
         assert_eq!(p.processed_since(1), (1, None));
     }
@@ -404,13 +401,24 @@ mod tests {
             })
         );
         wm.mark(3, "20", Some(&part(2, true, before)));
-        assert_eq!(wm.processed().unwrap().partial.as_ref().unwrap().sub_sequence_number, 0);
+        assert_eq!(
+            wm.processed()
+                .unwrap()
+                .partial
+                .as_ref()
+                .unwrap()
+                .sub_sequence_number,
+            0
+        );
         wm.mark(2, "20", Some(&part(1, false, before)));
         // The aggregate's last user record completes it: a plain checkpoint on it.
         assert_eq!(wm.processed(), Some(&cp("20")));
         wm.mark(4, "30", Some(&part(0, false, Some("20"))));
         assert_eq!(seq(&wm), Some("20"));
-        assert_eq!(wm.processed().unwrap().partial.as_ref().unwrap().aggregate, "30");
+        assert_eq!(
+            wm.processed().unwrap().partial.as_ref().unwrap().aggregate,
+            "30"
+        );
         wm.mark(5, "40", None);
         assert_eq!(wm.processed(), Some(&cp("40")));
     }
@@ -449,14 +457,23 @@ mod tests {
             })
         };
         // Written by this crate: the aggregate follows SequenceNumber.
-        assert!(Checkpoint::from_row(Some("10".into()), p("20")).partial.is_some());
+        assert!(
+            Checkpoint::from_row(Some("10".into()), p("20"))
+                .partial
+                .is_some()
+        );
         assert!(Checkpoint::from_row(None, p("20")).partial.is_some());
         // Left behind when a Go client moved SequenceNumber on to (or past) the aggregate.
-        assert!(Checkpoint::from_row(Some("20".into()), p("20")).partial.is_none());
-        assert!(Checkpoint::from_row(Some("30".into()), p("20")).partial.is_none());
-        assert_eq!(
-            Checkpoint::from_row(Some("30".into()), None),
-            cp("30")
+        assert!(
+            Checkpoint::from_row(Some("20".into()), p("20"))
+                .partial
+                .is_none()
         );
+        assert!(
+            Checkpoint::from_row(Some("30".into()), p("20"))
+                .partial
+                .is_none()
+        );
+        assert_eq!(Checkpoint::from_row(Some("30".into()), None), cp("30"));
     }
 }

@@ -5,6 +5,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod aggregate;
 mod bridge;
 mod compat;
 mod crash;

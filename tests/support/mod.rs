@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod fault;
+pub mod kpl;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -503,6 +504,8 @@ pub struct Recorder {
     pub renewed: AtomicU64,
     pub retried: AtomicU64,
     pub fetch_calls: AtomicU64,
+    pub aggregate_commits: AtomicU64,
+    pub corrupt_aggregates: AtomicU64,
 }
 
 impl Recorder {
@@ -536,6 +539,12 @@ impl kinsumer::Stats for Recorder {
     }
     fn retried(&self, _op: &str, _backoff: Duration) {
         self.retried.fetch_add(1, Ordering::SeqCst);
+    }
+    fn aggregate_checkpoint_committed(&self, _shard: &str, _seq: &str, _sub: u64) {
+        self.aggregate_commits.fetch_add(1, Ordering::SeqCst);
+    }
+    fn aggregate_corrupt(&self, _shard: &str, _seq: &str, _reason: &str) {
+        self.corrupt_aggregates.fetch_add(1, Ordering::SeqCst);
     }
 }
 
