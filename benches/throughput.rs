@@ -1,10 +1,12 @@
 //! Throughput, CPU, memory, latency and scale of the consumer.
 //!
 //! ```text
-//! cargo bench --bench throughput -- <scenario> [--shards S] [--records N] [--bytes B] [--seconds T]
+//! cargo bench --bench throughput -- <scenario> [--shards S] [--records N] [--bytes B] [--seconds T] [--aggregated K]
 //! ```
 //!
-//! Scenarios: `drain` (default 4 shards, 200,000 × 100 B), `latency` (200 puts 20 ms
+//! Scenarios: `drain` (default 4 shards, 200,000 × 100 B; with `--aggregated K` the
+//! records are written as KPL aggregates of K user records each, and the figures are per
+//! user record), `latency` (200 puts 20 ms
 //! apart), `latency-busy` (the same while the other shards take 10,000 records/s),
 //! `idle-scale` (256 idle shards for 30 s), `slow-caller` (a caller sleeping 1 ms
 //! per record for 20 s over a 4-shard backlog), `all`. Each prints a table row and one
@@ -38,6 +40,7 @@ struct Args {
     records: Option<u64>,
     bytes: Option<usize>,
     seconds: Option<u64>,
+    aggregated: Option<usize>,
 }
 
 fn parse_args() -> BenchResult<Args> {
@@ -47,6 +50,7 @@ fn parse_args() -> BenchResult<Args> {
         records: None,
         bytes: None,
         seconds: None,
+        aggregated: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -56,6 +60,9 @@ fn parse_args() -> BenchResult<Args> {
             "--records" => args.records = Some(it.next().ok_or("--records N")?.parse()?),
             "--bytes" => args.bytes = Some(it.next().ok_or("--bytes N")?.parse()?),
             "--seconds" => args.seconds = Some(it.next().ok_or("--seconds N")?.parse()?),
+            "--aggregated" => {
+                args.aggregated = Some(it.next().ok_or("--aggregated K")?.parse()?);
+            }
             s if !s.starts_with('-') => args.scenario = s.to_owned(),
             other => return Err(format!("unknown argument {other}").into()),
         }
@@ -205,14 +212,30 @@ fn bench_config(counters: &Arc<Counters>) -> kinsumer::Config {
 // ---- preload ---------------------------------------------------------------------
 
 /// Writes `n` records of `bytes` bytes: the record id as 8 little-endian bytes, then
-/// filler; spread over 1,024 partition keys.
-fn preload(env: &support::Env, n: u64, bytes: usize) -> BenchResult {
+/// filler; spread over 1,024 partition keys. With `aggregated`, packs them that many to
+/// a Kinesis record, as the KPL does.
+fn preload(env: &support::Env, n: u64, bytes: usize, aggregated: Option<usize>) -> BenchResult {
     let bytes = bytes.max(8);
-    env.put_raw((0..n).map(|i| {
+    let record = move |i: u64| {
         let mut data = vec![b'x'; bytes];
         data[..8].copy_from_slice(&i.to_le_bytes());
         (format!("k{}", i % 1024), data)
-    }))
+    };
+    match aggregated {
+        None => env.put_raw((0..n).map(record)),
+        Some(k) => {
+            let k = k.max(1) as u64;
+            env.put_raw((0..n.div_ceil(k)).map(|a| {
+                let users: Vec<support::kpl::UserRecord> = (a * k..((a + 1) * k).min(n))
+                    .map(|i| {
+                        let (key, data) = record(i);
+                        (key, None, data)
+                    })
+                    .collect();
+                (format!("agg{a}"), support::kpl::aggregate(&users))
+            }))
+        }
+    }
 }
 
 fn record_id(data: &[u8]) -> Option<u64> {
@@ -228,7 +251,7 @@ fn drain(args: &Args, default_shards: i32) -> BenchResult {
     let n = args.records.unwrap_or(200_000);
     let bytes = args.bytes.unwrap_or(100);
     let mut env = support::Env::new(shards)?;
-    preload(&env, n, bytes)?;
+    preload(&env, n, bytes, args.aggregated)?;
     let counters = Arc::new(Counters::default());
     let consumer = env.consumer("bench-drain", bench_config(&counters))?;
     let mut seen = vec![false; n as usize];
@@ -262,6 +285,7 @@ fn drain(args: &Args, default_shards: i32) -> BenchResult {
     let hwm = status_kib("VmHWM");
     consumer.stop();
     Report::new("drain")
+        .num("aggregated", args.aggregated.unwrap_or(1))
         .num("shards", shards)
         .num("records", n)
         .num("bytes", bytes)
@@ -468,7 +492,7 @@ fn slow_caller(args: &Args) -> BenchResult {
     let bytes = args.bytes.unwrap_or(100);
     let seconds = args.seconds.unwrap_or(20);
     let mut env = support::Env::new(shards)?;
-    preload(&env, n, bytes)?;
+    preload(&env, n, bytes, None)?;
     let counters = Arc::new(Counters::default());
     let consumer: Kinsumer = env.consumer("bench-slow", bench_config(&counters))?;
     consumer.run()?;

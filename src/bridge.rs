@@ -78,6 +78,11 @@ impl ClientConfigs {
         }
     }
 
+    /// Whether both services have a region: without one, every call fails to sign.
+    pub(crate) fn has_region(&self) -> bool {
+        self.kinesis.region().is_some() && self.dynamodb.region().is_some()
+    }
+
     /// Loads the default AWS configuration chain (environment, profile, IMDS, …).
     pub(crate) fn load_default() -> Result<Self> {
         let runtime = runtime()?;

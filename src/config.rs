@@ -338,7 +338,8 @@ impl Config {
     /// The first invalid value, as [`ErrorKind::InvalidThrottleDelay`],
     /// [`ErrorKind::InvalidCommitFrequency`], [`ErrorKind::InvalidShardCheckFrequency`],
     /// [`ErrorKind::InvalidLeaderActionFrequency`], [`ErrorKind::InvalidBufferSize`],
-    /// [`ErrorKind::InvalidDynamoCapacity`] or [`ErrorKind::InvalidMaxRecords`].
+    /// [`ErrorKind::InvalidDynamoCapacity`], [`ErrorKind::InvalidMaxRecords`] or
+    /// [`ErrorKind::InvalidInitialPosition`] (a timestamp in the future).
     pub fn validate(&self) -> Result<()> {
         let fail = |kind| Err(Error::new(kind).with_context("validating the configuration"));
         if self.throttle_delay < Duration::from_millis(200) {
@@ -363,6 +364,12 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.max_records) {
             return fail(ErrorKind::InvalidMaxRecords);
+        }
+        // Kinesis rejects it at every try: an answer that cannot change.
+        if let InitialPosition::AtTimestamp(t) = self.initial_position
+            && t > SystemTime::now()
+        {
+            return fail(ErrorKind::InvalidInitialPosition);
         }
         Ok(())
     }
@@ -442,5 +449,14 @@ mod tests {
             Some(ErrorKind::InvalidMaxRecords)
         );
         assert_eq!(kind(d().with_max_records(1)), None);
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            kind(d().with_initial_position(InitialPosition::AtTimestamp(SystemTime::now() + hour))),
+            Some(ErrorKind::InvalidInitialPosition)
+        );
+        assert_eq!(
+            kind(d().with_initial_position(InitialPosition::AtTimestamp(SystemTime::now() - hour))),
+            None
+        );
     }
 }

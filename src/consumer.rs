@@ -147,8 +147,9 @@ impl Kinsumer {
     ///
     /// # Errors
     ///
-    /// An empty or invalid stream or application name, an invalid [`Config`], or a
-    /// runtime that cannot be built. No network call is made for bad input.
+    /// An empty or invalid stream or application name, an invalid [`Config`],
+    /// [`ErrorKind::NoRegion`] when no AWS region is configured, or a runtime that cannot
+    /// be built. No network call is made for bad input.
     pub fn new(
         stream_name: &str,
         application_name: &str,
@@ -205,6 +206,9 @@ impl Kinsumer {
     ) -> Result<Self> {
         let names = Names::new(stream_name, application_name)?;
         config.validate()?;
+        if !configs.has_region() {
+            return Err(Error::new(ErrorKind::NoRegion).with_context("configuring the AWS clients"));
+        }
         let (records_tx, records) = crossbeam_channel::bounded(config.buffer_size());
         let (notices_tx, notices) = crossbeam_channel::bounded(NOTICE_BUFFER);
         let (wake_tx, wake) = crossbeam_channel::bounded(0);

@@ -195,11 +195,7 @@ impl<'a> Coordinator<'a> {
                             self.shutdown(false);
                             return;
                         }
-                        log::warn!(
-                            "client {}: {e}: {:?}",
-                            self.name(),
-                            std::error::Error::source(&e)
-                        );
+                        log::warn!("client {}: {e}", self.name());
                         self.parts.notices.report(e);
                     }
                 }
@@ -284,11 +280,7 @@ impl<'a> Coordinator<'a> {
             Err(e) if e.kind() == ErrorKind::NoSuchStream => return Err(e),
             // Leadership is best effort: the shard list below still works without it.
             Err(e) => {
-                log::warn!(
-                    "client {}: {e}: {:?}",
-                    self.name(),
-                    std::error::Error::source(&e)
-                );
+                log::warn!("client {}: {e}", self.name());
                 self.parts.notices.report(e);
             }
         }
@@ -464,11 +456,7 @@ impl<'a> Coordinator<'a> {
         }
         match clients::deregister(self.bridge, &self.parts.names.clients, &self.parts.owner) {
             Ok(()) => log::info!("client {}: stopped and deregistered", self.name()),
-            Err(e) => log::warn!(
-                "client {}: {e}: {:?}",
-                self.name(),
-                std::error::Error::source(&e)
-            ),
+            Err(e) => log::warn!("client {}: {e}", self.name()),
         }
     }
 }

@@ -1,11 +1,15 @@
 //! The crate's one error type.
 //!
 //! [`Error`] is opaque: match on [`Error::kind`] (every Go sentinel error has an
-//! [`ErrorKind`] equivalent) or use the `is_*` predicates. `Display` says what was being
-//! done and what went wrong; the underlying cause (an AWS SDK error, say) is only in
-//! [`std::error::Error::source`], never repeated in the message.
+//! [`ErrorKind`] equivalent) or use the `is_*` predicates. `Display` is one line: what was
+//! being done, what went wrong and, for an AWS failure, the service's error code and
+//! message (or the transport failure) — the part a person needs. The SDK error itself is
+//! the [`std::error::Error::source`], for programs; `Debug` lists the cause chain's
+//! messages, never raw HTTP responses.
 
 use std::fmt;
+
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
 /// The boxed cause carried by an [`Error`].
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -69,6 +73,12 @@ pub enum ErrorKind {
     Stopped,
     /// An internal thread or runtime could not be started, or ended unexpectedly.
     Internal,
+    /// No AWS region is configured: set `AWS_REGION` (or a profile's region), or pass an
+    /// `SdkConfig` with a region.
+    NoRegion,
+    /// [`InitialPosition::AtTimestamp`](crate::InitialPosition::AtTimestamp) is in the
+    /// future: Kinesis rejects it.
+    InvalidInitialPosition,
 }
 
 impl ErrorKind {
@@ -100,6 +110,12 @@ impl ErrorKind {
             ErrorKind::Aws => "AWS request failed",
             ErrorKind::Stopped => "consumer stopped",
             ErrorKind::Internal => "internal failure",
+            ErrorKind::NoRegion => {
+                "no AWS region configured (set AWS_REGION, or pass an SdkConfig with a region)"
+            }
+            ErrorKind::InvalidInitialPosition => {
+                "the initial position's timestamp is in the future"
+            }
         }
     }
 }
@@ -126,6 +142,11 @@ pub struct Error {
 struct Inner {
     kind: ErrorKind,
     context: Option<String>,
+    /// The AWS service's error code, if it sent one.
+    code: Option<String>,
+    /// One line on the cause, for `Display`: the service's code and message, or the
+    /// transport failure.
+    detail: Option<String>,
     source: Option<BoxError>,
     fatal: bool,
 }
@@ -136,6 +157,8 @@ impl Error {
             inner: Box::new(Inner {
                 kind,
                 context: None,
+                code: None,
+                detail: None,
                 source: None,
                 fatal: false,
             }),
@@ -153,21 +176,42 @@ impl Error {
         self
     }
 
+    /// Sets an AWS SDK error as the cause, keeping its code and a one-line account of it.
+    pub(crate) fn with_aws_source<E, R>(mut self, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
+        self.inner.code = err.code().map(str::to_owned);
+        self.inner.detail = Some(describe_sdk_error(&err));
+        self.with_source(err)
+    }
+
     pub(crate) fn fatal(mut self) -> Self {
         self.inner.fatal = true;
         self
     }
 
     /// An AWS SDK failure while doing `what`.
-    pub(crate) fn aws(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+    pub(crate) fn aws<E, R>(what: impl Into<String>, err: SdkError<E, R>) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: fmt::Debug + Send + Sync + 'static,
+    {
         Error::new(ErrorKind::Aws)
             .with_context(what)
-            .with_source(source)
+            .with_aws_source(err)
     }
 
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.inner.kind
+    }
+
+    /// The AWS service's error code (`AccessDeniedException`,
+    /// `ResourceNotFoundException`, …) when an AWS service answered with one.
+    pub fn aws_code(&self) -> Option<&str> {
+        self.inner.code.as_deref()
     }
 
     /// Whether this error ended consumption: it is the last item the record iterator
@@ -193,6 +237,8 @@ impl Error {
                 | ErrorKind::InvalidBufferSize
                 | ErrorKind::InvalidDynamoCapacity
                 | ErrorKind::InvalidMaxRecords
+                | ErrorKind::NoRegion
+                | ErrorKind::InvalidInitialPosition
         )
     }
 
@@ -202,15 +248,27 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
+impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.inner.context {
-            Some(context) => write!(f, "{context}: {}", self.inner.kind.describe()),
-            None => f.write_str(self.inner.kind.describe()),
-        }
+        f.write_str(self.describe())
     }
 }
 
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(context) = &self.inner.context {
+            write!(f, "{context}: ")?;
+        }
+        f.write_str(self.inner.kind.describe())?;
+        if let Some(detail) = &self.inner.detail {
+            write!(f, ": {detail}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Concise: the kind, the context and the messages of the cause chain — not the causes'
+/// own `Debug`, which for SDK errors holds whole HTTP responses.
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
@@ -218,14 +276,66 @@ impl fmt::Debug for Error {
         if let Some(context) = &self.inner.context {
             d.field("context", context);
         }
+        if let Some(code) = &self.inner.code {
+            d.field("code", code);
+        }
         if self.inner.fatal {
             d.field("fatal", &true);
         }
-        if let Some(source) = &self.inner.source {
-            d.field("source", source);
+        let causes = cause_messages(std::error::Error::source(self));
+        if !causes.is_empty() {
+            d.field("causes", &causes);
         }
         d.finish()
     }
+}
+
+/// The `Display` of each error in a cause chain, without repeats.
+fn cause_messages(mut next: Option<&(dyn std::error::Error + 'static)>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    while let Some(e) = next {
+        let text = e.to_string();
+        if !text.is_empty() && !out.iter().any(|m| *m == text) {
+            out.push(text);
+        }
+        next = e.source();
+    }
+    out
+}
+
+/// Longest detail kept in a message: a service's message is a sentence, but a
+/// misbehaving endpoint could send anything.
+const MAX_DETAIL: usize = 300;
+
+/// One line on an SDK failure: the service's code and message for an answer from the
+/// service; else the transport failure's cause chain ("dispatch failure: io error:
+/// Connection refused").
+fn describe_sdk_error<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: fmt::Debug + Send + Sync + 'static,
+{
+    let mut text = match (err, err.code(), err.message()) {
+        (_, Some(code), Some(message)) => format!("{code}: {message}"),
+        (_, Some(code), None) => code.to_owned(),
+        (SdkError::ServiceError(_), None, Some(message)) => message.to_owned(),
+        _ => {
+            let mut parts = vec![err.to_string()];
+            parts.extend(cause_messages(std::error::Error::source(err)));
+            parts.dedup();
+            parts.join(": ")
+        }
+    };
+    text = text.replace(['\n', '\r'], " ");
+    if text.len() > MAX_DETAIL {
+        let mut end = MAX_DETAIL;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 impl std::error::Error for Error {
@@ -245,19 +355,66 @@ mod tests {
     use super::*;
     use std::error::Error as _;
 
-    #[test]
-    fn display_has_context_and_kind_but_not_the_source() {
-        let cause = std::io::Error::other("connection reset by peer");
-        let err = Error::aws("GetRecords on shard shardId-1 of stream s", cause);
-        let text = err.to_string();
-        assert_eq!(
-            text,
-            "GetRecords on shard shardId-1 of stream s: AWS request failed"
+    use aws_sdk_kinesis::operation::get_records::GetRecordsError;
+    use aws_smithy_runtime_api::http::{Response, StatusCode};
+    use aws_smithy_types::body::SdkBody;
+    use aws_smithy_types::error::ErrorMetadata;
+
+    fn service_error(code: &str, message: &str) -> SdkError<GetRecordsError, Response> {
+        let meta = ErrorMetadata::builder().code(code).message(message).build();
+        let raw = Response::new(
+            StatusCode::try_from(400).unwrap(),
+            SdkBody::from(format!(
+                "{{\"__type\":\"{code}\",\"message\":\"{message}\"}}"
+            )),
         );
-        assert!(!text.contains("reset"));
-        assert!(err.source().unwrap().to_string().contains("reset"));
+        SdkError::service_error(GetRecordsError::generic(meta), raw)
+    }
+
+    #[test]
+    fn display_is_one_line_with_the_service_code_and_message() {
+        let err = Error::aws(
+            "GetRecords on shard shardId-1 of stream s",
+            service_error("AccessDeniedException", "User: x is not authorized"),
+        );
+        assert_eq!(
+            err.to_string(),
+            "GetRecords on shard shardId-1 of stream s: AWS request failed: \
+             AccessDeniedException: User: x is not authorized"
+        );
+        assert_eq!(err.aws_code(), Some("AccessDeniedException"));
+        assert!(err.source().is_some());
         assert!(err.is_aws());
         assert!(!err.is_fatal());
+        let debug = format!("{err:?}");
+        assert!(debug.contains("AccessDeniedException"), "{debug}");
+        // The raw HTTP response (its body, headers) is not dumped.
+        assert!(!debug.contains("__type"), "{debug}");
+        assert!(!debug.contains("SdkBody"), "{debug}");
+    }
+
+    #[test]
+    fn transport_failures_name_their_cause() {
+        let io = std::io::Error::other("connection refused");
+        let err: SdkError<GetRecordsError, Response> = SdkError::dispatch_failure(
+            aws_smithy_runtime_api::client::result::ConnectorError::io(io.into()),
+        );
+        let err = Error::aws("GetRecords", err);
+        let text = err.to_string();
+        assert!(
+            text.starts_with("GetRecords: AWS request failed: dispatch failure"),
+            "{text}"
+        );
+        assert!(text.contains("connection refused"), "{text}");
+        assert_eq!(err.aws_code(), None);
+        assert!(!text.contains('\n'));
+    }
+
+    #[test]
+    fn long_details_are_cut() {
+        let err = Error::aws("x", service_error("Code", &"é".repeat(400)));
+        assert!(err.to_string().len() < 400 + 40);
+        assert!(err.to_string().ends_with('…'));
     }
 
     #[test]

@@ -390,7 +390,7 @@ impl<'a> Worker<'a> {
                     return Some(Err(ShardExit::Failed));
                 }
                 Err(WriteError::Other { error, .. }) => {
-                    log::warn!("{error}: {:?}; retrying", std::error::Error::source(&error));
+                    log::warn!("{error}; retrying");
                 }
                 Err(WriteError::LeaseLost) => {}
             }
@@ -548,10 +548,7 @@ impl<'a> Worker<'a> {
                         Err(SourceError::Transient(error)) => {
                             let delay = backoff.next_delay();
                             reader.stats.retried("GetRecords", delay);
-                            log::warn!(
-                                "{error}: {:?}; retrying in {delay:?}",
-                                std::error::Error::source(&error)
-                            );
+                            log::warn!("{error}; retrying in {delay:?}");
                             // Tell the caller when a shard keeps failing, not on every blip.
                             if backoff.failures().is_multiple_of(5) {
                                 self.ctx.notices.report(error);
@@ -560,7 +557,7 @@ impl<'a> Worker<'a> {
                             continue;
                         }
                         Err(SourceError::Fatal(error)) => {
-                            log::error!("{error}: {:?}", std::error::Error::source(&error));
+                            log::error!("{error}");
                             let gone = error.kind() == ErrorKind::NoSuchStream;
                             self.ctx.notices.report(error);
                             return if gone {
@@ -676,7 +673,7 @@ impl<'a> Worker<'a> {
             Err(WriteError::Other { error, .. }) => {
                 // The lease is still ours until someone else captures it; the next
                 // interval tries again.
-                log::warn!("{error}: {:?}", std::error::Error::source(&error));
+                log::warn!("{error}");
                 Ok(())
             }
         }
@@ -746,11 +743,7 @@ impl<'a> Worker<'a> {
                     return;
                 }
                 Err(WriteError::Other { error, transient }) => {
-                    log::warn!(
-                        "{error}: {:?} (attempt {})",
-                        std::error::Error::source(&error),
-                        attempt + 1
-                    );
+                    log::warn!("{error} (attempt {})", attempt + 1);
                     if !transient {
                         return;
                     }

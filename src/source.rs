@@ -90,7 +90,7 @@ impl Polling {
             return SourceError::Fatal(
                 Error::new(ErrorKind::NoSuchStream)
                     .with_context(self.what(op))
-                    .with_source(err),
+                    .with_aws_source(err),
             );
         }
         let transient = retry::is_transient(&err);

@@ -25,10 +25,10 @@ where
     match retry::code(&err) {
         Some("ResourceNotFoundException") => Error::new(ErrorKind::NoSuchStream)
             .with_context(what)
-            .with_source(err),
+            .with_aws_source(err),
         Some("ResourceInUseException") => Error::new(ErrorKind::StreamBusy)
             .with_context(what)
-            .with_source(err),
+            .with_aws_source(err),
         _ => Error::aws(what, err),
     }
 }

@@ -1,9 +1,9 @@
 //! Bad input is rejected with the matching error kind, before any network call where
 //! possible; a missing table or stream fails `run()` clearly.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use kinsumer::{Config, ErrorKind, Kinsumer};
+use kinsumer::{Config, ErrorKind, InitialPosition, Kinsumer};
 
 use crate::support::{self, Env, KinesisOptions, TestResult};
 
@@ -76,6 +76,12 @@ fn every_invalid_config_value_is_rejected_by_the_constructors() {
             Config::default().with_max_records(10_001),
             ErrorKind::InvalidMaxRecords,
         ),
+        (
+            Config::default().with_initial_position(InitialPosition::AtTimestamp(
+                SystemTime::now() + Duration::from_secs(600),
+            )),
+            ErrorKind::InvalidInitialPosition,
+        ),
     ];
     for (config, kind) in cases {
         assert_eq!(build_error("stream", "app", config.clone()), Some(kind));
@@ -86,6 +92,19 @@ fn every_invalid_config_value_is_rejected_by_the_constructors() {
         assert_eq!(err, Some(kind));
     }
     assert_eq!(build_error("stream", "app", Config::default()), None);
+}
+
+#[test]
+fn a_missing_region_is_a_config_error_that_names_the_fix() {
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .build();
+    let err = Kinsumer::from_sdk_config(&sdk, "stream", "app", "c", Config::default())
+        .err()
+        .expect("built without a region");
+    assert_eq!(err.kind(), ErrorKind::NoRegion);
+    assert!(err.is_config());
+    assert!(err.to_string().contains("AWS_REGION"), "{err}");
 }
 
 #[test]
@@ -159,6 +178,21 @@ fn missing_stream_fails_run() -> TestResult {
         .err()
         .ok_or("run without a stream succeeded")?;
     assert_eq!(err.kind(), ErrorKind::NoSuchStream);
+    // One line that says what was done and what the service answered; a `Debug` that
+    // lists causes without dumping the HTTP response.
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!(
+            "describing stream {}: no such stream: ResourceNotFoundException",
+            env.stream
+        )),
+        "{text}"
+    );
+    assert!(!text.contains('\n'), "{text}");
+    assert_eq!(err.aws_code(), Some("ResourceNotFoundException"));
+    let debug = format!("{err:?}");
+    assert!(debug.len() < 600, "{debug}");
+    assert!(!debug.contains("headers"), "{debug}");
     // Same through the ListShards readiness check.
     let config = support::fast_config().with_list_shards_for_readiness(true);
     let consumer = env.consumer("c2", config)?;
