@@ -281,7 +281,8 @@ impl Kinsumer {
     }
 
     /// Starts consuming, without blocking for records: checks that the tables and the
-    /// stream are ready, registers this client, starts the coordinator and one thread
+    /// stream are ready (waiting, at the waiter delay, for tables or a stream that another
+    /// process is still creating), registers this client, starts the coordinator and one thread
     /// per shard assigned to this client. Records then arrive through
     /// [`records`](Kinsumer::records).
     ///
@@ -295,11 +296,13 @@ impl Kinsumer {
         if !matches!(*state, RunState::NotStarted) {
             return Err(Error::new(ErrorKind::RunTwice));
         }
-        tables::check_ready(&self.bridge, &self.names)?;
-        stream::check_ready(
+        tables::check_ready(&self.bridge, &self.names, &self.config)?;
+        stream::wait_ready(
             &self.bridge,
             &self.names.stream,
             self.config.list_shards_for_readiness(),
+            self.config.dynamo_waiter_delay(),
+            tables::waiter_deadline(&self.config),
         )?;
         let (commands, commands_rx) = crossbeam_channel::bounded(1);
         let coordinator = coordinator::start(CoordinatorParts {

@@ -1,6 +1,7 @@
 //! Stream-level Kinesis calls: readiness, the shard list, publishing.
 
 use std::collections::HashSet;
+use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::StreamStatus;
@@ -33,9 +34,54 @@ where
     }
 }
 
+/// Whether the stream can be read now.
+enum Readiness {
+    Ready,
+    /// Being created: ready soon.
+    Creating,
+}
+
 /// Checks the stream can be read: ACTIVE or UPDATING (or, if `use_list_shards`, that
-/// ListShards answers).
+/// ListShards answers). A stream being created is [`ErrorKind::StreamBusy`].
 pub(crate) fn check_ready(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<()> {
+    match readiness(bridge, stream, use_list_shards)? {
+        Readiness::Ready => Ok(()),
+        Readiness::Creating => Err(Error::new(ErrorKind::StreamBusy)
+            .with_context(format!("stream {stream} is being created"))),
+    }
+}
+
+/// Like [`check_ready`], but waits (polling every `delay`, up to `limit`) while the
+/// stream is being created — for a client that starts while another process creates it.
+pub(crate) fn wait_ready(
+    bridge: &Bridge,
+    stream: &str,
+    use_list_shards: bool,
+    delay: Duration,
+    limit: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let busy = match readiness(bridge, stream, use_list_shards) {
+            Ok(Readiness::Ready) => return Ok(()),
+            Ok(Readiness::Creating) => None,
+            // ListShards answers ResourceInUse while the stream is being created.
+            Err(e) if use_list_shards && e.kind() == ErrorKind::StreamBusy => Some(e),
+            Err(e) => return Err(e),
+        };
+        if Instant::now() >= deadline {
+            return Err(busy.unwrap_or_else(|| {
+                Error::new(ErrorKind::StreamBusy).with_context(format!(
+                    "waiting {limit:?} for stream {stream} to become active"
+                ))
+            }));
+        }
+        log::info!("stream {stream} is being created; waiting");
+        std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
+fn readiness(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<Readiness> {
     if use_list_shards {
         return bridge
             .block_on(
@@ -46,7 +92,7 @@ pub(crate) fn check_ready(bridge: &Bridge, stream: &str, use_list_shards: bool) 
                     .max_results(1)
                     .send(),
             )
-            .map(|_| ())
+            .map(|_| Readiness::Ready)
             .map_err(|e| stream_error(format!("listing the shards of stream {stream}"), e));
     }
     let what = || format!("describing stream {stream}");
@@ -60,8 +106,13 @@ pub(crate) fn check_ready(bridge: &Bridge, stream: &str, use_list_shards: bool) 
         )
         .map_err(|e| stream_error(what(), e))?;
     match out.stream_description_summary().map(|s| s.stream_status()) {
-        Some(StreamStatus::Active | StreamStatus::Updating) => Ok(()),
-        _ => Err(Error::new(ErrorKind::StreamBusy).with_context(what())),
+        Some(StreamStatus::Active | StreamStatus::Updating) => Ok(Readiness::Ready),
+        Some(StreamStatus::Creating) => Ok(Readiness::Creating),
+        status => Err(Error::new(ErrorKind::StreamBusy).with_context(format!(
+            "{}: status {:?}",
+            what(),
+            status.map(|s| s.as_str())
+        ))),
     }
 }
 

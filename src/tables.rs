@@ -73,7 +73,7 @@ impl Names {
 }
 
 /// How long to wait for a table to become active or disappear.
-fn waiter_deadline(config: &Config) -> Duration {
+pub(crate) fn waiter_deadline(config: &Config) -> Duration {
     config
         .dynamo_waiter_delay()
         .saturating_mul(100)
@@ -213,19 +213,28 @@ pub(crate) fn scan_all(
     }
 }
 
-/// Checks all three tables exist and are ACTIVE or UPDATING.
-pub(crate) fn check_ready(bridge: &Bridge, names: &Names) -> Result<()> {
+/// Checks all three tables exist and are ACTIVE or UPDATING, waiting (as
+/// `create_required_tables` does) for any that is being created.
+pub(crate) fn check_ready(bridge: &Bridge, names: &Names, config: &Config) -> Result<()> {
+    let deadline = Instant::now() + waiter_deadline(config);
     for (table, _) in names.tables() {
-        match status(bridge, table)? {
-            Some(TableStatus::Active | TableStatus::Updating) => {}
-            None => {
-                return Err(
-                    Error::new(ErrorKind::TableNotFound).with_context(format!("table {table}"))
-                );
-            }
-            Some(other) => {
-                return Err(Error::new(ErrorKind::TableNotReady)
-                    .with_context(format!("table {table} is {}", other.as_str())));
+        loop {
+            match status(bridge, table)? {
+                Some(TableStatus::Active | TableStatus::Updating) => break,
+                None => {
+                    return Err(
+                        Error::new(ErrorKind::TableNotFound).with_context(format!("table {table}"))
+                    );
+                }
+                // Another process is creating it: wait, as its creator does.
+                Some(TableStatus::Creating) if Instant::now() < deadline => {
+                    log::info!("table {table} is being created; waiting");
+                    std::thread::sleep(config.dynamo_waiter_delay());
+                }
+                Some(other) => {
+                    return Err(Error::new(ErrorKind::TableNotReady)
+                        .with_context(format!("table {table} is {}", other.as_str())));
+                }
             }
         }
     }

@@ -13,6 +13,7 @@ fn expired_iterator_is_renewed_from_the_last_delivered_record() -> TestResult {
         1,
         KinesisOptions {
             iterator_ttl_seconds: 1,
+            ..KinesisOptions::default()
         },
     )?;
     env.put_numbered(0, 30, 4)?;

@@ -22,3 +22,4 @@ mod processes;
 mod resharding;
 mod resume;
 mod stalled_caller;
+mod startup;

@@ -34,12 +34,15 @@ pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>
 pub struct KinesisOptions {
     /// Shard iterator lifetime (real Kinesis: 300 s).
     pub iterator_ttl_seconds: u64,
+    /// How long a new stream stays CREATING.
+    pub create_stream_ms: u64,
 }
 
 impl Default for KinesisOptions {
     fn default() -> Self {
         KinesisOptions {
             iterator_ttl_seconds: 300,
+            create_stream_ms: 0,
         }
     }
 }
@@ -125,7 +128,7 @@ impl Emulators {
             });
         }
         let store_options = ferrokinesis::store::StoreOptions {
-            create_stream_ms: 0,
+            create_stream_ms: options.create_stream_ms,
             delete_stream_ms: 0,
             update_stream_ms: 0,
             shard_limit: 10_000,
