@@ -33,6 +33,39 @@ use crate::tables::Names;
 /// How long a stop waits for shard threads to commit and release.
 const SHARD_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How many times in a row a shard may fail with an error that retrying does not fix
+/// (access denied, a rejected argument) before the consumer gives up with a fatal error
+/// rather than restart it at every shard check forever.
+const MAX_SHARD_FAILURES: u32 = 3;
+
+/// Why a running shard thread is stopped at a refresh (for the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Departure {
+    /// Still listed: the assignment gives it to another client.
+    Moved,
+    /// No longer in the shard list: finished (read to its end) or gone from the stream.
+    Unlisted,
+}
+
+impl Departure {
+    fn of(shard: &str, listed: &[String]) -> Self {
+        if listed.iter().any(|s| s == shard) {
+            Departure::Moved
+        } else {
+            Departure::Unlisted
+        }
+    }
+}
+
+impl std::fmt::Display for Departure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Departure::Moved => "moving it to another client",
+            Departure::Unlisted => "it is finished or no longer in the stream",
+        })
+    }
+}
+
 /// Messages from the consumer to its coordinator.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -126,6 +159,8 @@ struct Coordinator<'a> {
     shards: HashMap<Arc<str>, ShardHandle>,
     /// Shards read to their end and finished: never restarted.
     finished: HashSet<Arc<str>>,
+    /// Consecutive failed runs per shard (see [`MAX_SHARD_FAILURES`]).
+    failures: HashMap<Arc<str>, u32>,
     exits_tx: Sender<(Arc<str>, ShardExit)>,
     exits_rx: Receiver<(Arc<str>, ShardExit)>,
     abandon: Arc<AtomicBool>,
@@ -142,6 +177,7 @@ impl<'a> Coordinator<'a> {
             bridge,
             shards: HashMap::new(),
             finished: HashSet::new(),
+            failures: HashMap::new(),
             exits_tx,
             exits_rx,
             abandon: Arc::new(AtomicBool::new(false)),
@@ -222,7 +258,8 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Joins an ended shard thread. `Ok(true)` if the shard finished (refresh soon);
-    /// `Err` (fatal) if it ended because the stream is gone and a check confirms it.
+    /// `Err` (fatal) if it ended because the stream is gone and a check confirms it, or
+    /// failed [`MAX_SHARD_FAILURES`] times in a row.
     fn on_exit(&mut self, shard: Arc<str>, exit: ShardExit) -> Result<bool> {
         if let Some(handle) = self.shards.remove(&shard) {
             handle.join();
@@ -231,7 +268,23 @@ impl<'a> Coordinator<'a> {
             "client {}: shard thread {shard} ended: {exit:?}",
             self.name()
         );
+        let failures = match &exit {
+            ShardExit::Failed(_) => {
+                let n = self.failures.entry(Arc::clone(&shard)).or_insert(0);
+                *n += 1;
+                *n
+            }
+            _ => {
+                self.failures.remove(&shard);
+                0
+            }
+        };
         match exit {
+            ShardExit::Failed(why) if failures >= MAX_SHARD_FAILURES => {
+                return Err(Error::new(ErrorKind::ShardFailed).with_context(format!(
+                    "shard {shard} failed {failures} times in a row, last with \"{why}\""
+                )));
+            }
             ShardExit::Finished => {
                 self.finished.insert(shard);
                 return Ok(true);
@@ -301,7 +354,8 @@ impl<'a> Coordinator<'a> {
             .cloned()
             .collect();
         for shard in gone {
-            log::info!("client {}: handing shard {shard} over", self.name());
+            let why = Departure::of(&shard, &shard_ids);
+            log::info!("client {}: stopping shard {shard}: {why}", self.name());
             if let Some(h) = self.shards.get_mut(&shard) {
                 // The thread releases and reports its exit; `on_exit` joins it.
                 h.request_stop();
@@ -458,5 +512,22 @@ impl<'a> Coordinator<'a> {
             Ok(()) => log::info!("client {}: stopped and deregistered", self.name()),
             Err(e) => log::warn!("client {}: {e}", self.name()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn departures_say_what_happened() {
+        let listed = vec!["shard-1".to_owned()];
+        assert_eq!(Departure::of("shard-1", &listed), Departure::Moved);
+        assert_eq!(Departure::of("shard-0", &listed), Departure::Unlisted);
+        assert_eq!(
+            Departure::Unlisted.to_string(),
+            "it is finished or no longer in the stream"
+        );
+        assert!(!Departure::Moved.to_string().contains("handing"));
     }
 }

@@ -79,6 +79,9 @@ pub enum ErrorKind {
     /// [`InitialPosition::AtTimestamp`](crate::InitialPosition::AtTimestamp) is in the
     /// future: Kinesis rejects it.
     InvalidInitialPosition,
+    /// A shard kept failing with an error that retrying does not fix (access denied, an
+    /// argument the service rejects): the consumer stopped rather than retry forever.
+    ShardFailed,
 }
 
 impl ErrorKind {
@@ -115,6 +118,9 @@ impl ErrorKind {
             }
             ErrorKind::InvalidInitialPosition => {
                 "the initial position's timestamp is in the future"
+            }
+            ErrorKind::ShardFailed => {
+                "a shard keeps failing with an error that retrying does not fix"
             }
         }
     }

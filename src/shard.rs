@@ -36,7 +36,7 @@ use crate::watermark::{AggregatePart, Checkpoint, Partial, ShardProgress};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How a shard thread ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ShardExit {
     /// Told to stop; the lease was released (or never captured).
     Stopped,
@@ -44,8 +44,9 @@ pub(crate) enum ShardExit {
     LeaseLost,
     /// Read to its end and fully processed; marked `Finished`.
     Finished,
-    /// Could not go on; reported to the caller, lease released if possible.
-    Failed,
+    /// Could not go on, with an error that retrying the same call will not fix (the
+    /// error, for the coordinator); reported to the caller, lease released if possible.
+    Failed(String),
     /// The stream (or this shard) does not exist any more.
     NoSuchStream,
     /// Simulated crash: left without writing anything.
@@ -140,7 +141,7 @@ enum Interrupt {
     Stop,
     LeaseLost,
     Finished,
-    Failed,
+    Failed(String),
     NoSuchStream,
 }
 
@@ -313,9 +314,9 @@ impl<'a> Worker<'a> {
                 self.release(&progress);
                 ShardExit::Stopped
             }
-            Interrupt::Failed => {
+            Interrupt::Failed(why) => {
                 self.release(&progress);
-                ShardExit::Failed
+                ShardExit::Failed(why)
             }
             Interrupt::NoSuchStream => {
                 self.release(&progress);
@@ -386,8 +387,9 @@ impl<'a> Worker<'a> {
                     error,
                     transient: false,
                 }) => {
+                    let why = error.to_string();
                     self.ctx.notices.report(error);
-                    return Some(Err(ShardExit::Failed));
+                    return Some(Err(ShardExit::Failed(why)));
                 }
                 Err(WriteError::Other { error, .. }) => {
                     log::warn!("{error}; retrying");
@@ -559,11 +561,12 @@ impl<'a> Worker<'a> {
                         Err(SourceError::Fatal(error)) => {
                             log::error!("{error}");
                             let gone = error.kind() == ErrorKind::NoSuchStream;
+                            let why = error.to_string();
                             self.ctx.notices.report(error);
                             return if gone {
                                 Interrupt::NoSuchStream
                             } else {
-                                Interrupt::Failed
+                                Interrupt::Failed(why)
                             };
                         }
                     }
@@ -710,8 +713,9 @@ impl<'a> Worker<'a> {
             }
             Err(WriteError::LeaseLost) => Interrupt::LeaseLost,
             Err(WriteError::Other { error, .. }) => {
+                let why = error.to_string();
                 self.ctx.notices.report(error);
-                Interrupt::Failed
+                Interrupt::Failed(why)
             }
         }
     }

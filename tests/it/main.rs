@@ -13,6 +13,7 @@ mod drain;
 mod errors;
 mod faults;
 mod fleet;
+mod hopeless;
 mod iterator;
 mod lease;
 mod lifecycle;
