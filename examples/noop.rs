@@ -14,9 +14,31 @@
 //! endpoints (region `AWS_REGION` or us-east-1; credentials from the environment or
 //! dummy ones, which emulators accept).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use kinsumer::{Config, Kinsumer};
+use kinsumer::{Config, Kinsumer, Stats};
+
+/// How often a status line is printed, records or not (an idle stream must not look
+/// like a hung program).
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+
+/// Counts the shards this client owns, for the status line.
+#[derive(Debug, Default)]
+struct Owned(AtomicI64);
+
+impl Stats for Owned {
+    fn lease_acquired(&self, _shard_id: &str) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    fn lease_released(&self, _shard_id: &str) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+    fn lease_lost(&self, _shard_id: &str) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 struct Args {
     stream: String,
@@ -55,8 +77,8 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn consumer(args: &Args) -> kinsumer::Result<Kinsumer> {
-    let config = Config::default();
+fn consumer(args: &Args, owned: &Arc<Owned>) -> kinsumer::Result<Kinsumer> {
+    let config = Config::default().with_stats(owned.clone());
     let endpoints = (
         std::env::var("KINSUMER_KINESIS_ENDPOINT"),
         std::env::var("KINSUMER_DYNAMODB_ENDPOINT"),
@@ -121,7 +143,8 @@ fn main() {
 }
 
 fn run(args: &Args) -> kinsumer::Result<()> {
-    let consumer = consumer(args)?;
+    let owned = Arc::new(Owned::default());
+    let consumer = consumer(args, &owned)?;
     if args.create_tables {
         consumer.create_required_tables()?;
     }
@@ -137,17 +160,25 @@ fn run(args: &Args) -> kinsumer::Result<()> {
     );
     let mut count: u64 = 0;
     let mut last = Instant::now();
-    for record in consumer.records() {
-        match record {
-            Ok(_) => count += 1,
-            Err(e) if e.is_fatal() => return Err(e),
-            Err(e) => eprintln!("warning: {e}"),
+    let mut records = consumer.records();
+    loop {
+        // Wake up at least once a second, so the status line comes on an idle stream too.
+        match records.next_timeout(Duration::from_secs(1)) {
+            Some(Ok(_)) => count += 1,
+            Some(Err(e)) if e.is_timeout() => {}
+            Some(Err(e)) if e.is_fatal() => return Err(e),
+            Some(Err(e)) => eprintln!("warning: {e}"),
+            None => break,
         }
-        if last.elapsed() >= Duration::from_secs(5) {
-            println!("{count} records so far");
+        if last.elapsed() >= STATUS_EVERY {
+            println!(
+                "{count} records so far; {} shards owned",
+                owned.0.load(Ordering::Relaxed)
+            );
             last = Instant::now();
         }
     }
+    drop(records);
     consumer.stop();
     println!("stopped after {count} records");
     Ok(())
