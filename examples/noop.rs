@@ -178,7 +178,6 @@ fn run(args: &Args) -> kinsumer::Result<()> {
             last = Instant::now();
         }
     }
-    drop(records);
     consumer.stop();
     println!("stopped after {count} records");
     Ok(())

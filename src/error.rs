@@ -301,7 +301,7 @@ fn cause_messages(mut next: Option<&(dyn std::error::Error + 'static)>) -> Vec<S
     let mut out: Vec<String> = Vec::new();
     while let Some(e) = next {
         let text = e.to_string();
-        if !text.is_empty() && !out.iter().any(|m| *m == text) {
+        if !text.is_empty() && !out.contains(&text) {
             out.push(text);
         }
         next = e.source();

@@ -413,7 +413,9 @@ impl<'a> Worker<'a> {
                 StartAt::At(p.aggregate.clone())
             }
             (_, Some(seq)) => StartAt::After(seq.clone()),
-            (_, None) => StartAt::Initial(self.ctx.config.initial_position()),
+            // Not unpacking: deliver the partly processed aggregate again, whole.
+            (Some(p), None) => StartAt::At(p.aggregate.clone()),
+            (None, None) => StartAt::Initial(self.ctx.config.initial_position()),
         };
         self.checkpoint = Some(found);
         start

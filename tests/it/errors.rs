@@ -100,8 +100,7 @@ fn a_missing_region_is_a_config_error_that_names_the_fix() {
         .behavior_version(aws_config::BehaviorVersion::latest())
         .build();
     let err = Kinsumer::from_sdk_config(&sdk, "stream", "app", "c", Config::default())
-        .err()
-        .expect("built without a region");
+        .expect_err("built without a region");
     assert_eq!(err.kind(), ErrorKind::NoRegion);
     assert!(err.is_config());
     assert!(err.to_string().contains("AWS_REGION"), "{err}");

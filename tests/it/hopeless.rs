@@ -4,43 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use aws_smithy_runtime_api::box_error::BoxError;
-use aws_smithy_runtime_api::client::interceptors::Intercept;
-use aws_smithy_runtime_api::client::interceptors::context::BeforeDeserializationInterceptorContextMut;
-use aws_smithy_runtime_api::client::orchestrator::Metadata;
-use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
-use aws_smithy_runtime_api::http::StatusCode;
-use aws_smithy_types::body::SdkBody;
-use aws_smithy_types::config_bag::ConfigBag;
 use kinsumer::{ErrorKind, Kinsumer};
 
+use crate::support::fault::AlwaysFail;
 use crate::support::{self, Env, TestResult};
-
-/// Answers every GetShardIterator with a 400 AccessDeniedException.
-#[derive(Debug)]
-struct DenyIterators;
-
-impl Intercept for DenyIterators {
-    fn name(&self) -> &'static str {
-        "DenyIterators"
-    }
-
-    fn modify_before_deserialization(
-        &self,
-        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
-        _rc: &RuntimeComponents,
-        cfg: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if cfg.load::<Metadata>().map(|m| m.name()) == Some("GetShardIterator") {
-            let response = context.response_mut();
-            *response.status_mut() = StatusCode::try_from(400)?;
-            *response.body_mut() = SdkBody::from(
-                r#"{"__type":"AccessDeniedException","message":"not authorized to read"}"#,
-            );
-        }
-        Ok(())
-    }
-}
 
 #[test]
 fn a_shard_that_keeps_failing_the_same_way_ends_the_consumer() -> TestResult {
@@ -51,7 +18,11 @@ fn a_shard_that_keeps_failing_the_same_way_ends_the_consumer() -> TestResult {
         env.kinesis
             .config()
             .to_builder()
-            .interceptor(DenyIterators)
+            .interceptor(AlwaysFail {
+                operation: "GetShardIterator",
+                status: 400,
+                code: "AccessDeniedException",
+            })
             .build(),
     );
     let consumer = Kinsumer::from_clients(

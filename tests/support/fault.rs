@@ -134,3 +134,40 @@ impl Intercept for FaultInjector {
         Ok(())
     }
 }
+
+/// Answers every call of one operation with the same service error: for failures that
+/// retrying never fixes (access denied, a rejected argument).
+#[derive(Debug, Clone)]
+pub struct AlwaysFail {
+    /// The operation's name, as the SDK calls it (`GetShardIterator`).
+    pub operation: &'static str,
+    pub status: u16,
+    /// The error code (`AccessDeniedException`).
+    pub code: &'static str,
+}
+
+impl Intercept for AlwaysFail {
+    fn name(&self) -> &'static str {
+        "AlwaysFail"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let operation = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map(|m| m.name());
+        if operation == Some(self.operation) {
+            let response = context.response_mut();
+            *response.status_mut() = StatusCode::try_from(self.status)?;
+            *response.body_mut() = SdkBody::from(format!(
+                r#"{{"__type":"{}","message":"injected {} for {}"}}"#,
+                self.code, self.code, self.operation
+            ));
+        }
+        Ok(())
+    }
+}
