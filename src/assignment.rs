@@ -94,6 +94,56 @@ pub(crate) fn owned_by<'a>(shards: &'a [String], clients: &[String], me: &str) -
         .collect()
 }
 
+/// The shards `me` owns under the Go library's scheme: the shard at position `i` of
+/// `shards` (the `ShardCache` list, in its stored order) goes to the client at position
+/// `i mod n` of `clients` (the live client ids, sorted). A client whose position is not
+/// below the shard count gets none. Empty if `me` is not among `clients`.
+///
+/// Used while Go clients share the application (see [`AssignmentMode`]), so that Go and
+/// Rust clients agree on who reads what.
+pub(crate) fn go_owned_by<'a>(shards: &'a [String], clients: &[String], me: &str) -> Vec<&'a str> {
+    let Some(me) = clients.iter().position(|c| c == me) else {
+        return Vec::new();
+    };
+    shards
+        .iter()
+        .skip(me)
+        .step_by(clients.len())
+        .map(String::as_str)
+        .collect()
+}
+
+/// How a client decides which shards it owns. Reported to
+/// [`Stats::assignment_mode_changed`](crate::Stats::assignment_mode_changed).
+///
+/// The clients of an application agree on a scheme without configuration: each Rust
+/// client marks its row in the clients table; while any live client lacks the mark (a
+/// client of the Go library), every Rust client uses the Go library's scheme, so both
+/// kinds agree. Once no Go client is live, the fleet's leader says so in the metadata
+/// table and every client moves to [`assign_shards`] through a short
+/// [`Switching`](AssignmentMode::Switching) phase in which it keeps the shards of both
+/// schemes, so no shard is left unread while clients switch at different moments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AssignmentMode {
+    /// The Go library's scheme (shard list position modulo the number of clients).
+    GoCompatible,
+    /// Moving from the Go scheme to [`assign_shards`]: shards of either scheme are kept.
+    Switching,
+    /// [`assign_shards`]: balanced, and few shards move when clients come and go.
+    Rendezvous,
+}
+
+impl std::fmt::Display for AssignmentMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AssignmentMode::GoCompatible => "Go-compatible",
+            AssignmentMode::Switching => "switching to rendezvous",
+            AssignmentMode::Rendezvous => "rendezvous",
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +171,39 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The Go library's scheme, pinned: (shards, clients, client, expected shards).
+    #[test]
+    fn go_scheme_is_list_position_modulo_client_count() {
+        let shards: Vec<String> = ["s0", "s1", "s2", "s3", "s4"].map(String::from).to_vec();
+        let clients: Vec<String> = ["a", "b"].map(String::from).to_vec();
+        let three: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let seven: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
+        let cases: &[(&[String], &[String], &str, &[&str])] = &[
+            (&shards, &clients, "a", &["s0", "s2", "s4"]),
+            (&shards, &clients, "b", &["s1", "s3"]),
+            (&shards, &three, "a", &["s0", "s3"]),
+            (&shards, &three, "b", &["s1", "s4"]),
+            (&shards, &three, "c", &["s2"]),
+            // More clients than shards: positions 5 and 6 get none.
+            (&shards, &seven, "c4", &["s4"]),
+            (&shards, &seven, "c5", &[]),
+            (&shards, &seven, "c6", &[]),
+            // Not a live client: nothing.
+            (&shards, &clients, "z", &[]),
+            (&[], &clients, "a", &[]),
+        ];
+        for (shards, clients, me, expected) in cases {
+            assert_eq!(
+                go_owned_by(shards, clients, me),
+                expected.to_vec(),
+                "{me} of {clients:?}"
+            );
+        }
+        // The list's own order counts, not sorted order (Go reads the cache as stored).
+        let unsorted: Vec<String> = ["s2", "s0", "s1"].map(String::from).to_vec();
+        assert_eq!(go_owned_by(&unsorted, &clients, "a"), ["s2", "s1"]);
     }
 
     #[test]

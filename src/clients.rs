@@ -3,6 +3,10 @@
 //! Each client puts its row (`ID`, `Name`, `LastUpdate` ns, `LastUpdateRFC`) at start and
 //! at every shard check, and deletes it on a clean stop. A row older than the lease TTL
 //! (5 × shard check frequency) belongs to a client that is gone.
+//!
+//! Rust clients add [`SCHEME_ATTRIBUTE`] to their row; the Go library ignores attributes
+//! it does not know, so a live row without it is a Go client's (see
+//! [`AssignmentMode`](crate::AssignmentMode)).
 
 use std::time::Duration;
 
@@ -13,6 +17,11 @@ use crate::checkpoints::Owner;
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::tables;
+
+/// The attribute that marks a Rust client's row, and its value: the assignment scheme
+/// the client speaks.
+pub(crate) const SCHEME_ATTRIBUTE: &str = "AssignmentScheme";
+const SCHEME: &str = "rendezvous";
 
 /// Puts (or refreshes) this client's row.
 pub(crate) fn register(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
@@ -27,6 +36,7 @@ pub(crate) fn register(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
                 .item("Name", AttributeValue::S(me.name.clone()))
                 .item("LastUpdate", AttributeValue::N(now.to_string()))
                 .item("LastUpdateRFC", AttributeValue::S(clock::rfc3339(now)))
+                .item(SCHEME_ATTRIBUTE, AttributeValue::S(SCHEME.to_owned()))
                 .send(),
         )
         .map(|_| ())
@@ -68,6 +78,8 @@ pub(crate) fn delete(bridge: &Bridge, table: &str, id: &str) -> Result<()> {
 pub(crate) struct Clients {
     /// Ids of the clients whose rows are fresher than the TTL, sorted.
     pub(crate) live: Vec<String>,
+    /// Those of them whose rows lack the scheme mark: Go clients.
+    pub(crate) go: Vec<String>,
     /// Ids of rows not updated for [`ANCIENT`]: the leader deletes them.
     pub(crate) ancient: Vec<String>,
 }
@@ -90,6 +102,9 @@ pub(crate) fn scan(bridge: &Bridge, table: &str, ttl: Duration) -> Result<Client
         };
         if updated > cutoff {
             clients.live.push(id.clone());
+            if !matches!(item.get(SCHEME_ATTRIBUTE), Some(AttributeValue::S(v)) if v == SCHEME) {
+                clients.go.push(id.clone());
+            }
         } else if updated < ancient {
             clients.ancient.push(id.clone());
         }

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
-use crate::assignment;
 use crate::bridge::Bridge;
 use crate::checkpoints::{self, Owner};
 use crate::clients;
@@ -26,6 +25,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::lineage;
 use crate::metadata;
 use crate::record::Record;
+use crate::scheme::{self, Phase};
 use crate::shard::{self, Notices, ShardContext, ShardExit, ShardHandle};
 use crate::stream;
 use crate::tables::Names;
@@ -166,6 +166,8 @@ struct Coordinator<'a> {
     abandon: Arc<AtomicBool>,
     /// Whether this client holds the `Leader` item.
     leader: bool,
+    /// The assignment scheme in use; `None` before the first refresh.
+    phase: Option<Phase>,
     next_leader_action: Instant,
 }
 
@@ -182,6 +184,7 @@ impl<'a> Coordinator<'a> {
             exits_rx,
             abandon: Arc::new(AtomicBool::new(false)),
             leader: false,
+            phase: None,
             next_leader_action: Instant::now(),
         }
     }
@@ -337,16 +340,18 @@ impl<'a> Coordinator<'a> {
                 self.parts.notices.report(e);
             }
         }
-        let shard_ids: Vec<String> = match cache {
+        let listed: Vec<String> = match cache {
             Some(ids) => ids,
             None => self.ready_shards()?,
-        }
-        .into_iter()
-        .filter(|id| !self.finished.contains(id.as_str()))
-        .collect();
-        let mine: HashSet<&str> = assignment::owned_by(&shard_ids, &live, &self.parts.owner.id)
-            .into_iter()
+        };
+        let shard_ids: Vec<String> = listed
+            .iter()
+            .filter(|id| !self.finished.contains(id.as_str()))
+            .cloned()
             .collect();
+        let phase = self.choose_scheme(!clients.go.is_empty())?;
+        let mut mine = phase.owned(&listed, &shard_ids, &live, &self.parts.owner.id);
+        mine.retain(|id| !self.finished.contains(id.as_str()));
         let gone: Vec<Arc<str>> = self
             .shards
             .keys()
@@ -362,10 +367,10 @@ impl<'a> Coordinator<'a> {
             }
         }
         for shard in &mine {
-            if self.shards.contains_key(*shard) {
+            if self.shards.contains_key(shard.as_str()) {
                 continue;
             }
-            let shard: Arc<str> = Arc::from(*shard);
+            let shard: Arc<str> = Arc::from(shard.as_str());
             let ctx = ShardContext {
                 shard_id: Arc::clone(&shard),
                 stream: Arc::from(names.stream.as_str()),
@@ -386,6 +391,40 @@ impl<'a> Coordinator<'a> {
             }
         }
         Ok(mine.len())
+    }
+
+    /// Reads (and, when this client should, writes) the fleet's scheme word and moves
+    /// this client's assignment phase on ([`scheme`]).
+    fn choose_scheme(&mut self, go_live: bool) -> Result<Phase> {
+        let table = &self.parts.names.metadata;
+        let mut word = metadata::read_scheme(self.bridge, table)?;
+        if let Some(w) = scheme::word_to_write(self.leader, go_live, word) {
+            metadata::write_scheme(self.bridge, table, w)?;
+            word = Some(w);
+        }
+        let window = self.parts.config.shard_check_frequency().saturating_mul(2);
+        let phase = match self.phase {
+            None => Phase::initial(go_live, word),
+            Some(p) => p.next(go_live, word, Instant::now(), window),
+        };
+        if self.phase.map(Phase::mode) != Some(phase.mode()) {
+            log::info!(
+                "client {}: assignment scheme: {}{}",
+                self.name(),
+                phase.mode(),
+                if go_live {
+                    " (Go clients are live)"
+                } else {
+                    ""
+                }
+            );
+            self.parts
+                .config
+                .stats()
+                .assignment_mode_changed(phase.mode());
+        }
+        self.phase = Some(phase);
+        Ok(phase)
     }
 
     /// The shards to assign now: listed, unfinished, and with every parent finished or

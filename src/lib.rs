@@ -58,6 +58,7 @@ mod lineage;
 mod metadata;
 mod record;
 mod retry;
+mod scheme;
 mod shard;
 mod source;
 mod stats;
@@ -70,7 +71,7 @@ mod watermark;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use assignment::assign_shards;
+pub use assignment::{AssignmentMode, assign_shards};
 pub use config::{BillingMode, CheckpointMode, Config, InitialPosition};
 pub use consumer::{Kinsumer, Records, StopHandle};
 pub use error::{Error, ErrorKind, Result};

@@ -4,7 +4,10 @@
 //! put — it succeeds if the item has no ID, is ours, or is stale — and refreshed at every
 //! shard check. Item `ShardCache` (`ShardIDs`: sorted list of strings, `LastUpdate`,
 //! `LastUpdateRFC`) is written by the leader and read by every client, so all clients
-//! assign from the same shard list without each calling ListShards.
+//! assign from the same shard list without each calling ListShards. Item
+//! `AssignmentMode` (`Mode`: `go` or `rendezvous`, `LastUpdate`, `LastUpdateRFC`) is this
+//! crate's own (the Go library ignores it): the leader's word on which assignment scheme
+//! the fleet uses (see [`AssignmentMode`](crate::AssignmentMode)).
 
 use std::time::Duration;
 
@@ -162,6 +165,64 @@ pub(crate) fn write_shard_cache(bridge: &Bridge, table: &str, ids: &[String]) ->
         )
         .map(|_| ())
         .map_err(|e| Error::aws(format!("writing the shard cache in table {table}"), e))
+}
+
+/// The fleet's assignment scheme, as the leader (or a client that saw a Go client)
+/// last wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SchemeWord {
+    /// A Go client is (or was just) live: use the Go library's scheme.
+    Go,
+    /// No Go client is live: use the crate's own scheme.
+    Rendezvous,
+}
+
+impl SchemeWord {
+    fn as_str(self) -> &'static str {
+        match self {
+            SchemeWord::Go => "go",
+            SchemeWord::Rendezvous => "rendezvous",
+        }
+    }
+}
+
+/// The scheme word, if one was written.
+pub(crate) fn read_scheme(bridge: &Bridge, table: &str) -> Result<Option<SchemeWord>> {
+    let out = bridge
+        .block_on(
+            bridge
+                .dynamodb()
+                .get_item()
+                .table_name(table)
+                .key("Key", s("AssignmentMode"))
+                .consistent_read(true)
+                .send(),
+        )
+        .map_err(|e| Error::aws(format!("reading the assignment mode in table {table}"), e))?;
+    Ok(match out.item.as_ref().and_then(|i| i.get("Mode")) {
+        Some(AttributeValue::S(m)) if m == "go" => Some(SchemeWord::Go),
+        Some(AttributeValue::S(m)) if m == "rendezvous" => Some(SchemeWord::Rendezvous),
+        _ => None,
+    })
+}
+
+/// Writes the scheme word.
+pub(crate) fn write_scheme(bridge: &Bridge, table: &str, word: SchemeWord) -> Result<()> {
+    let now = clock::now_nanos();
+    bridge
+        .block_on(
+            bridge
+                .dynamodb()
+                .put_item()
+                .table_name(table)
+                .item("Key", s("AssignmentMode"))
+                .item("Mode", s(word.as_str()))
+                .item("LastUpdate", AttributeValue::N(now.to_string()))
+                .item("LastUpdateRFC", s(&clock::rfc3339(now)))
+                .send(),
+        )
+        .map(|_| ())
+        .map_err(|e| Error::aws(format!("writing the assignment mode in table {table}"), e))
 }
 
 /// An upper estimate of the cache item's size as DynamoDB counts it: attribute names and

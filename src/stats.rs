@@ -85,6 +85,12 @@ pub trait Stats: Send + Sync + fmt::Debug {
         let _ = leader;
     }
 
+    /// This client changed its assignment scheme (at start, and when Go clients of the
+    /// same application come or go).
+    fn assignment_mode_changed(&self, mode: crate::AssignmentMode) {
+        let _ = mode;
+    }
+
     /// The shard's iterator expired or was rejected and was renewed.
     fn iterator_renewed(&self, shard_id: &str) {
         let _ = shard_id;
