@@ -18,6 +18,7 @@ mod iterator;
 mod lease;
 mod lifecycle;
 mod manual;
+mod migration;
 mod positions;
 mod processes;
 mod resharding;

@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod fault;
+pub mod golike;
 pub mod kpl;
 
 use std::collections::HashMap;
@@ -319,20 +320,26 @@ impl Env {
         )
     }
 
-    /// Writes `(partition key, data)` records, in order, 500 per PutRecords call.
+    /// Writes `(partition key, data)` records, in order, in PutRecords calls of at most
+    /// 500 records and 4 MiB (Kinesis' limits are 500 and 5 MiB).
     pub fn put_raw(&self, records: impl IntoIterator<Item = (String, Vec<u8>)>) -> TestResult {
+        const MAX_CALL_BYTES: usize = 4 << 20;
         let mut records = records.into_iter().peekable();
         while records.peek().is_some() {
-            let entries = records
-                .by_ref()
-                .take(500)
-                .map(|(key, data)| {
+            let mut entries = Vec::new();
+            let mut bytes = 0;
+            while let Some((key, data)) = records.next_if(|(k, d)| {
+                entries.is_empty()
+                    || (entries.len() < 500 && bytes + k.len() + d.len() <= MAX_CALL_BYTES)
+            }) {
+                bytes += key.len() + data.len();
+                entries.push(
                     PutRecordsRequestEntry::builder()
                         .partition_key(key)
                         .data(Blob::new(data))
-                        .build()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+                        .build()?,
+                );
+            }
             let out = self.block_on(
                 self.kinesis
                     .put_records()
@@ -509,6 +516,7 @@ pub struct Recorder {
     pub fetch_calls: AtomicU64,
     pub aggregate_commits: AtomicU64,
     pub corrupt_aggregates: AtomicU64,
+    pub modes: parking_lot::Mutex<Vec<kinsumer::AssignmentMode>>,
 }
 
 impl Recorder {
@@ -548,6 +556,9 @@ impl kinsumer::Stats for Recorder {
     }
     fn aggregate_corrupt(&self, _shard: &str, _seq: &str, _reason: &str) {
         self.corrupt_aggregates.fetch_add(1, Ordering::SeqCst);
+    }
+    fn assignment_mode_changed(&self, mode: kinsumer::AssignmentMode) {
+        self.modes.lock().push(mode);
     }
 }
 
