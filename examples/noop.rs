@@ -166,8 +166,7 @@ fn run(args: &Args) -> kinsumer::Result<()> {
         match records.next_timeout(Duration::from_secs(1)) {
             Some(Ok(_)) => count += 1,
             Some(Err(e)) if e.is_timeout() => {}
-            Some(Err(e)) if e.is_fatal() => return Err(e),
-            Some(Err(e)) => eprintln!("warning: {e}"),
+            Some(Err(e)) => return Err(e), // fatal: the consumer has ended
             None => break,
         }
         if last.elapsed() >= STATUS_EVERY {

@@ -107,8 +107,7 @@ fn consume(
                 seen.insert(String::from_utf8_lossy(record.data()).into_owned());
             }
             Some(Err(e)) if e.is_timeout() => {}
-            Some(Err(e)) if e.is_fatal() => return Err(e.into()),
-            Some(Err(e)) => eprintln!("warning: {e}"),
+            Some(Err(e)) => return Err(e.into()), // fatal: the consumer has ended
             None => return Err("consumer stopped".into()),
         }
         if last_report.elapsed() >= Duration::from_millis(500) || seen.len() == RECORDS {

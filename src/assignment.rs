@@ -180,7 +180,8 @@ mod tests {
         let clients: Vec<String> = ["a", "b"].map(String::from).to_vec();
         let three: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         let seven: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
-        let cases: &[(&[String], &[String], &str, &[&str])] = &[
+        type Case<'a> = (&'a [String], &'a [String], &'a str, &'a [&'a str]);
+        let cases: &[Case<'_>] = &[
             (&shards, &clients, "a", &["s0", "s2", "s4"]),
             (&shards, &clients, "b", &["s1", "s3"]),
             (&shards, &three, "a", &["s0", "s3"]),

@@ -16,13 +16,12 @@ use crate::checkpoints::Owner;
 use crate::config::{CheckpointMode, Config};
 use crate::coordinator::{self, Command, CoordinatorHandle, CoordinatorParts};
 use crate::error::{Error, ErrorKind, Result};
+use crate::health::{Health, HealthState};
 use crate::record::{ProcessedMarker, Record};
 use crate::shard::Notices;
 use crate::stream;
 use crate::tables::{self, Names};
 
-/// Non-fatal errors waiting for the caller; more are logged and dropped.
-const NOTICE_BUFFER: usize = 64;
 /// Upper bound on `stop()` waiting for the coordinator.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -123,8 +122,12 @@ pub struct Kinsumer {
     wake: Receiver<()>,
     records_tx: Sender<Record>,
     records: Receiver<Record>,
-    notices_tx: Sender<Error>,
-    notices: Receiver<Error>,
+    /// The error that ended consumption; capacity one: the first one wins.
+    fatal_tx: Sender<Error>,
+    fatal_rx: Receiver<Error>,
+    /// Disconnects when the coordinator thread ends, however it ends.
+    coordinator_done: Mutex<Option<Receiver<()>>>,
+    health: Arc<HealthState>,
     /// The record handed out last in auto mode, processed when the next one is pulled.
     in_flight: Mutex<Option<ProcessedMarker>>,
     fatal: AtomicBool,
@@ -210,7 +213,7 @@ impl Kinsumer {
             return Err(Error::new(ErrorKind::NoRegion).with_context("configuring the AWS clients"));
         }
         let (records_tx, records) = crossbeam_channel::bounded(config.buffer_size());
-        let (notices_tx, notices) = crossbeam_channel::bounded(NOTICE_BUFFER);
+        let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
         let (wake_tx, wake) = crossbeam_channel::bounded(0);
         Ok(Kinsumer {
             names: Arc::new(names),
@@ -228,8 +231,10 @@ impl Kinsumer {
             wake,
             records_tx,
             records,
-            notices_tx,
-            notices,
+            fatal_tx,
+            fatal_rx,
+            coordinator_done: Mutex::new(None),
+            health: Arc::new(HealthState::default()),
             in_flight: Mutex::new(None),
             fatal: AtomicBool::new(false),
         })
@@ -311,7 +316,11 @@ impl Kinsumer {
             config: self.config.clone(),
             bridge: self.bridge.clone(),
             records: self.records_tx.clone(),
-            notices: Notices::new(self.notices_tx.clone()),
+            notices: Notices::new(
+                self.fatal_tx.clone(),
+                Arc::clone(self.config.stats()),
+                Arc::clone(&self.health),
+            ),
             commands: commands_rx,
         })?;
         log::info!(
@@ -320,6 +329,8 @@ impl Kinsumer {
             self.owner.id,
             self.names.stream
         );
+        *self.coordinator_done.lock() = Some(coordinator.done());
+        self.health.set_running(true);
         *state = RunState::Running {
             commands,
             coordinator,
@@ -329,15 +340,28 @@ impl Kinsumer {
 
     /// The records, as an iterator of `Result<Record, Error>`.
     ///
-    /// Non-fatal errors (a shard that keeps failing, a lost lease, …) are yielded in
-    /// place and iteration goes on. Iteration ends (`None`) after a stop, or right after
-    /// a fatal error has been yielded (check [`Error::is_fatal`]). Before
-    /// [`run`](Kinsumer::run), the iterator blocks until records come or a stop.
+    /// An `Err` item means the consumer can no longer deliver: it is fatal
+    /// ([`Error::is_fatal`]), and iteration ends (`None`) right after it — so
+    /// `let record = record?;` is the right way to write the loop. Trouble that retrying
+    /// fixes (throttling, a DynamoDB blip, a shard being restarted) is never yielded: it is
+    /// logged, passed to [`Stats::error_reported`](crate::Stats::error_reported) and counted
+    /// in [`health`](Kinsumer::health). Iteration also ends after a stop. Called before
+    /// [`run`](Kinsumer::run), the iterator yields one [`ErrorKind::NotRunning`] error and
+    /// ends; it never blocks forever on a consumer that has ended.
     ///
     /// In [`CheckpointMode::Auto`], pulling the next item marks the previous record
     /// processed. Several iterators may exist; they share one stream of records.
     pub fn records(&self) -> Records<'_> {
-        Records { consumer: self }
+        Records {
+            consumer: self,
+            ended: false,
+        }
+    }
+
+    /// What the consumer can say about itself now: whether it runs, how many shards it
+    /// reads, and the errors it met and retried.
+    pub fn health(&self) -> Health {
+        self.health.snapshot()
     }
 
     /// A handle that stops this consumer from another thread.
@@ -369,6 +393,7 @@ impl Kinsumer {
 
     fn finish(&self, command: Command) {
         self.signal.request();
+        self.health.set_running(false);
         if let Some(f) = self.in_flight.lock().take() {
             // A panic in the loop body must not count its record as processed.
             if !std::thread::panicking() {
@@ -397,16 +422,22 @@ impl Kinsumer {
         if auto && let Some(f) = self.in_flight.lock().take() {
             f.mark();
         }
+        let done = self.coordinator_done.lock().clone();
+        let Some(done) = done else {
+            return Some(Err(Error::new(ErrorKind::NotRunning)
+                .with_context("iterating records")
+                .fatal()));
+        };
         loop {
             if self.signal.is_requested() || self.fatal.load(Ordering::Acquire) {
                 return None;
             }
-            let received = match self.notices.try_recv() {
-                Ok(e) => Received::Notice(e),
+            let received = match self.fatal_rx.try_recv() {
+                Ok(e) => Received::Fatal(e),
                 Err(_) => match self.records.try_recv() {
                     Ok(r) => Received::Record(r),
                     Err(TryRecvError::Disconnected) => return None,
-                    Err(TryRecvError::Empty) => self.wait(deadline),
+                    Err(TryRecvError::Empty) => self.wait(&done, deadline),
                 },
             };
             match received {
@@ -420,11 +451,19 @@ impl Kinsumer {
                     self.config.stats().records_delivered(record.shard_id(), 1);
                     return Some(Ok(record));
                 }
-                Received::Notice(e) => {
-                    if e.is_fatal() {
-                        self.fatal.store(true, Ordering::Release);
+                Received::Fatal(e) => return Some(Err(self.end_with(e))),
+                Received::CoordinatorGone => {
+                    // It reports why it stops before it ends; if it said nothing, it
+                    // died (or was stopped, which the loop checks first).
+                    let e = self.fatal_rx.try_recv().unwrap_or_else(|_| {
+                        Error::new(ErrorKind::Internal)
+                            .with_context("the coordinator thread ended unexpectedly")
+                            .fatal()
+                    });
+                    if self.signal.is_requested() {
+                        return None;
                     }
-                    return Some(Err(e));
+                    return Some(Err(self.end_with(e)));
                 }
                 Received::Woken => continue,
                 Received::TimedOut => {
@@ -432,16 +471,23 @@ impl Kinsumer {
                         Error::new(ErrorKind::Timeout).with_context("waiting for a record")
                     ));
                 }
-                Received::Closed => return None,
             }
         }
     }
 
-    /// Blocks until a record, an error, a stop or the deadline.
-    fn wait(&self, deadline: Option<Instant>) -> Received {
+    fn end_with(&self, e: Error) -> Error {
+        self.fatal.store(true, Ordering::Release);
+        self.health.set_running(false);
+        e
+    }
+
+    /// Blocks until a record, a fatal error, the coordinator's end, a stop or the
+    /// deadline.
+    fn wait(&self, done: &Receiver<()>, deadline: Option<Instant>) -> Received {
         let mut sel = Select::new();
         let rec_op = sel.recv(&self.records);
-        let note_op = sel.recv(&self.notices);
+        let fatal_op = sel.recv(&self.fatal_rx);
+        let done_op = sel.recv(done);
         sel.recv(&self.wake);
         let op = match deadline {
             Some(d) => match sel.select_deadline(d) {
@@ -453,12 +499,16 @@ impl Kinsumer {
         match op.index() {
             i if i == rec_op => match op.recv(&self.records) {
                 Ok(r) => Received::Record(r),
-                Err(_) => Received::Closed,
+                Err(_) => Received::CoordinatorGone,
             },
-            i if i == note_op => match op.recv(&self.notices) {
-                Ok(e) => Received::Notice(e),
-                Err(_) => Received::Closed,
+            i if i == fatal_op => match op.recv(&self.fatal_rx) {
+                Ok(e) => Received::Fatal(e),
+                Err(_) => Received::CoordinatorGone,
             },
+            i if i == done_op => {
+                let _ = op.recv(done);
+                Received::CoordinatorGone
+            }
             _ => {
                 let _ = op.recv(&self.wake);
                 Received::Woken
@@ -469,10 +519,10 @@ impl Kinsumer {
 
 enum Received {
     Record(Record),
-    Notice(Error),
+    Fatal(Error),
+    CoordinatorGone,
     Woken,
     TimedOut,
-    Closed,
 }
 
 impl Drop for Kinsumer {
@@ -485,14 +535,29 @@ impl Drop for Kinsumer {
 #[derive(Debug)]
 pub struct Records<'a> {
     consumer: &'a Kinsumer,
+    /// This iterator yielded its last item (the consumer was not running).
+    ended: bool,
 }
 
 impl Records<'_> {
     /// Like [`next`](Iterator::next), but waits at most `timeout`. Finding nothing in
-    /// time yields `Some(Err(e))` with [`e.is_timeout()`](Error::is_timeout) — a
-    /// non-fatal error; `None` still means iteration has ended.
+    /// time yields `Some(Err(e))` with [`e.is_timeout()`](Error::is_timeout) — the only
+    /// error item that is not fatal; `None` still means iteration has ended. A timeout too
+    /// large to add to the current time waits without a deadline.
     pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<Record>> {
-        self.consumer.next_item(Some(Instant::now() + timeout))
+        if self.ended {
+            return None;
+        }
+        // A timeout too large to add to now means no deadline.
+        let item = self.consumer.next_item(Instant::now().checked_add(timeout));
+        self.note(item)
+    }
+
+    fn note(&mut self, item: Option<Result<Record>>) -> Option<Result<Record>> {
+        if matches!(&item, Some(Err(e)) if e.kind() == ErrorKind::NotRunning) {
+            self.ended = true;
+        }
+        item
     }
 }
 
@@ -500,7 +565,11 @@ impl Iterator for Records<'_> {
     type Item = Result<Record>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.consumer.next_item(None)
+        if self.ended {
+            return None;
+        }
+        let item = self.consumer.next_item(None);
+        self.note(item)
     }
 }
 

@@ -38,6 +38,11 @@ const SHARD_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// rather than restart it at every shard check forever.
 const MAX_SHARD_FAILURES: u32 = 3;
 
+/// How soon a failed shard is restarted (at most a shard check). With
+/// [`MAX_SHARD_FAILURES`], a failure must persist for about twice this before the
+/// consumer gives up.
+const RESTART_DELAY: Duration = Duration::from_secs(5);
+
 /// Why a running shard thread is stopped at a refresh (for the log).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Departure {
@@ -96,6 +101,11 @@ pub(crate) struct CoordinatorHandle {
 }
 
 impl CoordinatorHandle {
+    /// A receiver that disconnects when the thread ends, however it ends.
+    pub(crate) fn done(&self) -> Receiver<()> {
+        self.done.clone()
+    }
+
     /// Joins the thread if it ends within `timeout`; `false` if it did not (it is then
     /// left to finish on its own).
     pub(crate) fn join_within(self, timeout: Duration) -> bool {
@@ -120,10 +130,20 @@ pub(crate) fn start(parts: CoordinatorParts) -> Result<CoordinatorHandle> {
             let _done = done_tx;
             let bridge = parts.bridge.clone();
             let mut c = Coordinator::new(parts, &bridge);
-            match c.startup() {
+            // A panic (in a user's `Stats` method, say) ends consumption with a fatal
+            // error, and the shard threads are still stopped and their leases released.
+            let started = catch_panic("starting", || c.startup());
+            match started {
                 Ok(()) => {
                     let _ = ready_tx.send(Ok(()));
-                    c.run();
+                    if let Err(e) = catch_panic("running", || {
+                        c.run();
+                        Ok(())
+                    }) {
+                        log::error!("{e}");
+                        c.parts.notices.report(e.fatal());
+                        c.shutdown(false);
+                    }
                 }
                 Err(e) => {
                     c.shutdown(false);
@@ -143,8 +163,24 @@ pub(crate) fn start(parts: CoordinatorParts) -> Result<CoordinatorHandle> {
             let _ = join.join();
             Err(e)
         }
-        Err(_) => Err(Error::new(ErrorKind::Timeout).with_context("starting the coordinator")),
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+            Err(Error::new(ErrorKind::Timeout).with_context("starting the coordinator"))
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+            Err(Error::new(ErrorKind::Internal)
+                .with_context("the coordinator thread ended while starting"))
+        }
     }
+}
+
+/// Runs `f`, turning a panic into an [`ErrorKind::Internal`] error.
+fn catch_panic(doing: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        Err(Error::new(ErrorKind::Internal).with_context(format!(
+            "the coordinator thread panicked while {doing}: {}",
+            shard::panic_message(&*panic)
+        )))
+    })
 }
 
 enum Event {
@@ -204,9 +240,11 @@ impl<'a> Coordinator<'a> {
         Ok(())
     }
 
-    fn run(mut self) {
+    fn run(&mut self) {
         let interval = self.parts.config.shard_check_frequency();
         let mut next_check = Instant::now() + interval;
+        // Failed shard checks in a row whose error retrying does not fix.
+        let mut hopeless = 0;
         loop {
             match self.next_event(next_check) {
                 Event::Command(command) => {
@@ -214,10 +252,8 @@ impl<'a> Coordinator<'a> {
                     return;
                 }
                 Event::Exit(shard, exit) => match self.on_exit(shard, exit) {
-                    // A finished shard may have made children ready: look now rather
-                    // than a shard check later.
-                    Ok(true) => next_check = Instant::now(),
-                    Ok(false) => {}
+                    Ok(Some(after)) => next_check = next_check.min(Instant::now() + after),
+                    Ok(None) => {}
                     Err(e) => {
                         log::error!("client {}: {e}; stopping", self.name());
                         self.parts.notices.report(e.fatal());
@@ -227,16 +263,22 @@ impl<'a> Coordinator<'a> {
                 },
                 Event::Tick => {
                     next_check = Instant::now() + interval;
-                    if let Err(e) = self.heartbeat_and_refresh() {
-                        if e.kind() == ErrorKind::NoSuchStream {
-                            log::error!("client {}: {e}; stopping", self.name());
-                            self.parts.notices.report(e.fatal());
-                            self.shutdown(false);
-                            return;
-                        }
-                        log::warn!("client {}: {e}", self.name());
-                        self.parts.notices.report(e);
+                    let Err(e) = self.heartbeat_and_refresh() else {
+                        hopeless = 0;
+                        continue;
+                    };
+                    hopeless = if e.is_transient() { 0 } else { hopeless + 1 };
+                    if e.kind() == ErrorKind::NoSuchStream || hopeless >= MAX_SHARD_FAILURES {
+                        log::error!(
+                            "client {}: {e}; stopping ({hopeless} failed shard checks in a row)",
+                            self.name()
+                        );
+                        self.parts.notices.report(e.fatal());
+                        self.shutdown(false);
+                        return;
                     }
+                    log::warn!("client {}: {e}", self.name());
+                    self.parts.notices.report(e);
                 }
             }
         }
@@ -260,10 +302,11 @@ impl<'a> Coordinator<'a> {
         }
     }
 
-    /// Joins an ended shard thread. `Ok(true)` if the shard finished (refresh soon);
+    /// Joins an ended shard thread. `Ok(Some(d))`: refresh within `d` — at once when the
+    /// shard finished (its children may be ready), soon when it failed (to restart it).
     /// `Err` (fatal) if it ended because the stream is gone and a check confirms it, or
     /// failed [`MAX_SHARD_FAILURES`] times in a row.
-    fn on_exit(&mut self, shard: Arc<str>, exit: ShardExit) -> Result<bool> {
+    fn on_exit(&mut self, shard: Arc<str>, exit: ShardExit) -> Result<Option<Duration>> {
         if let Some(handle) = self.shards.remove(&shard) {
             handle.join();
         }
@@ -290,7 +333,12 @@ impl<'a> Coordinator<'a> {
             }
             ShardExit::Finished => {
                 self.finished.insert(shard);
-                return Ok(true);
+                return Ok(Some(Duration::ZERO));
+            }
+            ShardExit::Failed(_) => {
+                return Ok(Some(
+                    RESTART_DELAY.min(self.parts.config.shard_check_frequency()),
+                ));
             }
             ShardExit::NoSuchStream => {
                 let names = &self.parts.names;
@@ -303,10 +351,10 @@ impl<'a> Coordinator<'a> {
                     _ => {} // only the shard is gone (trimmed); the refresh sorts it out
                 }
             }
-            // Failed and lost shards are restarted by the next refresh if still ours.
+            // Lost shards are taken up again by the next refresh if still ours.
             _ => {}
         }
-        Ok(false)
+        Ok(None)
     }
 
     fn heartbeat_and_refresh(&mut self) -> Result<()> {
@@ -390,6 +438,10 @@ impl<'a> Coordinator<'a> {
                 Err(e) => self.parts.notices.report(e),
             }
         }
+        self.parts
+            .notices
+            .health()
+            .set_owned_shards(self.shards.len());
         Ok(mine.len())
     }
 

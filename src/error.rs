@@ -79,6 +79,8 @@ pub enum ErrorKind {
     /// [`InitialPosition::AtTimestamp`](crate::InitialPosition::AtTimestamp) is in the
     /// future: Kinesis rejects it.
     InvalidInitialPosition,
+    /// Records were asked for before [`run`](crate::Kinsumer::run).
+    NotRunning,
     /// A shard kept failing with an error that retrying does not fix (access denied, an
     /// argument the service rejects): the consumer stopped rather than retry forever.
     ShardFailed,
@@ -119,6 +121,7 @@ impl ErrorKind {
             ErrorKind::InvalidInitialPosition => {
                 "the initial position's timestamp is in the future"
             }
+            ErrorKind::NotRunning => "the consumer is not running (call run() first)",
             ErrorKind::ShardFailed => {
                 "a shard keeps failing with an error that retrying does not fix"
             }
@@ -155,6 +158,8 @@ struct Inner {
     detail: Option<String>,
     source: Option<BoxError>,
     fatal: bool,
+    /// Retrying the same call later can succeed (throttling, 5xx, timeouts, …).
+    transient: bool,
 }
 
 impl Error {
@@ -167,6 +172,7 @@ impl Error {
                 detail: None,
                 source: None,
                 fatal: false,
+                transient: false,
             }),
         }
     }
@@ -183,11 +189,11 @@ impl Error {
     }
 
     /// Sets an AWS SDK error as the cause, keeping its code and a one-line account of it.
-    pub(crate) fn with_aws_source<E, R>(mut self, err: SdkError<E, R>) -> Self
+    pub(crate) fn with_aws_source<E>(mut self, err: SdkError<E>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: fmt::Debug + Send + Sync + 'static,
     {
+        self.inner.transient = crate::retry::is_transient(&err);
         self.inner.code = err.code().map(str::to_owned);
         self.inner.detail = Some(describe_sdk_error(&err));
         self.with_source(err)
@@ -199,10 +205,9 @@ impl Error {
     }
 
     /// An AWS SDK failure while doing `what`.
-    pub(crate) fn aws<E, R>(what: impl Into<String>, err: SdkError<E, R>) -> Self
+    pub(crate) fn aws<E>(what: impl Into<String>, err: SdkError<E>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-        R: fmt::Debug + Send + Sync + 'static,
     {
         Error::new(ErrorKind::Aws)
             .with_context(what)
@@ -220,8 +225,17 @@ impl Error {
         self.inner.code.as_deref()
     }
 
+    /// Whether retrying the same call later can succeed: throttling, server errors,
+    /// timeouts and connection failures. Access denied, a missing table or a rejected
+    /// argument are not.
+    pub fn is_transient(&self) -> bool {
+        self.inner.transient
+    }
+
     /// Whether this error ended consumption: it is the last item the record iterator
-    /// yields. Errors that are not fatal are reported and the consumer carries on.
+    /// yields. The iterator yields no other errors (apart from
+    /// [`Records::next_timeout`](crate::Records::next_timeout)'s timeouts); errors from
+    /// calls such as [`run`](crate::Kinsumer::run) are not fatal.
     pub fn is_fatal(&self) -> bool {
         self.inner.fatal
     }

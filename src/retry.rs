@@ -73,6 +73,7 @@ impl Backoff {
     }
 
     /// How many delays were handed out since the last reset: consecutive failures.
+    #[cfg(test)]
     pub(crate) fn failures(&self) -> u32 {
         self.attempt
     }

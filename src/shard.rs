@@ -8,8 +8,8 @@
 //! thread; it shares only the [`ShardProgress`] with the caller's threads, and makes its
 //! SDK calls through the consumer's [`Bridge`].
 //!
-//! It never ends silently: every exit is reported to the coordinator, and failures to the
-//! caller as non-fatal errors. On a stop it hands out nothing more, waits briefly for the
+//! It never ends silently: every exit (a panic included) is reported to the coordinator,
+//! and failures to [`Notices`] (the health query and `Stats`; fatal ones to the caller). On a stop it hands out nothing more, waits briefly for the
 //! records the caller holds, commits what was processed and releases the lease; on a
 //! lost lease it stops delivering at once and writes nothing more.
 
@@ -26,6 +26,7 @@ use crate::bridge::Bridge;
 use crate::checkpoints::{Capture, Leases, Owner, WriteError};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::health::HealthState;
 use crate::record::{Record, RecordParts};
 use crate::retry::Backoff;
 use crate::source::{Batch, Polling, RecordSource, SourceError, StartAt};
@@ -53,25 +54,44 @@ pub(crate) enum ShardExit {
     Abandoned,
 }
 
-/// Non-fatal errors for the caller. Never blocks: when the caller does not read them and
-/// the small buffer is full, further ones are only logged.
+/// Where the library's threads report errors. A fatal error goes to the caller's
+/// iterator through a channel of its own (the first one wins: it ends consumption);
+/// anything else is counted in [`HealthState`] and passed to
+/// [`Stats::error_reported`](crate::Stats::error_reported), never to the iterator.
 #[derive(Debug, Clone)]
 pub(crate) struct Notices {
-    tx: Sender<Error>,
+    fatal: Sender<Error>,
+    stats: Arc<dyn crate::stats::Stats>,
+    health: Arc<HealthState>,
 }
 
 impl Notices {
-    pub(crate) fn new(tx: Sender<Error>) -> Self {
-        Notices { tx }
+    pub(crate) fn new(
+        fatal: Sender<Error>,
+        stats: Arc<dyn crate::stats::Stats>,
+        health: Arc<HealthState>,
+    ) -> Self {
+        Notices {
+            fatal,
+            stats,
+            health,
+        }
     }
 
     pub(crate) fn report(&self, error: Error) {
-        if let Err(e) = self.tx.try_send(error) {
-            log::warn!(
-                "error not delivered to the caller (buffer full): {}",
-                e.into_inner()
-            );
+        if error.is_fatal() {
+            self.health.set_running(false);
+            if let Err(e) = self.fatal.try_send(error) {
+                log::debug!("a fatal error is already pending; also: {}", e.into_inner());
+            }
+        } else {
+            self.health.record(&error);
+            self.stats.error_reported(&error);
         }
+    }
+
+    pub(crate) fn health(&self) -> &HealthState {
+        &self.health
     }
 }
 
@@ -122,7 +142,19 @@ pub(crate) fn spawn(ctx: ShardContext) -> Result<ShardHandle> {
             let bridge = ctx.bridge.clone();
             let shard = Arc::clone(&ctx.shard_id);
             let exits = ctx.exits.clone();
-            let exit = Worker::new(ctx, &bridge, stop_rx).run();
+            let notices = ctx.notices.clone();
+            // A panic (in a user's `Stats` method, say) must not leave the shard unread:
+            // it is reported as a failure, and the coordinator restarts the shard.
+            let run = std::panic::AssertUnwindSafe(|| Worker::new(ctx, &bridge, stop_rx).run());
+            let exit = std::panic::catch_unwind(run).unwrap_or_else(|panic| {
+                let why = format!(
+                    "the thread of shard {shard} panicked: {}",
+                    panic_message(&*panic)
+                );
+                log::error!("{why}");
+                notices.report(Error::new(ErrorKind::Internal).with_context(why.clone()));
+                ShardExit::Failed(why)
+            });
             let _ = exits.send((shard, exit));
         })
         .map_err(|e| {
@@ -134,6 +166,15 @@ pub(crate) fn spawn(ctx: ShardContext) -> Result<ShardHandle> {
         stop: Some(stop_tx),
         join,
     })
+}
+
+/// The text of a panic's payload, if it has one.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
 }
 
 /// Why the consume loop ended.
@@ -553,10 +594,7 @@ impl<'a> Worker<'a> {
                             let delay = backoff.next_delay();
                             reader.stats.retried("GetRecords", delay);
                             log::warn!("{error}; retrying in {delay:?}");
-                            // Tell the caller when a shard keeps failing, not on every blip.
-                            if backoff.failures().is_multiple_of(5) {
-                                self.ctx.notices.report(error);
-                            }
+                            self.ctx.notices.report(error);
                             reader.next_fetch = Instant::now() + delay;
                             continue;
                         }
@@ -675,10 +713,22 @@ impl<'a> Worker<'a> {
                 Ok(())
             }
             Err(WriteError::LeaseLost) => Err(Interrupt::LeaseLost),
+            Err(WriteError::Other {
+                error,
+                transient: false,
+            }) => {
+                // Access denied, a wrongly keyed table, …: retrying the same write will
+                // not help. The shard fails (and, failing again, ends the consumer).
+                log::error!("{error}");
+                let why = error.to_string();
+                self.ctx.notices.report(error);
+                Err(Interrupt::Failed(why))
+            }
             Err(WriteError::Other { error, .. }) => {
                 // The lease is still ours until someone else captures it; the next
                 // interval tries again.
                 log::warn!("{error}");
+                self.ctx.notices.report(error);
                 Ok(())
             }
         }

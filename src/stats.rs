@@ -96,6 +96,14 @@ pub trait Stats: Send + Sync + fmt::Debug {
         let _ = shard_id;
     }
 
+    /// Something went wrong that the consumer retries or works around (a failed call, a
+    /// shard that will be restarted, a commit that will be tried again). Such errors never
+    /// reach the record iterator, which yields only errors that end consumption; see also
+    /// [`Kinsumer::health`](crate::Kinsumer::health).
+    fn error_reported(&self, error: &crate::Error) {
+        let _ = error;
+    }
+
     /// A request failed and will be retried after `backoff`.
     fn retried(&self, operation: &str, backoff: Duration) {
         let _ = (operation, backoff);

@@ -26,8 +26,7 @@ fn deleting_the_stream_is_a_fatal_no_such_stream_error() -> TestResult {
         match records.next_timeout(Duration::from_millis(500)) {
             Some(Err(e)) if e.is_fatal() => break e,
             Some(Err(e)) if e.is_timeout() => {}
-            // Shard threads report their own failures first, as non-fatal items.
-            Some(Err(e)) => assert_eq!(e.kind(), ErrorKind::NoSuchStream, "{e}"),
+            Some(Err(e)) => return Err(format!("non-fatal error item: {e}").into()),
             Some(Ok(r)) => return Err(format!("unexpected record {r:?}").into()),
             None => return Err("iteration ended without a fatal error".into()),
         }
@@ -113,5 +112,52 @@ fn sixty_four_shards_on_one_client_are_all_consumed_and_stop_is_bounded() -> Tes
     let rows = env.checkpoint_rows()?;
     assert_eq!(rows.len(), 64);
     assert!(rows.values().all(|r| r.get("OwnerID") == Some(&aws_sdk_dynamodb::types::AttributeValue::Null(true))));
+    Ok(())
+}
+
+/// The fatal error reaches a caller that was not pulling when a hundred shard threads
+/// failed at once (the stream deleted under them): the iterator yields it and ends,
+/// rather than block forever on an error lost among the others.
+#[test]
+fn a_slow_caller_still_gets_the_fatal_error_when_many_shards_fail_at_once() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(100)?;
+    let consumer = env.consumer("slow", support::fast_config())?;
+    consumer.run()?;
+    support::wait_for(Duration::from_secs(60), "every shard leased", || {
+        Ok(consumer.health().owned_shards() == 100 && env.owners()?.len() == 100)
+    })?;
+    env.block_on(env.kinesis.delete_stream().stream_name(&env.stream).send())?;
+    support::wait_for(Duration::from_secs(60), "the consumer to end", || {
+        Ok(!consumer.health().is_running())
+    })?;
+    let mut records = consumer.records();
+    match records.next_timeout(Duration::from_secs(30)) {
+        Some(Err(e)) if e.is_fatal() => assert_eq!(e.kind(), ErrorKind::NoSuchStream, "{e}"),
+        other => return Err(format!("expected the fatal error, got {other:?}").into()),
+    }
+    assert!(records.next().is_none());
+    consumer.stop();
+    Ok(())
+}
+
+#[test]
+fn records_before_run_end_at_once_with_not_running() -> TestResult {
+    let mut env = Env::new(1)?;
+    let consumer = env.consumer("early", support::fast_config())?;
+    let mut records = consumer.records();
+    match records.next() {
+        Some(Err(e)) => {
+            assert_eq!(e.kind(), ErrorKind::NotRunning, "{e}");
+            assert!(e.is_fatal());
+        }
+        other => return Err(format!("expected NotRunning, got {other:?}").into()),
+    }
+    assert!(records.next().is_none());
+    // run() afterwards works, and a new iterator delivers.
+    consumer.publish(&env.stream, "k", b"late")?;
+    consumer.run()?;
+    let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| !s.is_empty())?;
+    assert_eq!(seen, ["late"]);
     Ok(())
 }

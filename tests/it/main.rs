@@ -19,6 +19,7 @@ mod lease;
 mod lifecycle;
 mod manual;
 mod migration;
+mod panics;
 mod positions;
 mod processes;
 mod resharding;

@@ -301,11 +301,11 @@ impl Client {
                 ));
             }
         }
-        if let Some(seq) = &last {
-            if !self.owned_write(shard, Some(seq), false).await? {
-                self.held.remove(shard);
-                return Ok(());
-            }
+        if let Some(seq) = &last
+            && !self.owned_write(shard, Some(seq), false).await?
+        {
+            self.held.remove(shard);
+            return Ok(());
         }
         let ended = out.next_shard_iterator.is_none();
         if let Some(h) = self.held.get_mut(shard) {

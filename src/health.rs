@@ -1,0 +1,94 @@
+//! What a running consumer can say about itself between records: [`Health`].
+//!
+//! Transient trouble — a throttled call, a DynamoDB blip, a shard that is being retried —
+//! never reaches the record iterator (only errors that end consumption do). It is logged,
+//! passed to [`Stats::error_reported`](crate::Stats::error_reported) and counted here, so a
+//! supervisor can see it without the `for` loop having to handle it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::SystemTime;
+
+use parking_lot::Mutex;
+
+use crate::error::Error;
+
+/// A snapshot of a consumer's state; see [`Kinsumer::health`](crate::Kinsumer::health).
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn demo(consumer: &kinsumer::Kinsumer) {
+/// let health = consumer.health();
+/// if let Some(error) = health.last_error() {
+///     eprintln!("{} shards, {} errors retried, last: {error}", health.owned_shards(), health.errors());
+/// }
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Health {
+    running: bool,
+    owned_shards: usize,
+    errors: u64,
+    last_error: Option<(SystemTime, String)>,
+}
+
+impl Health {
+    /// Whether the consumer is running: [`run`](crate::Kinsumer::run) succeeded and it has
+    /// neither been stopped nor ended with a fatal error.
+    pub fn is_running(&self) -> bool {
+        self.running
+    }
+
+    /// How many shards this client reads now.
+    pub fn owned_shards(&self) -> usize {
+        self.owned_shards
+    }
+
+    /// How many errors were met and retried (or worked around) so far.
+    pub fn errors(&self) -> u64 {
+        self.errors
+    }
+
+    /// The last such error, in its one-line form.
+    pub fn last_error(&self) -> Option<&str> {
+        self.last_error.as_ref().map(|(_, e)| e.as_str())
+    }
+
+    /// When the last error happened.
+    pub fn last_error_at(&self) -> Option<SystemTime> {
+        self.last_error.as_ref().map(|(t, _)| *t)
+    }
+}
+
+/// The shared counters behind [`Health`], written by the library's threads.
+#[derive(Debug, Default)]
+pub(crate) struct HealthState {
+    running: AtomicBool,
+    owned_shards: AtomicUsize,
+    errors: AtomicU64,
+    last_error: Mutex<Option<(SystemTime, String)>>,
+}
+
+impl HealthState {
+    pub(crate) fn record(&self, error: &Error) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock() = Some((SystemTime::now(), error.to_string()));
+    }
+
+    pub(crate) fn set_running(&self, running: bool) {
+        self.running.store(running, Ordering::Release);
+    }
+
+    pub(crate) fn set_owned_shards(&self, n: usize) {
+        self.owned_shards.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> Health {
+        Health {
+            running: self.running.load(Ordering::Acquire),
+            owned_shards: self.owned_shards.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            last_error: self.last_error.lock().clone(),
+        }
+    }
+}
