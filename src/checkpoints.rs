@@ -6,7 +6,9 @@
 //! or NULL = unowned), `OwnerName`, `Finished` (N ns, once the shard was read to its end
 //! and processed), `FinishedRFC`. This crate adds two attributes that the Go library
 //! ignores: `AggregateSequenceNumber` (S) and `SubSequenceNumber` (N), present only while
-//! a KPL aggregate is partly processed (see [`crate::watermark`]).
+//! a KPL aggregate is partly processed (see [`crate::watermark`]), and
+//! [`START_POSITION`], written by a rewind ([`crate::Fleet::apply_rewind`]) in place of a
+//! `SequenceNumber`; every checkpoint written afterwards removes it.
 //!
 //! Capture succeeds only if the row is unowned, already ours, or stale. Every later write
 //! is conditional on `OwnerID = me`: a failed condition means another client took the
@@ -20,10 +22,39 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 
 use crate::bridge::Bridge;
 use crate::clock;
+use crate::config::InitialPosition;
 use crate::error::{Error, ErrorKind};
 use crate::retry;
 use crate::tables;
 use crate::watermark::{Checkpoint, Partial};
+
+/// Where a rewound shard starts (`TRIM_HORIZON`, `LATEST` or `AT_TIMESTAMP <Unix ns>`),
+/// instead of the configured initial position; only while the row has no
+/// `SequenceNumber`.
+pub(crate) const START_POSITION: &str = "StartPosition";
+
+/// The attribute value for `position`.
+pub(crate) fn start_position_value(position: InitialPosition) -> String {
+    match position {
+        InitialPosition::Latest => "LATEST".to_owned(),
+        InitialPosition::AtTimestamp(t) => format!("AT_TIMESTAMP {}", clock::unix_nanos(t)),
+        _ => "TRIM_HORIZON".to_owned(),
+    }
+}
+
+/// The position an attribute value names, if it is one.
+pub(crate) fn parse_start_position(value: &str) -> Option<InitialPosition> {
+    match value {
+        "TRIM_HORIZON" => Some(InitialPosition::TrimHorizon),
+        "LATEST" => Some(InitialPosition::Latest),
+        other => {
+            let ns: u64 = other.strip_prefix("AT_TIMESTAMP ")?.parse().ok()?;
+            Some(InitialPosition::AtTimestamp(
+                std::time::UNIX_EPOCH + Duration::from_nanos(ns),
+            ))
+        }
+    }
+}
 
 /// Who this client is, as written into lease rows.
 #[derive(Debug, Clone)]
@@ -37,6 +68,8 @@ pub(crate) struct Owner {
 pub(crate) struct Captured {
     pub(crate) checkpoint: Checkpoint,
     pub(crate) finished: bool,
+    /// A rewind's start position, for a row without a checkpoint.
+    pub(crate) start: Option<InitialPosition>,
 }
 
 /// The outcome of a capture attempt.
@@ -141,6 +174,8 @@ impl Leases<'_> {
                 Ok(Capture::Captured(Captured {
                     checkpoint: checkpoint_of(&item),
                     finished: matches!(item.get("Finished"), Some(AttributeValue::N(_))),
+                    start: string_attr(&item, START_POSITION)
+                        .and_then(|v| parse_start_position(&v)),
                 }))
             }
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
@@ -232,8 +267,10 @@ impl Leases<'_> {
             }
             match &c.partial {
                 Some(p) => {
-                    expression
-                        .push_str(", AggregateSequenceNumber = :agg, SubSequenceNumber = :sub");
+                    expression.push_str(
+                        ", AggregateSequenceNumber = :agg, SubSequenceNumber = :sub \
+                         REMOVE StartPosition",
+                    );
                     req = req
                         .expression_attribute_values(":agg", s(&p.aggregate))
                         .expression_attribute_values(
@@ -241,7 +278,8 @@ impl Leases<'_> {
                             AttributeValue::N(p.sub_sequence_number.to_string()),
                         );
                 }
-                None => expression.push_str(" REMOVE AggregateSequenceNumber, SubSequenceNumber"),
+                None => expression
+                    .push_str(" REMOVE AggregateSequenceNumber, SubSequenceNumber, StartPosition"),
             }
         }
         if set.contains(":nullv") {

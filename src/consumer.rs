@@ -208,10 +208,7 @@ impl Kinsumer {
         config: Config,
     ) -> Result<Self> {
         let names = Names::new(stream_name, application_name)?;
-        config.validate()?;
-        if !configs.has_region() {
-            return Err(Error::new(ErrorKind::NoRegion).with_context("configuring the AWS clients"));
-        }
+        let bridge = connect(&configs, &config)?;
         let (records_tx, records) = crossbeam_channel::bounded(config.buffer_size());
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
         let (wake_tx, wake) = crossbeam_channel::bounded(0);
@@ -221,7 +218,7 @@ impl Kinsumer {
                 id: new_client_id(),
                 name: client_name.to_owned(),
             }),
-            bridge: Bridge::new(&configs)?,
+            bridge,
             config,
             state: Mutex::new(RunState::NotStarted),
             signal: Arc::new(StopSignal {
@@ -582,6 +579,15 @@ impl<'a> IntoIterator for &'a Kinsumer {
     fn into_iter(self) -> Records<'a> {
         self.records()
     }
+}
+
+/// Checks the configuration and the clients' region, then starts the I/O thread.
+pub(crate) fn connect(configs: &ClientConfigs, config: &Config) -> Result<Bridge> {
+    config.validate()?;
+    if !configs.has_region() {
+        return Err(Error::new(ErrorKind::NoRegion).with_context("configuring the AWS clients"));
+    }
+    Bridge::new(configs)
 }
 
 /// A random 128-bit id in UUID form, from the std hasher's per-process random keys, the

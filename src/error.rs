@@ -81,6 +81,14 @@ pub enum ErrorKind {
     InvalidInitialPosition,
     /// Records were asked for before [`run`](crate::Kinsumer::run).
     NotRunning,
+    /// A lease's holder is alive ([`Fleet::release`](crate::Fleet::release)).
+    LeaseHeld,
+    /// Clients of the application are live, or took a shard during a rewind
+    /// ([`Fleet::plan_rewind`](crate::Fleet::plan_rewind)).
+    FleetRunning,
+    /// A rewind's time is in the future or older than the stream's retention, or names a
+    /// shard the stream does not have.
+    InvalidRewind,
     /// A shard kept failing with an error that retrying does not fix (access denied, an
     /// argument the service rejects): the consumer stopped rather than retry forever.
     ShardFailed,
@@ -121,6 +129,9 @@ impl ErrorKind {
             ErrorKind::InvalidInitialPosition => {
                 "the initial position's timestamp is in the future"
             }
+            ErrorKind::LeaseHeld => "the lease's holder is alive",
+            ErrorKind::FleetRunning => "clients of the application are running",
+            ErrorKind::InvalidRewind => "invalid rewind",
             ErrorKind::NotRunning => "the consumer is not running (call run() first)",
             ErrorKind::ShardFailed => {
                 "a shard keeps failing with an error that retrying does not fix"

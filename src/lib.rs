@@ -54,6 +54,7 @@ mod config;
 mod consumer;
 mod coordinator;
 mod error;
+mod fleet;
 mod health;
 mod lineage;
 mod metadata;
@@ -76,6 +77,9 @@ pub use assignment::{AssignmentMode, assign_shards};
 pub use config::{BillingMode, CheckpointMode, Config, InitialPosition};
 pub use consumer::{Kinsumer, Records, StopHandle};
 pub use error::{Error, ErrorKind, Result};
+pub use fleet::{
+    ClientStatus, Fleet, FleetStatus, Released, RewindPlan, RewindStep, RewindTo, ShardStatus,
+};
 pub use health::Health;
 pub use record::{ProcessedMarker, Record};
 pub use stats::{NoStats, Stats};

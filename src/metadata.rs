@@ -83,6 +83,42 @@ pub(crate) fn resign(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
     }
 }
 
+/// The item with key `key`, if there is one.
+pub(crate) fn read_item(
+    bridge: &Bridge,
+    table: &str,
+    key: &str,
+) -> Result<Option<std::collections::HashMap<String, AttributeValue>>> {
+    bridge
+        .block_on(
+            bridge
+                .dynamodb()
+                .get_item()
+                .table_name(table)
+                .key("Key", s(key))
+                .consistent_read(true)
+                .send(),
+        )
+        .map(|out| out.item)
+        .map_err(|e| Error::aws(format!("reading item {key} in table {table}"), e))
+}
+
+/// Deletes the shard cache: clients list the shards themselves until the leader
+/// publishes it again.
+pub(crate) fn delete_shard_cache(bridge: &Bridge, table: &str) -> Result<()> {
+    bridge
+        .block_on(
+            bridge
+                .dynamodb()
+                .delete_item()
+                .table_name(table)
+                .key("Key", s("ShardCache"))
+                .send(),
+        )
+        .map(|_| ())
+        .map_err(|e| Error::aws(format!("deleting the shard cache in table {table}"), e))
+}
+
 /// The shard ids the leader last published, if it has.
 pub(crate) fn read_shard_cache(bridge: &Bridge, table: &str) -> Result<Option<Vec<String>>> {
     let out = bridge
@@ -131,16 +167,7 @@ pub(crate) fn write_shard_cache(bridge: &Bridge, table: &str, ids: &[String]) ->
     sorted.sort_unstable();
     let bytes = cache_item_bytes(&sorted);
     if bytes > MAX_CACHE_BYTES {
-        bridge
-            .block_on(
-                bridge
-                    .dynamodb()
-                    .delete_item()
-                    .table_name(table)
-                    .key("Key", s("ShardCache"))
-                    .send(),
-            )
-            .map_err(|e| Error::aws(format!("deleting the shard cache in table {table}"), e))?;
+        delete_shard_cache(bridge, table)?;
         return Err(Error::new(ErrorKind::Internal).with_context(format!(
             "writing the shard cache in table {table}: {} shard ids take ~{bytes} bytes, over the \
              {MAX_CACHE_BYTES}-byte item budget",

@@ -24,7 +24,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TrySendError
 use crate::aggregate;
 use crate::bridge::Bridge;
 use crate::checkpoints::{Capture, Leases, Owner, WriteError};
-use crate::config::Config;
+use crate::config::{Config, InitialPosition};
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::HealthState;
 use crate::record::{Record, RecordParts};
@@ -390,7 +390,8 @@ impl<'a> Worker<'a> {
                     let now = Instant::now();
                     self.last_write = now;
                     self.next_commit = now + self.ctx.config.commit_frequency();
-                    return Some(Ok(self.start_from(found.checkpoint)));
+                    let start = found.start;
+                    return Some(Ok(self.start_from(found.checkpoint, start)));
                 }
                 Ok(Capture::HeldBy {
                     holder,
@@ -445,7 +446,7 @@ impl<'a> Worker<'a> {
 
     /// Where reading starts for a lease whose row holds `found`, remembering what the
     /// unpacking of records needs from it.
-    fn start_from(&mut self, found: Checkpoint) -> StartAt {
+    fn start_from(&mut self, found: Checkpoint, rewound: Option<InitialPosition>) -> StartAt {
         self.last_read.clone_from(&found.sequence_number);
         let start = match (&found.partial, &found.sequence_number) {
             // Inside an aggregate: read it again and skip what was processed.
@@ -456,7 +457,9 @@ impl<'a> Worker<'a> {
             (_, Some(seq)) => StartAt::After(seq.clone()),
             // Not unpacking: deliver the partly processed aggregate again, whole.
             (Some(p), None) => StartAt::At(p.aggregate.clone()),
-            (None, None) => StartAt::Initial(self.ctx.config.initial_position()),
+            (None, None) => {
+                StartAt::Initial(rewound.unwrap_or_else(|| self.ctx.config.initial_position()))
+            }
         };
         self.checkpoint = Some(found);
         start

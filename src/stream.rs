@@ -116,6 +116,25 @@ fn readiness(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<Rea
     }
 }
 
+/// The stream's retention period.
+pub(crate) fn retention(bridge: &Bridge, stream: &str) -> Result<Duration> {
+    let out = bridge
+        .block_on(
+            bridge
+                .kinesis()
+                .describe_stream_summary()
+                .stream_name(stream)
+                .send(),
+        )
+        .map_err(|e| stream_error(format!("describing stream {stream}"), e))?;
+    let hours = out
+        .stream_description_summary()
+        .map_or(24, |s| s.retention_period_hours());
+    Ok(Duration::from_secs(
+        u64::try_from(hours).unwrap_or(24) * 3600,
+    ))
+}
+
 /// Every shard of the stream, in listing order, `page_size` per call (Kinesis' default
 /// when `None`).
 ///

@@ -9,6 +9,7 @@ mod aggregate;
 mod bridge;
 mod compat;
 mod crash;
+mod ctl;
 mod drain;
 mod errors;
 mod faults;

@@ -1,0 +1,558 @@
+//! [`Fleet`]: an operator's view of an application's tables — see who reads what and how
+//! far behind, free a dead client's lease, rewind checkpoints for a replay. The
+//! `kinsumer-ctl` example is a command line over it.
+//!
+//! Every read and write goes through the same table code the consumers use, and every
+//! write is conditional, so a racing client is never overwritten.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_kinesis::types::ShardIteratorType;
+
+use crate::bridge::{Bridge, ClientConfigs};
+use crate::checkpoints;
+use crate::clock;
+use crate::config::{Config, InitialPosition};
+use crate::error::{Error, ErrorKind, Result};
+use crate::metadata;
+use crate::retry;
+use crate::stream;
+use crate::tables::{self, Names};
+
+/// One shard as [`Fleet::status`] sees it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ShardStatus {
+    /// The shard id.
+    pub shard_id: String,
+    /// Its parent shards (one after a split, two after a merge).
+    pub parents: Vec<String>,
+    /// The lease holder's client id, if the shard is leased.
+    pub owner_id: Option<String>,
+    /// The lease holder's client name.
+    pub owner_name: Option<String>,
+    /// Time since the row was last written (a lease's heartbeat, or the last commit).
+    pub lease_age: Option<Duration>,
+    /// The checkpointed sequence number: the last record processed.
+    pub checkpoint: Option<String>,
+    /// How old the checkpointed record is (now minus its arrival time).
+    pub checkpoint_age: Option<Duration>,
+    /// Whether the shard was read to its end and fully processed.
+    pub finished: bool,
+    /// How far the checkpoint is behind the shard's tip, as Kinesis reports it for a read
+    /// at the checkpoint (`None` when unknown or finished).
+    pub millis_behind_latest: Option<i64>,
+    /// Where a rewound shard will start, if it was rewound and not read since.
+    pub start_position: Option<String>,
+}
+
+/// One row of the clients table.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientStatus {
+    /// The client's unique id.
+    pub id: String,
+    /// The client's name.
+    pub name: String,
+    /// Time since its last heartbeat.
+    pub age: Duration,
+    /// Whether it counts as live (heartbeat within 5 × shard check frequency).
+    pub live: bool,
+}
+
+/// What [`Fleet::status`] found.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct FleetStatus {
+    /// Every shard the stream lists, in listing order.
+    pub shards: Vec<ShardStatus>,
+    /// Every client row.
+    pub clients: Vec<ClientStatus>,
+    /// The leader's id, name and the age of its item.
+    pub leader: Option<(String, String, Duration)>,
+    /// The age of the shard cache the leader publishes.
+    pub shard_cache_age: Option<Duration>,
+}
+
+/// Where [`Fleet::plan_rewind`] moves checkpoints to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RewindTo {
+    /// The oldest record each shard still holds.
+    TrimHorizon,
+    /// Records written from now on: everything written before the rewind is skipped.
+    Latest,
+    /// Records that arrived at or after this time.
+    Time(SystemTime),
+}
+
+/// One shard's part of a rewind.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RewindStep {
+    /// The shard id.
+    pub shard_id: String,
+    /// Its checkpoint now (the rewind applies only if it is still this).
+    pub from: Option<String>,
+    /// Whether it is finished now (a rewind makes it readable again).
+    pub finished: bool,
+}
+
+/// A rewind to apply with [`Fleet::apply_rewind`]; printing it is the dry run.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct RewindPlan {
+    /// The position every shard of the plan starts from.
+    pub to: RewindTo,
+    /// The shards it moves.
+    pub steps: Vec<RewindStep>,
+}
+
+/// What [`Fleet::release`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Released {
+    /// The lease was freed; it had been held by this client id.
+    Freed(String),
+    /// Nobody held it.
+    NotHeld,
+}
+
+/// An operator's handle on one application's tables and its stream.
+///
+/// # Examples
+///
+/// ```no_run
+/// use kinsumer::{Config, Fleet};
+///
+/// # fn main() -> Result<(), kinsumer::Error> {
+/// let fleet = Fleet::new("my-stream", "my-app", Config::default())?;
+/// for shard in fleet.status()?.shards {
+///     println!("{} owner {:?} behind {:?} ms", shard.shard_id, shard.owner_name, shard.millis_behind_latest);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct Fleet {
+    names: Names,
+    config: Config,
+    bridge: Bridge,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("stream", &self.names.stream)
+            .field("checkpoints", &self.names.checkpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// A handle using the default AWS configuration chain. `config` supplies the shard
+    /// check frequency (what counts as a live client or a fresh lease) and the waiter
+    /// delay; use the fleet's own.
+    ///
+    /// # Errors
+    ///
+    /// Invalid names or configuration, [`ErrorKind::NoRegion`]; no network call is made.
+    pub fn new(stream_name: &str, application_name: &str, config: Config) -> Result<Self> {
+        Names::new(stream_name, application_name)?;
+        config.validate()?;
+        Self::build(
+            ClientConfigs::load_default()?,
+            stream_name,
+            application_name,
+            config,
+        )
+    }
+
+    /// A handle whose clients are built from `sdk_config`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Fleet::new`].
+    pub fn from_sdk_config(
+        sdk_config: &SdkConfig,
+        stream_name: &str,
+        application_name: &str,
+        config: Config,
+    ) -> Result<Self> {
+        let configs = ClientConfigs::from_sdk_config(sdk_config);
+        Self::build(configs, stream_name, application_name, config)
+    }
+
+    /// A handle built from explicit SDK clients' configurations.
+    ///
+    /// # Errors
+    ///
+    /// As [`Fleet::new`].
+    pub fn from_clients(
+        kinesis: &aws_sdk_kinesis::Client,
+        dynamodb: &aws_sdk_dynamodb::Client,
+        stream_name: &str,
+        application_name: &str,
+        config: Config,
+    ) -> Result<Self> {
+        let configs = ClientConfigs::from_clients(kinesis, dynamodb);
+        Self::build(configs, stream_name, application_name, config)
+    }
+
+    fn build(configs: ClientConfigs, stream: &str, app: &str, config: Config) -> Result<Self> {
+        let names = Names::new(stream, app)?;
+        let bridge = crate::consumer::connect(&configs, &config)?;
+        Ok(Fleet {
+            names,
+            config,
+            bridge,
+        })
+    }
+
+    /// Fails unless the tables exist and the stream does.
+    fn check(&self) -> Result<()> {
+        tables::check_ready(&self.bridge, &self.names, &self.config)?;
+        stream::check_ready(&self.bridge, &self.names.stream, false)
+    }
+
+    /// Every checkpoint row, by shard id.
+    fn rows(&self) -> Result<HashMap<String, HashMap<String, AttributeValue>>> {
+        let mut rows = HashMap::new();
+        tables::scan_all(&self.bridge, &self.names.checkpoints, None, |item| {
+            if let Some(AttributeValue::S(shard)) = item.get("Shard") {
+                rows.insert(shard.clone(), item);
+            }
+        })?;
+        Ok(rows)
+    }
+
+    fn clients(&self) -> Result<Vec<ClientStatus>> {
+        let ttl = self.config.lease_ttl();
+        let mut clients = Vec::new();
+        tables::scan_all(&self.bridge, &self.names.clients, None, |item| {
+            let Some(id) = s_attr(&item, "ID") else {
+                return;
+            };
+            let age = age_of(&item, "LastUpdate").unwrap_or(Duration::MAX);
+            clients.push(ClientStatus {
+                id,
+                name: s_attr(&item, "Name").unwrap_or_default(),
+                age,
+                live: age < ttl,
+            });
+        })?;
+        clients.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(clients)
+    }
+
+    /// Reads the whole picture: shards (owner, lease age, checkpoint and its age,
+    /// finished, parents, lag to the tip), clients, the leader and the shard cache's age.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::TableNotFound`], [`ErrorKind::NoSuchStream`], or an AWS failure.
+    pub fn status(&self) -> Result<FleetStatus> {
+        self.check()?;
+        let listed = stream::list_shards(&self.bridge, &self.names.stream, None)?;
+        let rows = self.rows()?;
+        let mut shards = Vec::with_capacity(listed.len());
+        for info in listed {
+            let row = rows.get(&info.id);
+            let get = |name: &str| row.and_then(|r| s_attr(r, name));
+            let checkpoint = get("SequenceNumber");
+            let finished =
+                row.is_some_and(|r| matches!(r.get("Finished"), Some(AttributeValue::N(_))));
+            let (checkpoint_age, behind) = if finished {
+                (None, None)
+            } else {
+                self.lag(&info.id, checkpoint.as_deref())
+            };
+            shards.push(ShardStatus {
+                parents: info
+                    .parent
+                    .iter()
+                    .chain(&info.adjacent_parent)
+                    .cloned()
+                    .collect(),
+                owner_id: get("OwnerID"),
+                owner_name: get("OwnerID").and(get("OwnerName")),
+                lease_age: row.and_then(|r| age_of(r, "LastUpdate")),
+                checkpoint,
+                checkpoint_age,
+                finished,
+                millis_behind_latest: behind,
+                start_position: get(checkpoints::START_POSITION),
+                shard_id: info.id,
+            });
+        }
+        let leader =
+            metadata::read_item(&self.bridge, &self.names.metadata, "Leader")?.and_then(|item| {
+                Some((
+                    s_attr(&item, "ID")?,
+                    s_attr(&item, "Name").unwrap_or_default(),
+                    age_of(&item, "LastUpdate")?,
+                ))
+            });
+        let shard_cache_age =
+            metadata::read_item(&self.bridge, &self.names.metadata, "ShardCache")?
+                .and_then(|item| age_of(&item, "LastUpdate"));
+        Ok(FleetStatus {
+            shards,
+            clients: self.clients()?,
+            leader,
+            shard_cache_age,
+        })
+    }
+
+    /// One read at the checkpoint: the checkpointed record's age and how far behind the
+    /// tip it is. Unknown (`None`) where the read fails, e.g. a checkpoint older than the
+    /// stream's retention.
+    fn lag(&self, shard: &str, checkpoint: Option<&str>) -> (Option<Duration>, Option<i64>) {
+        let kinesis = self.bridge.kinesis();
+        let req = kinesis
+            .get_shard_iterator()
+            .stream_name(&self.names.stream)
+            .shard_id(shard);
+        let req = match checkpoint {
+            Some(seq) => req
+                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+                .starting_sequence_number(seq),
+            None => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        let Some(iterator) = self
+            .bridge
+            .block_on(req.send())
+            .ok()
+            .and_then(|o| o.shard_iterator)
+        else {
+            return (None, None);
+        };
+        let Ok(out) = self.bridge.block_on(
+            kinesis
+                .get_records()
+                .shard_iterator(iterator)
+                .limit(1)
+                .send(),
+        ) else {
+            return (None, None);
+        };
+        let age = checkpoint
+            .and(out.records.first())
+            .and_then(|r| r.approximate_arrival_timestamp)
+            .and_then(|t| SystemTime::try_from(t).ok())
+            .and_then(|t| SystemTime::now().duration_since(t).ok());
+        (age, out.millis_behind_latest)
+    }
+
+    /// Frees the lease on `shard`, for a holder that is gone. Refuses
+    /// ([`ErrorKind::LeaseHeld`]) while the holder's heartbeat is fresh — its client row or
+    /// the lease itself written within 5 × shard check frequency — unless `force`. The
+    /// write is conditional on the holder read, so a lease captured meanwhile is kept.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::LeaseHeld`]; [`ErrorKind::InvalidName`] for a shard the stream does not
+    /// list; missing tables or stream; AWS failures.
+    pub fn release(&self, shard: &str, force: bool) -> Result<Released> {
+        self.check()?;
+        let listed = stream::list_shards(&self.bridge, &self.names.stream, None)?;
+        if !listed.iter().any(|s| s.id == shard) {
+            return Err(Error::new(ErrorKind::InvalidName).with_context(format!(
+                "shard {shard} is not in stream {}",
+                self.names.stream
+            )));
+        }
+        let row = self.rows()?.remove(shard);
+        let Some(holder) = row.as_ref().and_then(|r| s_attr(r, "OwnerID")) else {
+            return Ok(Released::NotHeld);
+        };
+        let ttl = self.config.lease_ttl();
+        let lease_fresh = row
+            .as_ref()
+            .and_then(|r| age_of(r, "LastUpdate"))
+            .is_some_and(|age| age < ttl);
+        let client_live = self.clients()?.iter().any(|c| c.id == holder && c.live);
+        if (lease_fresh || client_live) && !force {
+            return Err(Error::new(ErrorKind::LeaseHeld).with_context(format!(
+                "shard {shard} is leased by {holder}, whose heartbeat is fresh (use force)"
+            )));
+        }
+        let now = clock::now_nanos();
+        let req = self
+            .bridge
+            .dynamodb()
+            .update_item()
+            .table_name(&self.names.checkpoints)
+            .key("Shard", AttributeValue::S(shard.to_owned()))
+            .update_expression("SET OwnerID = :null, LastUpdate = :now, LastUpdateRFC = :rfc")
+            .condition_expression("OwnerID = :holder")
+            .expression_attribute_values(":holder", AttributeValue::S(holder.clone()))
+            .expression_attribute_values(":null", AttributeValue::Null(true))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":rfc", AttributeValue::S(clock::rfc3339(now)));
+        match self.bridge.block_on(req.send()) {
+            Ok(_) => Ok(Released::Freed(holder)),
+            Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
+                Err(Error::new(ErrorKind::LeaseHeld)
+                    .with_context(format!("shard {shard} changed hands meanwhile; look again")))
+            }
+            Err(e) => Err(Error::aws(format!("releasing shard {shard}"), e)),
+        }
+    }
+
+    /// Plans moving the checkpoints of `shards` (all the stream lists, if `None`) to `to`,
+    /// without writing anything: print it as a dry run, then
+    /// [`apply_rewind`](Fleet::apply_rewind).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::FleetRunning`] while any client of the application is live (stop the
+    /// fleet first); [`ErrorKind::InvalidRewind`] for a time in the future or older than
+    /// the stream's retention, or a shard the stream does not list; missing tables or
+    /// stream; AWS failures.
+    pub fn plan_rewind(&self, to: RewindTo, shards: Option<&[String]>) -> Result<RewindPlan> {
+        self.check()?;
+        let live: Vec<String> = self
+            .clients()?
+            .into_iter()
+            .filter(|c| c.live)
+            .map(|c| format!("{} ({})", c.name, c.id))
+            .collect();
+        if !live.is_empty() {
+            return Err(Error::new(ErrorKind::FleetRunning)
+                .with_context(format!("rewinding: live clients {}", live.join(", "))));
+        }
+        if let RewindTo::Time(t) = to {
+            let retention = stream::retention(&self.bridge, &self.names.stream)?;
+            let now = SystemTime::now();
+            let invalid = |why: &str| {
+                Err(Error::new(ErrorKind::InvalidRewind).with_context(format!("rewinding: {why}")))
+            };
+            if t > now {
+                return invalid("the time is in the future");
+            }
+            if now.duration_since(t).unwrap_or_default() > retention {
+                return invalid(&format!(
+                    "the time is older than the stream's retention ({} h)",
+                    retention.as_secs() / 3600
+                ));
+            }
+        }
+        let listed = stream::list_shards(&self.bridge, &self.names.stream, None)?;
+        let chosen: Vec<String> = match shards {
+            None => listed.into_iter().map(|s| s.id).collect(),
+            Some(wanted) => {
+                if let Some(unknown) = wanted.iter().find(|w| !listed.iter().any(|s| s.id == **w)) {
+                    return Err(Error::new(ErrorKind::InvalidRewind).with_context(format!(
+                        "rewinding: shard {unknown} is not in stream {}",
+                        self.names.stream
+                    )));
+                }
+                wanted.to_vec()
+            }
+        };
+        let rows = self.rows()?;
+        let steps = chosen
+            .into_iter()
+            .map(|shard_id| {
+                let row = rows.get(&shard_id);
+                RewindStep {
+                    from: row.and_then(|r| s_attr(r, "SequenceNumber")),
+                    finished: row.is_some_and(|r| r.contains_key("Finished")),
+                    shard_id,
+                }
+            })
+            .collect();
+        let to = match to {
+            // Fixed now, so that applying later skips nothing written in between.
+            RewindTo::Latest => RewindTo::Time(SystemTime::now()),
+            other => other,
+        };
+        Ok(RewindPlan { to, steps })
+    }
+
+    /// Applies a plan: each shard's row loses its checkpoint (and `Finished`) and gets the
+    /// plan's start position, which the next owner starts from. Each write is conditional
+    /// on the row being unowned and its checkpoint unchanged since the plan; the shard
+    /// cache is dropped so that clients list the shards afresh.
+    ///
+    /// Only this crate's clients know the start position: a Go client treats a rewound row
+    /// as never consumed (its own initial position).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::FleetRunning`] if a row was captured or moved since the plan (the
+    /// rows before it are rewound, the rest untouched); AWS failures.
+    pub fn apply_rewind(&self, plan: &RewindPlan) -> Result<()> {
+        let position = match plan.to {
+            RewindTo::TrimHorizon => InitialPosition::TrimHorizon,
+            RewindTo::Latest => InitialPosition::Latest,
+            RewindTo::Time(t) => InitialPosition::AtTimestamp(t),
+        };
+        let value = checkpoints::start_position_value(position);
+        for step in &plan.steps {
+            self.rewind_row(step, &value)?;
+        }
+        metadata::delete_shard_cache(&self.bridge, &self.names.metadata)
+    }
+
+    fn rewind_row(&self, step: &RewindStep, position: &str) -> Result<()> {
+        let now = clock::now_nanos();
+        let unchanged = match step.from {
+            Some(_) => "SequenceNumber = :old",
+            None => {
+                "(attribute_not_exists(SequenceNumber) OR attribute_type(SequenceNumber, :nulltype))"
+            }
+        };
+        let mut req = self
+            .bridge
+            .dynamodb()
+            .update_item()
+            .table_name(&self.names.checkpoints)
+            .key("Shard", AttributeValue::S(step.shard_id.clone()))
+            .update_expression(
+                "SET StartPosition = :pos, LastUpdate = :now, LastUpdateRFC = :rfc \
+                 REMOVE SequenceNumber, Finished, FinishedRFC, AggregateSequenceNumber, \
+                 SubSequenceNumber",
+            )
+            .condition_expression(format!(
+                "(attribute_not_exists(OwnerID) OR attribute_type(OwnerID, :nulltype)) AND {unchanged}"
+            ))
+            .expression_attribute_values(":pos", AttributeValue::S(position.to_owned()))
+            .expression_attribute_values(":nulltype", AttributeValue::S("NULL".into()))
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":rfc", AttributeValue::S(clock::rfc3339(now)));
+        if let Some(old) = &step.from {
+            req = req.expression_attribute_values(":old", AttributeValue::S(old.clone()));
+        }
+        match self.bridge.block_on(req.send()) {
+            Ok(_) => Ok(()),
+            Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
+                Err(Error::new(ErrorKind::FleetRunning).with_context(format!(
+                    "rewinding shard {}: it was captured or moved since the plan",
+                    step.shard_id
+                )))
+            }
+            Err(e) => Err(Error::aws(format!("rewinding shard {}", step.shard_id), e)),
+        }
+    }
+}
+
+fn s_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
+    match item.get(name) {
+        Some(AttributeValue::S(v)) => Some(v.clone()),
+        _ => None,
+    }
+}
+
+/// Now minus a Unix-nanosecond `N` attribute.
+fn age_of(item: &HashMap<String, AttributeValue>, name: &str) -> Option<Duration> {
+    let Some(AttributeValue::N(v)) = item.get(name) else {
+        return None;
+    };
+    let then: i64 = v.parse().ok()?;
+    let age = clock::now_nanos().saturating_sub(then);
+    Some(Duration::from_nanos(u64::try_from(age).unwrap_or(0)))
+}

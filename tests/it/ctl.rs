@@ -1,0 +1,284 @@
+//! The operator's tools: `Fleet` (status, release, rewind) against the embedded
+//! emulators, and the `kinsumer-ctl` example's output and exit codes.
+
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use kinsumer::{ErrorKind, Fleet, Kinsumer, Released, RewindTo};
+
+use crate::support::{self, Env, TestResult};
+
+fn fleet(env: &Env) -> TestResult<Fleet> {
+    Ok(Fleet::from_clients(
+        &env.kinesis,
+        &env.dynamodb,
+        &env.stream,
+        &env.app,
+        support::fast_config(),
+    )?)
+}
+
+#[test]
+fn status_shows_owners_checkpoints_lag_clients_and_leader() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    env.put_numbered(0, 40, 7)?;
+    let consumer = env.consumer("worker", support::fast_config())?;
+    consumer.run()?;
+    support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 40)?;
+    let fleet = fleet(&env)?;
+    support::wait_for(
+        Duration::from_secs(10),
+        "checkpoints on both shards",
+        || {
+            Ok(fleet
+                .status()?
+                .shards
+                .iter()
+                .all(|s| s.checkpoint.is_some()))
+        },
+    )?;
+    let status = fleet.status()?;
+    assert_eq!(status.shards.len(), 2);
+    for s in &status.shards {
+        assert_eq!(s.owner_id.as_deref(), Some(consumer.client_id()));
+        assert_eq!(s.owner_name.as_deref(), Some("worker"));
+        assert!(
+            s.lease_age.is_some_and(|a| a < Duration::from_secs(10)),
+            "{s:?}"
+        );
+        assert!(s.checkpoint_age.is_some(), "{s:?}");
+        assert_eq!(s.millis_behind_latest, Some(0), "{s:?}");
+        assert!(!s.finished);
+        assert!(s.parents.is_empty());
+    }
+    assert_eq!(status.clients.len(), 1);
+    assert!(status.clients[0].live);
+    assert_eq!(status.leader.as_ref().map(|l| l.1.as_str()), Some("worker"));
+    assert!(status.shard_cache_age.is_some());
+    consumer.stop();
+    Ok(())
+}
+
+#[test]
+fn release_frees_a_dead_holders_lease_and_refuses_a_live_one() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    let consumer = env.consumer("holder", support::fast_config())?;
+    consumer.run()?;
+    support::wait_for(Duration::from_secs(30), "both shards leased", || {
+        Ok(env.owners()?.len() == 2)
+    })?;
+    let shards = env.shard_ids()?;
+    let fleet = fleet(&env)?;
+    let err = fleet
+        .release(&shards[0], false)
+        .expect_err("released a live lease");
+    assert_eq!(err.kind(), ErrorKind::LeaseHeld);
+    assert_eq!(env.owners()?.len(), 2, "a refused release wrote");
+    assert_eq!(
+        fleet.release(&shards[0], true)?,
+        Released::Freed(consumer.client_id().to_owned())
+    );
+    consumer.stop();
+    // A holder that is gone: no client row, a lease not written for an hour.
+    env.block_on(
+        env.dynamodb
+            .put_item()
+            .table_name(format!("{}_checkpoints", env.app))
+            .item("Shard", AttributeValue::S(shards[1].clone()))
+            .item("OwnerID", AttributeValue::S("ghost".into()))
+            .item("LastUpdate", AttributeValue::N("1".into()))
+            .send(),
+    )?;
+    assert_eq!(
+        fleet.release(&shards[1], false)?,
+        Released::Freed("ghost".into())
+    );
+    assert!(env.owners()?.is_empty());
+    assert_eq!(fleet.release(&shards[1], false)?, Released::NotHeld);
+    let err = fleet
+        .release("shardId-999", false)
+        .expect_err("unknown shard");
+    assert_eq!(err.kind(), ErrorKind::InvalidName);
+    Ok(())
+}
+
+fn drain(env: &mut Env, n: usize) -> TestResult<Vec<String>> {
+    let consumer = env.consumer("replayer", support::fast_config())?;
+    consumer.run()?;
+    let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= n)?;
+    // Nothing beyond.
+    match consumer.records().next_timeout(Duration::from_secs(1)) {
+        Some(Err(e)) if e.is_timeout() => {}
+        other => return Err(format!("unexpected extra item {other:?}").into()),
+    }
+    consumer.stop();
+    Ok(seen)
+}
+
+#[test]
+fn rewind_to_a_time_replays_exactly_what_arrived_after_it() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 20, 3)?;
+    support::let_time_pass(Duration::from_secs(2))?;
+    let t = SystemTime::now();
+    support::let_time_pass(Duration::from_secs(1))?;
+    env.put_numbered(20, 40, 3)?;
+    assert_eq!(drain(&mut env, 40)?.len(), 40);
+    let shard = env.shard_ids()?.remove(0);
+    let before = env.checkpoint(&shard)?;
+    let fleet = fleet(&env)?;
+
+    // Refused while a client is live.
+    let live = env.consumer("live", support::fast_config())?;
+    live.run()?;
+    let err = fleet
+        .plan_rewind(RewindTo::Time(t), None)
+        .expect_err("rewound a live fleet");
+    assert_eq!(err.kind(), ErrorKind::FleetRunning);
+    live.stop();
+
+    // Bad times.
+    let future = SystemTime::now() + Duration::from_secs(3600);
+    let err = fleet
+        .plan_rewind(RewindTo::Time(future), None)
+        .expect_err("future");
+    assert_eq!(err.kind(), ErrorKind::InvalidRewind);
+    let ancient = SystemTime::now() - Duration::from_secs(48 * 3600);
+    let err = fleet
+        .plan_rewind(RewindTo::Time(ancient), None)
+        .expect_err("ancient");
+    assert_eq!(err.kind(), ErrorKind::InvalidRewind);
+
+    // A plan writes nothing; applying it does.
+    let plan = fleet.plan_rewind(RewindTo::Time(t), None)?;
+    assert_eq!(plan.steps.len(), 1);
+    assert_eq!(plan.steps[0].from, before);
+    assert_eq!(env.checkpoint(&shard)?, before, "the dry run wrote");
+    fleet.apply_rewind(&plan)?;
+    assert_eq!(env.checkpoint(&shard)?, None);
+
+    let replayed = drain(&mut env, 20)?;
+    let expected: Vec<String> = (20..40).map(|i| i.to_string()).collect();
+    assert_eq!(replayed, expected);
+
+    // And to the oldest record: everything again.
+    let plan = fleet.plan_rewind(RewindTo::TrimHorizon, Some(&[shard]))?;
+    fleet.apply_rewind(&plan)?;
+    assert_eq!(drain(&mut env, 40)?.len(), 40);
+    Ok(())
+}
+
+#[test]
+fn a_rewind_loses_to_a_client_that_captured_the_shard_meanwhile() -> TestResult {
+    let mut env = Env::new(1)?;
+    drop(env.consumer("tables", support::fast_config())?);
+    let fleet = fleet(&env)?;
+    let plan = fleet.plan_rewind(RewindTo::TrimHorizon, None)?;
+    let racer = env.consumer("racer", support::fast_config())?;
+    racer.run()?;
+    support::wait_for(Duration::from_secs(30), "the lease taken", || {
+        Ok(env.owners()?.len() == 1)
+    })?;
+    let err = fleet
+        .apply_rewind(&plan)
+        .expect_err("overwrote a live lease");
+    assert_eq!(err.kind(), ErrorKind::FleetRunning);
+    assert_eq!(env.owners()?.len(), 1);
+    racer.stop();
+    Ok(())
+}
+
+/// Runs the `kinsumer-ctl` example against this env's servers, through the SDK's
+/// standard variables. Returns (exit code, stdout, stderr).
+fn ctl(env: &Env, args: &[&str]) -> TestResult<(i32, String, String)> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .ok_or("no target dir")?;
+    let out = Command::new(dir.join("examples").join("kinsumer-ctl"))
+        .args(args)
+        .env("AWS_ENDPOINT_URL_KINESIS", &env.emulators.kinesis_endpoint)
+        .env(
+            "AWS_ENDPOINT_URL_DYNAMODB",
+            &env.emulators.dynamodb_endpoint,
+        )
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .output()?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn kinsumer_ctl_prints_status_and_exits_2_on_bad_input() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    let consumer: Kinsumer = env.consumer("worker", support::fast_config())?;
+    consumer.run()?;
+    let (stream, app) = (env.stream.clone(), env.app.clone());
+    let base = ["--stream", stream.as_str(), "--app", app.as_str()];
+    let with = |extra: &[&'static str]| -> Vec<&str> {
+        extra.iter().copied().chain(base.iter().copied()).collect()
+    };
+
+    let (code, out, err) = ctl(&env, &with(&["status"]))?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("shardId-000000000000") && out.contains("worker"),
+        "{out}"
+    );
+    let (code, out, _) = ctl(&env, &with(&["status", "--json"]))?;
+    assert_eq!(code, 0);
+    assert!(out.starts_with("{\"shards\":[{\"shard_id\":"), "{out}");
+
+    // Live clients: a rewind is refused, nothing written.
+    let (code, _, err) = ctl(&env, &with(&["rewind", "--to", "trim-horizon", "--yes"]))?;
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    consumer.stop();
+
+    // Bad input, each one line on stderr and exit code 2.
+    for args in [
+        with(&["rewind", "--to", "2999-01-01T00:00:00Z"]),
+        with(&["rewind", "--to", "yesterday-ish"]),
+        with(&["rewind"]),
+        vec![
+            "status",
+            "--stream",
+            "no-such-stream",
+            "--app",
+            app.as_str(),
+        ],
+        vec![
+            "status",
+            "--stream",
+            stream.as_str(),
+            "--app",
+            "no-such-app",
+        ],
+        with(&["frobnicate"]),
+    ] {
+        let (code, out, err) = ctl(&env, &args)?;
+        assert_eq!(code, 2, "{args:?}: {out} {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    // The dry run, then the real thing.
+    let (code, out, _) = ctl(&env, &with(&["rewind", "--to", "trim-horizon"]))?;
+    assert_eq!(code, 0);
+    assert!(out.contains("dry run"), "{out}");
+    let (code, out, _) = ctl(&env, &with(&["rewind", "--to", "latest", "--yes"]))?;
+    assert_eq!(code, 0);
+    assert!(out.contains("applied"), "{out}");
+    Ok(())
+}
