@@ -204,11 +204,15 @@ fn status_table(st: &FleetStatus) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:<20} {:>9} {:>14} {:>10} {:>10} {:>8}  parents",
+        "{:<24} {:<24} {:>9} {:>14} {:>10} {:>10} {:>8}  parents",
         "shard", "owner", "lease", "checkpoint", "ckpt age", "behind", "finished"
     );
     for s in &st.shards {
-        let owner = s.owner_name.clone().unwrap_or_else(|| "-".into());
+        let owner = match (&s.owner_name, &s.owner_id) {
+            (Some(name), Some(id)) => format!("{name} ({})", id.get(..8).unwrap_or(id)),
+            (None, Some(id)) => id.clone(),
+            _ => "-".into(),
+        };
         let behind = s
             .millis_behind_latest
             .map_or("-".into(), |ms| format!("{ms}ms"));
@@ -218,7 +222,7 @@ fn status_table(st: &FleetStatus) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<24} {:<20} {:>9} {:>14} {:>10} {:>10} {:>8}  {}",
+            "{:<24} {:<24} {:>9} {:>14} {:>10} {:>10} {:>8}  {}",
             s.shard_id,
             owner,
             secs(s.lease_age.filter(|_| s.owner_id.is_some())),
