@@ -13,7 +13,7 @@
 //! JSON line.
 //!
 //! Servers: embedded emulators in this process by default; set
-//! `KINSUMER_KINESIS_ENDPOINT` / `KINSUMER_DYNAMODB_ENDPOINT` (e.g. from
+//! `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL_DYNAMODB` (e.g. from
 //! `cargo run --release --example emulators`) to keep the servers out of the process.
 //! Client CPU is measured per thread (`/proc/self/task/*/schedstat`): the library's
 //! threads (`kinsumer-*`) plus the consuming thread, so in-process emulators are
@@ -199,7 +199,7 @@ fn mode_note(env: &support::Env) -> &'static str {
     if env.emulators.is_external() {
         "external servers: peak RSS is the client's alone"
     } else {
-        "embedded emulators: peak RSS includes them (set KINSUMER_*_ENDPOINT for client-only RSS); CPU is client threads only"
+        "embedded emulators: peak RSS includes them (set AWS_ENDPOINT_URL_KINESIS/_DYNAMODB for client-only RSS); CPU is client threads only"
     }
 }
 

@@ -5,7 +5,10 @@
 //! cargo run --example emulators -- [--stream NAME --shards N] [--records N]
 //! ```
 //!
-//! Prints `KINSUMER_KINESIS_ENDPOINT=…` and `KINSUMER_DYNAMODB_ENDPOINT=…` lines to export.
+//! Prints an `export` line with the AWS SDK's standard variables (`AWS_ENDPOINT_URL_KINESIS`,
+//! `AWS_ENDPOINT_URL_DYNAMODB`, a region and test credentials): with them set, any program
+//! using the default AWS configuration chain — `Kinsumer::new`, the `noop` example, the
+//! test suite, the benchmark — talks to these servers.
 //! With `--stream`, creates that stream (`--shards`, default 4) and writes `--records`
 //! numbered records (default 0) into it.
 
@@ -44,12 +47,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
 fn report(env: &support::Env, stream: Option<&str>, shards: i32, records: u64) {
     println!(
-        "KINSUMER_KINESIS_ENDPOINT={}",
-        env.emulators.kinesis_endpoint
-    );
-    println!(
-        "KINSUMER_DYNAMODB_ENDPOINT={}",
-        env.emulators.dynamodb_endpoint
+        "export AWS_ENDPOINT_URL_KINESIS={} AWS_ENDPOINT_URL_DYNAMODB={} \
+         AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test",
+        env.emulators.kinesis_endpoint, env.emulators.dynamodb_endpoint
     );
     if let Some(name) = stream {
         println!("# stream {name}: {shards} shards, {records} records written");

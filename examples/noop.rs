@@ -9,10 +9,9 @@
 //! cargo run --example noop -- --stream NAME [--app NAME] [--client NAME] [--create-tables]
 //! ```
 //!
-//! Uses the default AWS configuration chain (environment, profile, instance role), or,
-//! when `KINSUMER_KINESIS_ENDPOINT` and `KINSUMER_DYNAMODB_ENDPOINT` are set, those
-//! endpoints (region `AWS_REGION` or us-east-1; credentials from the environment or
-//! dummy ones, which emulators accept).
+//! Uses the default AWS configuration chain (environment, profile, instance role),
+//! which also honours the standard endpoint variables: `AWS_ENDPOINT_URL_KINESIS` and
+//! `AWS_ENDPOINT_URL_DYNAMODB` point it at emulators (the `emulators` example prints them).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -79,46 +78,7 @@ fn parse_args() -> Result<Args, String> {
 
 fn consumer(args: &Args, owned: &Arc<Owned>) -> kinsumer::Result<Kinsumer> {
     let config = Config::default().with_stats(owned.clone());
-    let endpoints = (
-        std::env::var("KINSUMER_KINESIS_ENDPOINT"),
-        std::env::var("KINSUMER_DYNAMODB_ENDPOINT"),
-    );
-    let (Ok(kinesis_url), Ok(dynamodb_url)) = endpoints else {
-        return Kinsumer::new(&args.stream, &args.app, &args.client, config);
-    };
-    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
-    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
-    let credentials = Credentials::new(
-        std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "test".into()),
-        std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "test".into()),
-        None,
-        None,
-        "noop-example",
-    );
-    let kinesis = aws_sdk_kinesis::Client::from_conf(
-        aws_sdk_kinesis::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region.clone()))
-            .credentials_provider(credentials.clone())
-            .endpoint_url(kinesis_url)
-            .build(),
-    );
-    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::Config::builder()
-            .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(region))
-            .credentials_provider(credentials)
-            .endpoint_url(dynamodb_url)
-            .build(),
-    );
-    Kinsumer::from_clients(
-        &kinesis,
-        &dynamodb,
-        &args.stream,
-        &args.app,
-        &args.client,
-        config,
-    )
+    Kinsumer::new(&args.stream, &args.app, &args.client, config)
 }
 
 fn main() {

@@ -1,7 +1,7 @@
 //! Quickstart: the whole job on one machine, nothing to install.
 //!
-//! Starts embedded Kinesis and DynamoDB emulators on loopback (or uses
-//! `KINSUMER_KINESIS_ENDPOINT` / `KINSUMER_DYNAMODB_ENDPOINT`), creates a 4-shard stream
+//! Starts embedded Kinesis and DynamoDB emulators on loopback (or uses the servers that
+//! `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL_DYNAMODB` name), creates a 4-shard stream
 //! and the consumer's tables, publishes records from one thread while consuming them on
 //! another, prints progress (records/s, each shard's checkpoint) and stops cleanly.
 //!

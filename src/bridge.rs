@@ -56,7 +56,17 @@ pub(crate) struct ClientConfigs {
 
 impl ClientConfigs {
     pub(crate) fn from_sdk_config(sdk: &SdkConfig) -> Self {
-        Self::from_service_configs(kinesis::Config::from(sdk), dynamodb::Config::from(sdk))
+        let (mut k, mut d) = (
+            kinesis::config::Builder::from(sdk),
+            dynamodb::config::Builder::from(sdk),
+        );
+        // A client without a behavior version panics when built: supply ours if the
+        // caller's configuration has none.
+        if sdk.behavior_version().is_none() {
+            k.set_behavior_version(Some(behavior_version()));
+            d.set_behavior_version(Some(behavior_version()));
+        }
+        Self::from_service_configs(k.build(), d.build())
     }
 
     pub(crate) fn from_clients(kinesis: &kinesis::Client, dynamodb: &dynamodb::Client) -> Self {
@@ -86,11 +96,16 @@ impl ClientConfigs {
     /// Loads the default AWS configuration chain (environment, profile, IMDS, …).
     pub(crate) fn load_default() -> Result<Self> {
         let runtime = runtime()?;
-        let sdk = runtime.block_on(aws_config::load_defaults(
-            aws_config::BehaviorVersion::latest(),
-        ));
+        let sdk = runtime.block_on(aws_config::load_defaults(behavior_version()));
         Ok(Self::from_sdk_config(&sdk))
     }
+}
+
+/// The SDK behavior version this crate is written and tested against: pinned, so that an
+/// SDK upgrade does not change retry or timeout defaults under the crate's own. (A library
+/// must not turn on `behavior-version-latest` for its dependents.)
+fn behavior_version() -> aws_config::BehaviorVersion {
+    aws_config::BehaviorVersion::v2026_01_12()
 }
 
 /// The timeout config to install, if `existing` has no operation timeout.

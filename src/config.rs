@@ -228,8 +228,8 @@ impl Config {
     }
 
     /// Shards per ListShards page (default: the service's own, 1,000 on AWS). For tests
-    /// of pagination; not part of the stable API.
-    #[doc(hidden)]
+    /// of pagination (feature `testing`); not part of the stable API.
+    #[cfg(feature = "testing")]
     pub fn with_list_shards_page_size(mut self, size: i32) -> Self {
         self.list_shards_page_size = Some(size);
         self

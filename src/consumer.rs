@@ -1,11 +1,9 @@
 //! [`Kinsumer`]: the consumer handle, its record iterator and its stop handle.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
 use std::iter::FusedIterator;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use aws_config::SdkConfig;
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
@@ -355,6 +353,12 @@ impl Kinsumer {
         }
     }
 
+    /// Whether the consumer is running: [`run`](Kinsumer::run) succeeded, and it has
+    /// neither been stopped nor ended with a fatal error.
+    pub fn is_running(&self) -> bool {
+        self.health.snapshot().is_running()
+    }
+
     /// What the consumer can say about itself now: whether it runs, how many shards it
     /// reads, and the errors it met and retried.
     pub fn health(&self) -> Health {
@@ -381,8 +385,9 @@ impl Kinsumer {
     }
 
     /// Ends every thread as a crash would: nothing is committed, released or
-    /// deregistered; leases expire on their own. For tests of crash recovery.
-    #[doc(hidden)]
+    /// deregistered; leases expire on their own. For tests of crash recovery (feature
+    /// `testing`).
+    #[cfg(feature = "testing")]
     pub fn abandon_for_tests(self) {
         *self.in_flight.lock() = None;
         self.finish(Command::Abandon);
@@ -590,30 +595,21 @@ pub(crate) fn connect(configs: &ClientConfigs, config: &Config) -> Result<Bridge
     Bridge::new(configs)
 }
 
-/// A random 128-bit id in UUID form, from the std hasher's per-process random keys, the
-/// clock, the process id and a counter (no RNG crate needed for uniqueness).
+// The public handles may move between and be shared by threads.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Kinsumer>();
+    send_sync::<Records<'static>>();
+    send_sync::<StopHandle>();
+    send_sync::<Record>();
+    send_sync::<crate::record::ProcessedMarker>();
+    send_sync::<crate::Fleet>();
+    send_sync::<Error>();
+};
+
+/// A random (v4) UUID: the client's id in the clients table and in lease rows.
 fn new_client_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let half = |salt: u64| {
-        let mut h = RandomState::new().build_hasher();
-        h.write_u128(nanos);
-        h.write_u32(std::process::id());
-        h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-        h.write_u64(salt);
-        h.finish()
-    };
-    let (a, b) = (half(1), half(2));
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 #[cfg(test)]

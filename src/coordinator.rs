@@ -77,6 +77,13 @@ pub(crate) enum Command {
     /// Stop every shard (committing and releasing) and deregister.
     Stop,
     /// Simulated crash: end every thread without writing anything.
+    #[cfg_attr(
+        not(feature = "testing"),
+        allow(
+            dead_code,
+            reason = "sent only by the `testing` feature's abandon_for_tests"
+        )
+    )]
     Abandon,
 }
 

@@ -1,6 +1,6 @@
 //! Classifying AWS failures, and backing off between retries.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
@@ -62,12 +62,7 @@ impl Backoff {
         let factor = 1u32 << self.attempt.min(16);
         self.attempt = self.attempt.saturating_add(1);
         let delay = self.base.saturating_mul(factor).min(self.max);
-        let jitter_permille = u64::from(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos())
-                % 250,
-        );
+        let jitter_permille = fastrand::u64(0..250);
         let millis = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
         delay.saturating_sub(Duration::from_millis(millis * jitter_permille / 1000))
     }

@@ -107,6 +107,16 @@ fn a_missing_region_is_a_config_error_that_names_the_fix() {
 }
 
 #[test]
+fn an_sdk_config_without_a_behavior_version_does_not_panic() -> TestResult {
+    let sdk = aws_config::SdkConfig::builder()
+        .region(aws_config::Region::new("us-east-1"))
+        .build();
+    let consumer = Kinsumer::from_sdk_config(&sdk, "stream", "app", "c", Config::default())?;
+    assert_eq!(consumer.client_name(), "c");
+    Ok(())
+}
+
+#[test]
 fn bad_names_are_rejected_before_any_network_call() {
     let ok = Config::default;
     assert_eq!(build_error("", "app", ok()), Some(ErrorKind::NoStreamName));

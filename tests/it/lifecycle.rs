@@ -156,8 +156,12 @@ fn records_before_run_end_at_once_with_not_running() -> TestResult {
     assert!(records.next().is_none());
     // run() afterwards works, and a new iterator delivers.
     consumer.publish(&env.stream, "k", b"late")?;
+    assert!(!consumer.is_running());
     consumer.run()?;
+    assert!(consumer.is_running());
     let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| !s.is_empty())?;
     assert_eq!(seen, ["late"]);
+    consumer.stop();
+    assert!(!consumer.is_running());
     Ok(())
 }

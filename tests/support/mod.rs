@@ -2,8 +2,9 @@
 //!
 //! By default each [`Env`] starts its own embedded emulators — `ferrokinesis` (Kinesis) and
 //! `dynoxide-rs` (DynamoDB) — in-process on ephemeral 127.0.0.1 ports, each on its own
-//! thread and runtime, and stops them on drop. With `KINSUMER_KINESIS_ENDPOINT` and
-//! `KINSUMER_DYNAMODB_ENDPOINT` set, the same tests run against those servers instead
+//! thread and runtime, and stops them on drop. With the AWS SDK's standard endpoint
+//! variables set — `AWS_ENDPOINT_URL_KINESIS` and `AWS_ENDPOINT_URL_DYNAMODB`, or
+//! `AWS_ENDPOINT_URL` for both — the same tests run against those servers instead
 //! (and clean up the stream and tables they made). Every test gets a unique stream and
 //! application name.
 //!
@@ -117,10 +118,7 @@ pub struct Emulators {
 
 impl Emulators {
     pub fn start(options: &KinesisOptions) -> TestResult<Emulators> {
-        if let (Ok(k), Ok(d)) = (
-            std::env::var("KINSUMER_KINESIS_ENDPOINT"),
-            std::env::var("KINSUMER_DYNAMODB_ENDPOINT"),
-        ) {
+        if let (Some(k), Some(d)) = (endpoint_from_env("KINESIS"), endpoint_from_env("DYNAMODB")) {
             return Ok(Emulators {
                 kinesis_endpoint: k,
                 dynamodb_endpoint: d,
@@ -163,6 +161,15 @@ impl Emulators {
     }
 }
 
+/// The endpoint the SDK's configuration chain would use for a service (`KINESIS`,
+/// `DYNAMODB`): `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL`.
+pub fn endpoint_from_env(service: &str) -> Option<String> {
+    std::env::var(format!("AWS_ENDPOINT_URL_{service}"))
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        .ok()
+        .filter(|v| !v.is_empty())
+}
+
 /// A name no other test (or earlier run against the same external servers) uses.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -176,14 +183,19 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// Test credentials and region; the emulators accept anything.
+/// Region and credentials from the standard variables (`AWS_REGION`,
+/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), else test values,
+/// which the emulators accept.
 pub fn sdk_config() -> aws_config::SdkConfig {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     aws_config::SdkConfig::builder()
-        .region(Region::new("us-east-1"))
+        .region(Region::new(
+            var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+        ))
         .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            "test",
-            "test",
-            None,
+            var("AWS_ACCESS_KEY_ID").unwrap_or_else(|| "test".into()),
+            var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|| "test".into()),
+            var("AWS_SESSION_TOKEN"),
             None,
             "kinsumer-tests",
         )))
