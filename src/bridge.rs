@@ -8,14 +8,10 @@
 //! a runtime that never idles, so no call can stall on a connection whose driver lives
 //! on a sleeping runtime.
 //!
-//! Why this design rather than a runtime and client set per thread (the first version):
-//! per-thread clients meant a connection pool, TLS context and sockets per shard. The
-//! benchmark (`cargo bench --bench throughput -- idle-scale`, external servers) measured
-//! that at 256 idle shards: 161 MiB RSS and 778 sockets; at 1,000 shards: 581 MiB and
-//! 3,010 sockets, and a stop that overran its 20 s limit. One runtime and one pool serve
-//! the same load with a fraction of that (figures in the README's Performance section).
-//! The price is that HTTP and JSON decoding for all shards run on one thread; at the
-//! throttle delays Kinesis allows, that thread has room to spare (see the drain figures).
+//! One runtime and one pool keep memory and sockets flat as shards grow (a runtime and
+//! client set per thread was measured and dropped: see the CHANGELOG). The price is that
+//! HTTP and JSON decoding for all shards run on one thread; at the throttle delays
+//! Kinesis allows, that thread has room to spare (see the README's drain figures).
 //!
 //! Shared clients are safe here precisely because one runtime drives them all. A
 //! caller-supplied HTTP client on the SDK config is used as given.

@@ -123,6 +123,9 @@ pub struct Kinsumer {
     /// The error that ended consumption; capacity one: the first one wins.
     fatal_tx: Sender<Error>,
     fatal_rx: Receiver<Error>,
+    /// What the coordinator could not finish when told to stop.
+    closed_tx: Sender<Vec<String>>,
+    closed_rx: Receiver<Vec<String>>,
     /// Disconnects when the coordinator thread ends, however it ends.
     coordinator_done: Mutex<Option<Receiver<()>>>,
     health: Arc<HealthState>,
@@ -179,9 +182,10 @@ impl Kinsumer {
         Self::build(configs, stream_name, application_name, client_name, config)
     }
 
-    /// A consumer built from explicit SDK clients — the Go `NewWithInterfaces`. Each
-    /// internal thread makes its own clients from these clients' configurations
-    /// (endpoints, credentials, interceptors, retry and timeout settings are kept).
+    /// A consumer built from explicit SDK clients — the Go `NewWithInterfaces`. The
+    /// consumer makes its own pair of clients from these clients' configurations
+    /// (endpoints, credentials, interceptors, retry and timeout settings are kept) and
+    /// drives them on its private I/O thread.
     ///
     /// # Errors
     ///
@@ -209,6 +213,7 @@ impl Kinsumer {
         let bridge = connect(&configs, &config)?;
         let (records_tx, records) = crossbeam_channel::bounded(config.buffer_size());
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
+        let (closed_tx, closed_rx) = crossbeam_channel::bounded(1);
         let (wake_tx, wake) = crossbeam_channel::bounded(0);
         Ok(Kinsumer {
             names: Arc::new(names),
@@ -228,6 +233,8 @@ impl Kinsumer {
             records,
             fatal_tx,
             fatal_rx,
+            closed_tx,
+            closed_rx,
             coordinator_done: Mutex::new(None),
             health: Arc::new(HealthState::default()),
             in_flight: Mutex::new(None),
@@ -317,6 +324,7 @@ impl Kinsumer {
                 Arc::clone(&self.health),
             ),
             commands: commands_rx,
+            closed: self.closed_tx.clone(),
         })?;
         log::info!(
             "client {} ({}) consuming stream {}",
@@ -381,7 +389,35 @@ impl Kinsumer {
     /// Records fetched but not yet handed out are dropped; the next owner reads them
     /// again. Idempotent, and bounded in time; also done by `Drop`.
     pub fn stop(&self) {
-        self.finish(Command::Stop);
+        let _ = self.finish(Command::Stop);
+    }
+
+    /// Stops as [`stop`](Kinsumer::stop) does and reports what could not be finished,
+    /// where `stop` and `Drop` only log it.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::StopIncomplete`], naming the shards whose final commit and release
+    /// failed (their leases expire on their own, after 5 × shard check frequency, and the
+    /// next owner re-reads what the failed commit would have covered), threads that did
+    /// not stop in time, or a failed deregistration.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo(consumer: kinsumer::Kinsumer) {
+    /// if let Err(e) = consumer.close() {
+    ///     eprintln!("stopped, but: {e}");
+    /// }
+    /// # }
+    /// ```
+    pub fn close(self) -> Result<()> {
+        let problems = self.finish(Command::Stop);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorKind::StopIncomplete).with_context(problems.join("; ")))
+        }
     }
 
     /// Ends every thread as a crash would: nothing is committed, released or
@@ -393,7 +429,8 @@ impl Kinsumer {
         self.finish(Command::Abandon);
     }
 
-    fn finish(&self, command: Command) {
+    /// Stops everything; returns what could not be finished.
+    fn finish(&self, command: Command) -> Vec<String> {
         self.signal.request();
         self.health.set_running(false);
         if let Some(f) = self.in_flight.lock().take() {
@@ -408,7 +445,7 @@ impl Kinsumer {
             coordinator,
         } = previous
         else {
-            return;
+            return Vec::new();
         };
         let _ = commands.send(command);
         if !coordinator.join_within(STOP_TIMEOUT) {
@@ -416,7 +453,11 @@ impl Kinsumer {
                 "client {}: coordinator did not stop within {STOP_TIMEOUT:?}; leaving it",
                 self.owner.name
             );
+            return vec![format!(
+                "the coordinator did not stop within {STOP_TIMEOUT:?}"
+            )];
         }
+        self.closed_rx.try_recv().unwrap_or_default()
     }
 
     fn next_item(&self, deadline: Option<Instant>) -> Option<Result<Record>> {
@@ -529,7 +570,7 @@ enum Received {
 
 impl Drop for Kinsumer {
     fn drop(&mut self) {
-        self.finish(Command::Stop);
+        let _ = self.finish(Command::Stop);
     }
 }
 

@@ -97,6 +97,8 @@ pub(crate) struct CoordinatorParts {
     pub(crate) records: Sender<Record>,
     pub(crate) notices: Notices,
     pub(crate) commands: Receiver<Command>,
+    /// Where a commanded shutdown reports what it could not finish.
+    pub(crate) closed: Sender<Vec<String>>,
 }
 
 /// The consumer's handle on the coordinator thread.
@@ -255,7 +257,8 @@ impl<'a> Coordinator<'a> {
         loop {
             match self.next_event(next_check) {
                 Event::Command(command) => {
-                    self.shutdown(matches!(command, Command::Abandon));
+                    let problems = self.shutdown(matches!(command, Command::Abandon));
+                    let _ = self.parts.closed.try_send(problems);
                     return;
                 }
                 Event::Exit(shard, exit) => match self.on_exit(shard, exit) {
@@ -570,7 +573,11 @@ impl<'a> Coordinator<'a> {
 
     /// Stops every shard thread (waiting a bounded time for their final commits), then
     /// deregisters — or, when abandoning, just lets everything go.
-    fn shutdown(&mut self, abandon: bool) {
+    ///
+    /// Returns what could not be finished: shards whose final commit and release failed
+    /// or that did not stop in time, and a failed deregistration.
+    fn shutdown(&mut self, abandon: bool) -> Vec<String> {
+        let mut problems = Vec::new();
         self.abandon.store(abandon, Ordering::Release);
         for handle in self.shards.values_mut() {
             handle.request_stop();
@@ -578,9 +585,12 @@ impl<'a> Coordinator<'a> {
         let deadline = Instant::now() + SHARD_STOP_TIMEOUT;
         while !self.shards.is_empty() {
             match self.exits_rx.recv_deadline(deadline) {
-                Ok((shard, _)) => {
+                Ok((shard, exit)) => {
                     if let Some(h) = self.shards.remove(&shard) {
                         h.join();
+                    }
+                    if let ShardExit::Unreleased(why) = exit {
+                        problems.push(format!("shard {shard} was not released: {why}"));
                     }
                 }
                 Err(_) => {
@@ -589,12 +599,15 @@ impl<'a> Coordinator<'a> {
                         "client {}: shard threads {left:?} did not stop within {SHARD_STOP_TIMEOUT:?}; leaving them",
                         self.name()
                     );
+                    problems.push(format!(
+                        "shards {left:?} did not stop within {SHARD_STOP_TIMEOUT:?}"
+                    ));
                     break;
                 }
             }
         }
         if abandon {
-            return;
+            return problems;
         }
         if self.leader {
             match metadata::resign(self.bridge, &self.parts.names.metadata, &self.parts.owner) {
@@ -608,8 +621,12 @@ impl<'a> Coordinator<'a> {
         }
         match clients::deregister(self.bridge, &self.parts.names.clients, &self.parts.owner) {
             Ok(()) => log::info!("client {}: stopped and deregistered", self.name()),
-            Err(e) => log::warn!("client {}: {e}", self.name()),
+            Err(e) => {
+                log::warn!("client {}: {e}", self.name());
+                problems.push(e.to_string());
+            }
         }
+        problems
     }
 }
 

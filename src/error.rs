@@ -81,6 +81,9 @@ pub enum ErrorKind {
     InvalidInitialPosition,
     /// Records were asked for before [`run`](crate::Kinsumer::run).
     NotRunning,
+    /// [`close`](crate::Kinsumer::close) could not finish everything (the context says
+    /// what).
+    StopIncomplete,
     /// A lease's holder is alive ([`Fleet::release`](crate::Fleet::release)).
     LeaseHeld,
     /// Clients of the application are live, or took a shard during a rewind
@@ -129,6 +132,7 @@ impl ErrorKind {
             ErrorKind::InvalidInitialPosition => {
                 "the initial position's timestamp is in the future"
             }
+            ErrorKind::StopIncomplete => "stopped, but not everything could be finished",
             ErrorKind::LeaseHeld => "the lease's holder is alive",
             ErrorKind::FleetRunning => "clients of the application are running",
             ErrorKind::InvalidRewind => "invalid rewind",

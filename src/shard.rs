@@ -41,6 +41,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 pub(crate) enum ShardExit {
     /// Told to stop; the lease was released (or never captured).
     Stopped,
+    /// Told to stop, but the final commit and release failed (why); the lease expires
+    /// on its own.
+    Unreleased(String),
     /// Another client owns the shard now.
     LeaseLost,
     /// Read to its end and fully processed; marked `Finished`.
@@ -351,16 +354,17 @@ impl<'a> Worker<'a> {
                 ShardExit::LeaseLost
             }
             Interrupt::Finished => ShardExit::Finished,
-            Interrupt::Stop => {
-                self.release(&progress);
-                ShardExit::Stopped
-            }
+            Interrupt::Stop => match self.release(&progress) {
+                Ok(()) => ShardExit::Stopped,
+                Err(why) => ShardExit::Unreleased(why),
+            },
+            // Best effort: the failure is what gets reported.
             Interrupt::Failed(why) => {
-                self.release(&progress);
+                let _ = self.release(&progress);
                 ShardExit::Failed(why)
             }
             Interrupt::NoSuchStream => {
-                self.release(&progress);
+                let _ = self.release(&progress);
                 ShardExit::NoSuchStream
             }
         }
@@ -779,9 +783,12 @@ impl<'a> Worker<'a> {
     /// caller a moment to finish the ones it holds (so a clean handover re-delivers
     /// nothing), then writes. Retries transient failures briefly: a lease left behind
     /// only delays the next owner until it goes stale.
-    fn release(&mut self, progress: &ShardProgress) {
+    /// `Err` with the last failure if the lease could not be released (it then expires on
+    /// its own, delaying the next owner).
+    fn release(&mut self, progress: &ShardProgress) -> Result<(), String> {
         let deadline = Instant::now() + self.ctx.config.commit_frequency().max(DRAIN_TIMEOUT);
         let (_, checkpoint) = progress.drain_and_seal(deadline, self.committed);
+        let mut last = String::new();
         for attempt in 0..3 {
             match self.leases().release(self.shard(), checkpoint.as_ref()) {
                 Ok(()) => {
@@ -795,20 +802,22 @@ impl<'a> Worker<'a> {
                         self.report_commit(c);
                     }
                     self.ctx.config.stats().lease_released(self.shard());
-                    return;
+                    return Ok(());
                 }
                 Err(WriteError::LeaseLost) => {
                     self.ctx.config.stats().lease_lost(self.shard());
-                    return;
+                    return Ok(());
                 }
                 Err(WriteError::Other { error, transient }) => {
                     log::warn!("{error} (attempt {})", attempt + 1);
+                    last = error.to_string();
                     if !transient {
-                        return;
+                        break;
                     }
                     std::thread::sleep(self.throttle());
                 }
             }
         }
+        Err(last)
     }
 }

@@ -22,6 +22,7 @@ fn a_shard_that_keeps_failing_the_same_way_ends_the_consumer() -> TestResult {
                 operation: "GetShardIterator",
                 status: 400,
                 code: "AccessDeniedException",
+                armed: None,
             })
             .build(),
     );

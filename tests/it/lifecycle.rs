@@ -165,3 +165,46 @@ fn records_before_run_end_at_once_with_not_running() -> TestResult {
     assert!(!consumer.is_running());
     Ok(())
 }
+
+#[test]
+fn close_reports_shards_whose_release_failed() -> TestResult {
+    use crate::support::fault::AlwaysFail;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    // A clean close reports nothing.
+    let consumer = env.consumer("clean", support::fast_config())?;
+    consumer.run()?;
+    consumer.close()?;
+
+    let armed = Arc::new(AtomicBool::new(false));
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        env.dynamodb
+            .config()
+            .to_builder()
+            .interceptor(AlwaysFail {
+                operation: "UpdateItem",
+                status: 400,
+                code: "AccessDeniedException",
+                armed: Some(Arc::clone(&armed)),
+            })
+            .build(),
+    );
+    let kinesis = env.kinesis.clone();
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "denied", support::fast_config())?;
+    consumer.run()?;
+    support::wait_for(Duration::from_secs(30), "both shards leased", || {
+        Ok(env.owners()?.len() == 2)
+    })?;
+    armed.store(true, Ordering::SeqCst);
+    let err = consumer.close().expect_err("close hid the failed releases");
+    assert_eq!(err.kind(), ErrorKind::StopIncomplete);
+    let text = err.to_string();
+    for shard in env.shard_ids()? {
+        assert!(text.contains(&shard), "{text}");
+    }
+    assert!(text.contains("AccessDeniedException"), "{text}");
+    Ok(())
+}

@@ -15,6 +15,7 @@ mod errors;
 mod faults;
 mod fleet;
 mod hopeless;
+mod iam;
 mod iterator;
 mod lease;
 mod lifecycle;

@@ -144,6 +144,8 @@ pub struct AlwaysFail {
     pub status: u16,
     /// The error code (`AccessDeniedException`).
     pub code: &'static str,
+    /// Fails only while this is set (always, if `None`).
+    pub armed: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Intercept for AlwaysFail {
@@ -160,7 +162,8 @@ impl Intercept for AlwaysFail {
         let operation = cfg
             .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
             .map(|m| m.name());
-        if operation == Some(self.operation) {
+        let armed = self.armed.as_ref().is_none_or(|a| a.load(Ordering::SeqCst));
+        if armed && operation == Some(self.operation) {
             let response = context.response_mut();
             *response.status_mut() = StatusCode::try_from(self.status)?;
             *response.body_mut() = SdkBody::from(format!(
