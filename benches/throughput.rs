@@ -22,6 +22,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use kinsumer::Polled;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -263,7 +264,7 @@ fn drain(args: &Args, default_shards: i32) -> BenchResult {
     let mut records = consumer.records();
     while count < n {
         match records.next_timeout(Duration::from_secs(60)) {
-            Some(Ok(r)) => {
+            Polled::Record(r) => {
                 first.get_or_insert_with(|| start.elapsed());
                 count += 1;
                 match record_id(r.data()).and_then(|id| seen.get_mut(id as usize)) {
@@ -275,9 +276,9 @@ fn drain(args: &Args, default_shards: i32) -> BenchResult {
                     None => return Err("foreign record".into()),
                 }
             }
-            Some(Err(e)) if e.is_timeout() => return Err("drain stalled for 60 s".into()),
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err("iteration ended".into()),
+            Polled::TimedOut => return Err("drain stalled for 60 s".into()),
+            Polled::Failed(e) => return Err(e.into()),
+            Polled::Ended => return Err("iteration ended".into()),
         }
     }
     let wall = start.elapsed();
@@ -405,8 +406,8 @@ fn latency(args: &Args, busy: bool) -> BenchResult {
     let mut records = consumer.records();
     while (latencies.len() as u64) < n {
         match records.next_timeout(Duration::from_secs(30)) {
-            Some(Ok(r)) if r.data().first() == Some(&LOAD) => background += 1,
-            Some(Ok(r)) => {
+            Polled::Record(r) if r.data().first() == Some(&LOAD) => background += 1,
+            Polled::Record(r) => {
                 let sent = r
                     .data()
                     .get(9..17)
@@ -415,8 +416,9 @@ fn latency(args: &Args, busy: bool) -> BenchResult {
                     .ok_or("short record")?;
                 latencies.push(now_ns().saturating_sub(sent) as f64 / 1e6);
             }
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err("iteration ended".into()),
+            Polled::TimedOut => return Err("no record for 30 s".into()),
+            Polled::Failed(e) => return Err(e.into()),
+            Polled::Ended => return Err("iteration ended".into()),
         }
     }
     producer.join().map_err(|_| "producer panicked")??;
@@ -503,9 +505,10 @@ fn slow_caller(args: &Args) -> BenchResult {
     let mut records = consumer.records();
     while start.elapsed() < Duration::from_secs(seconds) {
         match records.next_timeout(Duration::from_secs(10)) {
-            Some(Ok(_)) => count += 1,
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err("iteration ended".into()),
+            Polled::Record(_) => count += 1,
+            Polled::TimedOut => return Err("no record for 10 s".into()),
+            Polled::Failed(e) => return Err(e.into()),
+            Polled::Ended => return Err("iteration ended".into()),
         }
         std::thread::sleep(Duration::from_millis(1));
         if Instant::now() >= next_sample {

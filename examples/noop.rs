@@ -13,6 +13,7 @@
 //! which also honours the standard endpoint variables: `AWS_ENDPOINT_URL_KINESIS` and
 //! `AWS_ENDPOINT_URL_DYNAMODB` point it at emulators (the `emulators` example prints them).
 
+use kinsumer::Polled;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -124,10 +125,10 @@ fn run(args: &Args) -> kinsumer::Result<()> {
     loop {
         // Wake up at least once a second, so the status line comes on an idle stream too.
         match records.next_timeout(Duration::from_secs(1)) {
-            Some(Ok(_)) => count += 1,
-            Some(Err(e)) if e.is_timeout() => {}
-            Some(Err(e)) => return Err(e), // fatal: the consumer has ended
-            None => break,
+            Polled::Record(_) => count += 1,
+            Polled::TimedOut => {}
+            Polled::Failed(e) => return Err(e), // fatal: the consumer has ended
+            Polled::Ended => break,
         }
         if last.elapsed() >= STATUS_EVERY {
             println!(

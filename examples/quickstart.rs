@@ -15,6 +15,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use kinsumer::Polled;
 use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -102,13 +103,13 @@ fn consume(
             return Err(format!("only {} of {RECORDS} records after 120 s", seen.len()).into());
         }
         match records.next_timeout(Duration::from_millis(500)) {
-            Some(Ok(record)) => {
+            Polled::Record(record) => {
                 *per_shard.entry(record.shard_id().to_owned()).or_default() += 1;
                 seen.insert(String::from_utf8_lossy(record.data()).into_owned());
             }
-            Some(Err(e)) if e.is_timeout() => {}
-            Some(Err(e)) => return Err(e.into()), // fatal: the consumer has ended
-            None => return Err("consumer stopped".into()),
+            Polled::TimedOut => {}
+            Polled::Failed(e) => return Err(e.into()), // fatal: the consumer has ended
+            Polled::Ended => return Err("consumer stopped".into()),
         }
         if last_report.elapsed() >= Duration::from_millis(500) || seen.len() == RECORDS {
             last_report = Instant::now();

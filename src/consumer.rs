@@ -460,26 +460,28 @@ impl Kinsumer {
         self.closed_rx.try_recv().unwrap_or_default()
     }
 
-    fn next_item(&self, deadline: Option<Instant>) -> Option<Result<Record>> {
+    fn next_item(&self, deadline: Option<Instant>) -> Polled {
         let auto = self.config.checkpoint_mode() == CheckpointMode::Auto;
         if auto && let Some(f) = self.in_flight.lock().take() {
             f.mark();
         }
         let done = self.coordinator_done.lock().clone();
         let Some(done) = done else {
-            return Some(Err(Error::new(ErrorKind::NotRunning)
-                .with_context("iterating records")
-                .fatal()));
+            return Polled::Failed(
+                Error::new(ErrorKind::NotRunning)
+                    .with_context("iterating records")
+                    .fatal(),
+            );
         };
         loop {
             if self.signal.is_requested() || self.fatal.load(Ordering::Acquire) {
-                return None;
+                return Polled::Ended;
             }
             let received = match self.fatal_rx.try_recv() {
                 Ok(e) => Received::Fatal(e),
                 Err(_) => match self.records.try_recv() {
                     Ok(r) => Received::Record(r),
-                    Err(TryRecvError::Disconnected) => return None,
+                    Err(TryRecvError::Disconnected) => return Polled::Ended,
                     Err(TryRecvError::Empty) => self.wait(&done, deadline),
                 },
             };
@@ -492,9 +494,9 @@ impl Kinsumer {
                         *self.in_flight.lock() = Some(record.processed_marker());
                     }
                     self.config.stats().records_delivered(record.shard_id(), 1);
-                    return Some(Ok(record));
+                    return Polled::Record(record);
                 }
-                Received::Fatal(e) => return Some(Err(self.end_with(e))),
+                Received::Fatal(e) => return Polled::Failed(self.end_with(e)),
                 Received::CoordinatorGone => {
                     // It reports why it stops before it ends; if it said nothing, it
                     // died (or was stopped, which the loop checks first).
@@ -504,16 +506,12 @@ impl Kinsumer {
                             .fatal()
                     });
                     if self.signal.is_requested() {
-                        return None;
+                        return Polled::Ended;
                     }
-                    return Some(Err(self.end_with(e)));
+                    return Polled::Failed(self.end_with(e));
                 }
                 Received::Woken => continue,
-                Received::TimedOut => {
-                    return Some(Err(
-                        Error::new(ErrorKind::Timeout).with_context("waiting for a record")
-                    ));
-                }
+                Received::TimedOut => return Polled::TimedOut,
             }
         }
     }
@@ -583,24 +581,80 @@ pub struct Records<'a> {
 }
 
 impl Records<'_> {
-    /// Like [`next`](Iterator::next), but waits at most `timeout`. Finding nothing in
-    /// time yields `Some(Err(e))` with [`e.is_timeout()`](Error::is_timeout) — the only
-    /// error item that is not fatal; `None` still means iteration has ended. A timeout too
-    /// large to add to the current time waits without a deadline.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<Record>> {
+    /// Like [`next`](Iterator::next), but waits at most `timeout`: a record, the fatal
+    /// error that ended the consumer, [`Polled::TimedOut`] if nothing came in time (and
+    /// iteration goes on), or [`Polled::Ended`]. A timeout too large to add to the
+    /// current time waits without a deadline.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo(consumer: &kinsumer::Kinsumer) -> Result<(), kinsumer::Error> {
+    /// use kinsumer::Polled;
+    /// use std::time::Duration;
+    ///
+    /// let mut records = consumer.records();
+    /// loop {
+    ///     match records.next_timeout(Duration::from_secs(1)) {
+    ///         Polled::Record(record) => println!("{} bytes", record.data().len()),
+    ///         Polled::TimedOut => println!("idle"),
+    ///         Polled::Failed(e) => return Err(e),
+    ///         Polled::Ended => return Ok(()),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> Polled {
         if self.ended {
-            return None;
+            return Polled::Ended;
         }
-        // A timeout too large to add to now means no deadline.
-        let item = self.consumer.next_item(Instant::now().checked_add(timeout));
-        self.note(item)
+        let polled = self.consumer.next_item(Instant::now().checked_add(timeout));
+        self.note(polled)
     }
 
-    fn note(&mut self, item: Option<Result<Record>>) -> Option<Result<Record>> {
-        if matches!(&item, Some(Err(e)) if e.kind() == ErrorKind::NotRunning) {
+    /// Like [`next_timeout`](Records::next_timeout) without waiting: a record or error
+    /// already there, else [`Polled::TimedOut`].
+    pub fn try_next(&mut self) -> Polled {
+        self.next_timeout(Duration::ZERO)
+    }
+
+    fn note(&mut self, polled: Polled) -> Polled {
+        if matches!(&polled, Polled::Failed(e) if e.kind() == ErrorKind::NotRunning) {
             self.ended = true;
         }
-        item
+        polled
+    }
+}
+
+/// What [`Records::next_timeout`] and [`Records::try_next`] found. Exhaustive, like
+/// crossbeam's `RecvTimeoutError`: these are all the outcomes there can be.
+#[derive(Debug)]
+pub enum Polled {
+    /// The next record.
+    Record(Record),
+    /// The error that ended the consumer (always [fatal](Error::is_fatal)); iteration is
+    /// over.
+    Failed(Error),
+    /// Nothing came in time; iteration goes on.
+    TimedOut,
+    /// Iteration has ended: after a stop, or after the fatal error was yielded.
+    Ended,
+}
+
+impl Polled {
+    /// The item [`Iterator::next`] would have returned; `None` for both
+    /// [`TimedOut`](Polled::TimedOut) and [`Ended`](Polled::Ended).
+    pub fn into_item(self) -> Option<Result<Record>> {
+        match self {
+            Polled::Record(r) => Some(Ok(r)),
+            Polled::Failed(e) => Some(Err(e)),
+            Polled::TimedOut | Polled::Ended => None,
+        }
+    }
+
+    /// Whether nothing came in time.
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self, Polled::TimedOut)
     }
 }
 
@@ -611,8 +665,9 @@ impl Iterator for Records<'_> {
         if self.ended {
             return None;
         }
-        let item = self.consumer.next_item(None);
-        self.note(item)
+        // Without a deadline there is no TimedOut.
+        let polled = self.consumer.next_item(None);
+        self.note(polled).into_item()
     }
 }
 

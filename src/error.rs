@@ -248,15 +248,13 @@ impl Error {
     }
 
     /// Whether this error ended consumption: it is the last item the record iterator
-    /// yields. The iterator yields no other errors (apart from
-    /// [`Records::next_timeout`](crate::Records::next_timeout)'s timeouts); errors from
-    /// calls such as [`run`](crate::Kinsumer::run) are not fatal.
+    /// yields; it yields no other errors. Errors from calls such as
+    /// [`run`](crate::Kinsumer::run) are not fatal.
     pub fn is_fatal(&self) -> bool {
         self.inner.fatal
     }
 
-    /// Whether a call or wait ran out of time (including
-    /// [`Records::next_timeout`](crate::Records::next_timeout) finding nothing).
+    /// Whether a call or wait ran out of time.
     pub fn is_timeout(&self) -> bool {
         self.inner.kind == ErrorKind::Timeout
     }

@@ -75,7 +75,7 @@ struct ReadmeDoctests;
 
 pub use assignment::{AssignmentMode, assign_shards};
 pub use config::{BillingMode, CheckpointMode, Config, InitialPosition};
-pub use consumer::{Kinsumer, Records, StopHandle};
+pub use consumer::{Kinsumer, Polled, Records, StopHandle};
 pub use error::{Error, ErrorKind, Result};
 pub use fleet::{
     ClientStatus, Fleet, FleetStatus, Released, RewindPlan, RewindStep, RewindTo, ShardStatus,

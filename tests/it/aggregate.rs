@@ -1,6 +1,7 @@
 //! KPL aggregated records: unpacked into user records, checkpointed inside an aggregate,
 //! resumed without duplicates, compatible with Go-written rows.
 
+use kinsumer::Polled;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,10 +23,10 @@ fn take(consumer: &Kinsumer, n: usize) -> TestResult<Vec<Record>> {
             return Err(format!("timed out with {} of {n} records", out.len()).into());
         }
         match records.next_timeout(left.min(Duration::from_millis(500))) {
-            Some(Ok(r)) => out.push(r),
-            Some(Err(e)) if e.is_timeout() => {}
-            Some(Err(e)) => return Err(format!("error item: {e}").into()),
-            None => return Err("iteration ended".into()),
+            Polled::Record(r) => out.push(r),
+            Polled::TimedOut => {}
+            Polled::Failed(e) => return Err(format!("error item: {e}").into()),
+            Polled::Ended => return Err("iteration ended".into()),
         }
     }
     Ok(out)
@@ -163,7 +164,7 @@ fn stop_inside_the_aggregate(
     // Nothing more arrives.
     let mut records = second.records();
     match records.next_timeout(Duration::from_secs(1)) {
-        Some(Err(e)) if e.is_timeout() => {}
+        Polled::TimedOut => {}
         other => return Err(format!("unexpected extra item: {other:?}").into()),
     }
     second.stop();

@@ -3,6 +3,7 @@
 //! connections sit idle and the shard threads are parked), and every call completes
 //! promptly, with no failure or retry.
 
+use kinsumer::Polled;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,7 +36,7 @@ fn eight_shard_threads_with_idle_gaps_never_stall_or_fail() -> TestResult {
         env.put(&batch)?;
         for _ in 0..batch.len() {
             match records.next_timeout(Duration::from_secs(30)) {
-                Some(Ok(r)) => {
+                Polled::Record(r) => {
                     let sent: u128 = std::str::from_utf8(r.data())?.parse()?;
                     let latency = Duration::from_micros((now_micros() - sent) as u64);
                     worst = worst.max(latency);

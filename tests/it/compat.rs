@@ -134,7 +134,7 @@ fn resumes_from_go_rows_and_writes_go_rows() -> TestResult {
         consumer
             .records()
             .next_timeout(Duration::from_millis(800))
-            .is_some_and(|r| r.is_err_and(|e| e.is_timeout()))
+            .is_timed_out()
     );
     assert_eq!(seen.iter().cloned().collect::<HashSet<_>>(), expected);
     assert_eq!(seen.len(), expected.len());

@@ -2,6 +2,7 @@
 //! had processed (auto mode never checkpoints the record still being processed), and a
 //! new consumer re-delivers exactly the unprocessed tail once the lease goes stale.
 
+use kinsumer::Polled;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ fn crash_redelivers_exactly_the_unprocessed_tail() -> TestResult {
         let mut records = first.records();
         while taken.len() < TAKEN {
             match records.next_timeout(Duration::from_secs(30)) {
-                Some(Ok(r)) => taken.push(r),
+                Polled::Record(r) => taken.push(r),
                 other => return Err(format!("expected a record, got {other:?}").into()),
             }
         }

@@ -1,6 +1,7 @@
 //! The operator's tools: `Fleet` (status, release, rewind) against the embedded
 //! emulators, and the `kinsumer-ctl` example's output and exit codes.
 
+use kinsumer::Polled;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -111,7 +112,7 @@ fn drain(env: &mut Env, n: usize) -> TestResult<Vec<String>> {
     let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= n)?;
     // Nothing beyond.
     match consumer.records().next_timeout(Duration::from_secs(1)) {
-        Some(Err(e)) if e.is_timeout() => {}
+        Polled::TimedOut => {}
         other => return Err(format!("unexpected extra item {other:?}").into()),
     }
     consumer.stop();

@@ -3,6 +3,7 @@
 //! error item: failures are retried (by the SDK, then by the consumer) and reported to
 //! `Stats::error_reported` and `Kinsumer::health`, so `let record = record?;` is safe.
 
+use kinsumer::Polled;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,16 +55,18 @@ fn drain_under_ten_percent_faults_loses_nothing() -> TestResult {
             return Err(format!("only {} of {N} records after 120 s", seen.len()).into());
         }
         match records.next_timeout(Duration::from_secs(1)) {
-            Some(Ok(r)) => {
+            Polled::Record(r) => {
                 if !seen.insert(String::from_utf8(r.data().to_vec())?) {
                     duplicates += 1;
                 }
             }
-            Some(Err(e)) if e.is_timeout() => {}
+            Polled::TimedOut => {}
             // `let record = record?;` must not quit on a blip: transient trouble is
             // retried and reported elsewhere, never yielded.
-            Some(Err(e)) => return Err(format!("error item under transient faults: {e}").into()),
-            None => return Err("iteration ended".into()),
+            Polled::Failed(e) => {
+                return Err(format!("error item under transient faults: {e}").into());
+            }
+            Polled::Ended => return Err("iteration ended".into()),
         }
     }
     let health = consumer.health();

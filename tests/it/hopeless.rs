@@ -2,6 +2,7 @@
 //! an error retrying does not fix (here: access denied on every GetShardIterator) ends the
 //! consumer with one fatal, clearly worded error.
 
+use kinsumer::Polled;
 use std::time::{Duration, Instant};
 
 use kinsumer::{ErrorKind, Kinsumer};
@@ -42,13 +43,13 @@ fn a_shard_that_keeps_failing_the_same_way_ends_the_consumer() -> TestResult {
             return Err("no fatal error within 60 s".into());
         }
         match records.next_timeout(Duration::from_millis(500)) {
-            Some(Err(e)) if e.is_fatal() => break e,
-            Some(Err(e)) if e.is_timeout() => {}
-            Some(Err(e)) => return Err(format!("non-fatal error item: {e}").into()),
-            Some(Ok(r)) => return Err(format!("unexpected record {r:?}").into()),
-            None => return Err("iteration ended without a fatal error".into()),
+            Polled::Failed(e) => break e,
+            Polled::TimedOut => {}
+            Polled::Record(r) => return Err(format!("unexpected record {r:?}").into()),
+            Polled::Ended => return Err("iteration ended without a fatal error".into()),
         }
     };
+    assert!(fatal.is_fatal());
     assert_eq!(fatal.kind(), ErrorKind::ShardFailed);
     let text = fatal.to_string();
     assert!(text.contains("AccessDeniedException"), "{text}");

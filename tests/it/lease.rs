@@ -50,7 +50,7 @@ fn a_taken_lease_stops_delivery_and_is_never_overwritten() -> TestResult {
     let mut records = consumer.records();
     let mut late = Vec::new();
     for _ in 0..4 {
-        if let Some(Ok(r)) = records.next_timeout(Duration::from_millis(500)) {
+        if let kinsumer::Polled::Record(r) = records.next_timeout(Duration::from_millis(500)) {
             late.push(String::from_utf8_lossy(r.data()).into_owned());
         }
     }

@@ -1,6 +1,7 @@
 //! Stream lifecycle: a stream deleted while consuming ends iteration with a typed fatal
 //! error (distinguishable from a stop), and the consumer still stops cleanly.
 
+use kinsumer::Polled;
 use std::time::{Duration, Instant};
 
 use kinsumer::ErrorKind;
@@ -24,13 +25,13 @@ fn deleting_the_stream_is_a_fatal_no_such_stream_error() -> TestResult {
             return Err("no fatal error within 30 s".into());
         }
         match records.next_timeout(Duration::from_millis(500)) {
-            Some(Err(e)) if e.is_fatal() => break e,
-            Some(Err(e)) if e.is_timeout() => {}
-            Some(Err(e)) => return Err(format!("non-fatal error item: {e}").into()),
-            Some(Ok(r)) => return Err(format!("unexpected record {r:?}").into()),
-            None => return Err("iteration ended without a fatal error".into()),
+            Polled::Failed(e) => break e,
+            Polled::TimedOut => {}
+            Polled::Record(r) => return Err(format!("unexpected record {r:?}").into()),
+            Polled::Ended => return Err("iteration ended without a fatal error".into()),
         }
     };
+    assert!(fatal.is_fatal());
     assert_eq!(fatal.kind(), ErrorKind::NoSuchStream);
     assert!(
         records.next().is_none(),
@@ -133,7 +134,7 @@ fn a_slow_caller_still_gets_the_fatal_error_when_many_shards_fail_at_once() -> T
     })?;
     let mut records = consumer.records();
     match records.next_timeout(Duration::from_secs(30)) {
-        Some(Err(e)) if e.is_fatal() => assert_eq!(e.kind(), ErrorKind::NoSuchStream, "{e}"),
+        Polled::Failed(e) => assert_eq!(e.kind(), ErrorKind::NoSuchStream, "{e}"),
         other => return Err(format!("expected the fatal error, got {other:?}").into()),
     }
     assert!(records.next().is_none());

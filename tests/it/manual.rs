@@ -1,6 +1,7 @@
 //! Manual checkpoint mode: records marked processed out of order, from several threads;
 //! the checkpoint covers only the contiguous processed prefix.
 
+use kinsumer::Polled;
 use std::time::Duration;
 
 use kinsumer::{CheckpointMode, ProcessedMarker};
@@ -23,7 +24,7 @@ fn out_of_order_marks_from_threads_checkpoint_the_contiguous_prefix() -> TestRes
     let mut records = consumer.records();
     while markers.len() < N {
         match records.next_timeout(Duration::from_secs(30)) {
-            Some(Ok(r)) => markers.push(r.processed_marker()),
+            Polled::Record(r) => markers.push(r.processed_marker()),
             other => return Err(format!("expected a record, got {other:?}").into()),
         }
     }
@@ -31,7 +32,7 @@ fn out_of_order_marks_from_threads_checkpoint_the_contiguous_prefix() -> TestRes
     assert!(
         records
             .next_timeout(Duration::from_millis(300))
-            .is_some_and(|r| r.is_err())
+            .is_timed_out()
     );
     assert_eq!(env.checkpoint(&shard)?, None, "checkpoint before any mark");
 

@@ -2,6 +2,7 @@
 //! its shard restarted, nothing lost; a panicking coordinator ends consumption with a
 //! fatal error instead of leaving the iterator idle, and still releases every lease.
 
+use kinsumer::Polled;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -97,8 +98,8 @@ fn a_coordinator_that_panics_ends_iteration_with_a_fatal_error_and_releases() ->
             return Err("no fatal error within 30 s".into());
         }
         match records.next_timeout(Duration::from_millis(500)) {
-            Some(Err(e)) if e.is_timeout() => {}
-            Some(Err(e)) => break e,
+            Polled::TimedOut => {}
+            Polled::Failed(e) => break e,
             other => return Err(format!("unexpected {other:?}").into()),
         }
     };

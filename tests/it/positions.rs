@@ -62,7 +62,7 @@ fn at_timestamp_starts_at_the_given_time() -> TestResult {
         consumer
             .records()
             .next_timeout(Duration::from_millis(500))
-            .is_some_and(|r| r.is_err_and(|e| e.is_timeout()))
+            .is_timed_out()
     );
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! order (a child is read only after its parents are read to the end), lose nothing and
 //! repeat nothing.
 
+use kinsumer::Polled;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,14 +26,14 @@ fn consume_all(
             return Err(format!("only {} records after {timeout:?}", log.len()).into());
         }
         match records.next_timeout(Duration::from_millis(200)) {
-            Some(Ok(r)) => log.push((
+            Polled::Record(r) => log.push((
                 String::from_utf8_lossy(r.data()).into_owned(),
                 r.shard_id().to_owned(),
                 SystemTime::now(),
             )),
-            Some(Err(e)) if e.is_timeout() => {}
-            Some(Err(e)) => return Err(format!("error item: {e}").into()),
-            None => return Err("iteration ended".into()),
+            Polled::TimedOut => {}
+            Polled::Failed(e) => return Err(format!("error item: {e}").into()),
+            Polled::Ended => return Err("iteration ended".into()),
         }
     }
     Ok(())

@@ -16,6 +16,7 @@ pub mod fault;
 pub mod golike;
 pub mod kpl;
 
+use kinsumer::Polled;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -501,10 +502,12 @@ pub fn collect_until(
             return Err(format!("timed out after {timeout:?} with {} records", seen.len()).into());
         }
         match records.next_timeout(left.min(Duration::from_millis(500))) {
-            Some(Ok(record)) => seen.push(String::from_utf8(record.data().to_vec())?),
-            Some(Err(e)) if e.is_timeout() => {}
-            Some(Err(e)) => return Err(format!("error item: {e} ({:?})", e).into()),
-            None => return Err(format!("iteration ended after {} records", seen.len()).into()),
+            Polled::Record(record) => seen.push(String::from_utf8(record.data().to_vec())?),
+            Polled::TimedOut => {}
+            Polled::Failed(e) => return Err(format!("error item: {e} ({:?})", e).into()),
+            Polled::Ended => {
+                return Err(format!("iteration ended after {} records", seen.len()).into());
+            }
         }
     }
     Ok(seen)
