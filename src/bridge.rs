@@ -31,7 +31,9 @@ use kinesis::config::timeout::TimeoutConfig;
 use kinesis::error::SdkError;
 use parking_lot::Mutex;
 
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::retry;
 
 /// Upper bound on one SDK operation (all its retries), unless the caller's config sets
 /// its own: every wait in this crate is bounded.
@@ -70,17 +72,33 @@ impl ClientConfigs {
     }
 
     fn from_service_configs(k: kinesis::Config, d: dynamodb::Config) -> Self {
-        let k = match bounded(k.timeout_config()) {
-            Some(t) => k.to_builder().timeout_config(t).build(),
-            None => k,
-        };
-        let d = match bounded(d.timeout_config()) {
-            Some(t) => d.to_builder().timeout_config(t).build(),
-            None => d,
-        };
         ClientConfigs {
             kinesis: k,
             dynamodb: d,
+        }
+    }
+
+    /// Fills in what the caller's configuration leaves open, so that every wait is
+    /// bounded: an operation timeout (all of a call's attempts), an attempt timeout well
+    /// inside the lease time, and the SDK retry policy ([`retry::sdk_retry_config`]).
+    /// Settings the caller made are kept.
+    pub(crate) fn with_defaults(self, config: &Config) -> Self {
+        let attempt = attempt_timeout(config);
+        let k = self.kinesis;
+        let mut kb = k.to_builder();
+        kb.set_timeout_config(Some(bounded(k.timeout_config(), attempt)));
+        if k.retry_config().is_none() {
+            kb.set_retry_config(Some(retry::sdk_retry_config()));
+        }
+        let d = self.dynamodb;
+        let mut db = d.to_builder();
+        db.set_timeout_config(Some(bounded(d.timeout_config(), attempt)));
+        if d.retry_config().is_none() {
+            db.set_retry_config(Some(retry::sdk_retry_config()));
+        }
+        ClientConfigs {
+            kinesis: kb.build(),
+            dynamodb: db.build(),
         }
     }
 
@@ -92,7 +110,11 @@ impl ClientConfigs {
     /// Loads the default AWS configuration chain (environment, profile, IMDS, …).
     pub(crate) fn load_default() -> Result<Self> {
         let runtime = runtime()?;
-        let sdk = runtime.block_on(aws_config::load_defaults(behavior_version()));
+        let sdk = runtime.block_on(
+            aws_config::defaults(behavior_version())
+                .retry_config(retry::sdk_retry_config())
+                .load(),
+        );
         Ok(Self::from_sdk_config(&sdk))
     }
 }
@@ -105,16 +127,27 @@ fn behavior_version() -> aws_config::BehaviorVersion {
 }
 
 /// The timeout config to install, if `existing` has no operation timeout.
-fn bounded(existing: Option<&TimeoutConfig>) -> Option<TimeoutConfig> {
-    match existing {
-        Some(t) if t.operation_timeout().is_some() => None,
-        Some(t) => Some(t.to_builder().operation_timeout(OPERATION_TIMEOUT).build()),
-        None => Some(
-            TimeoutConfig::builder()
-                .operation_timeout(OPERATION_TIMEOUT)
-                .build(),
-        ),
+fn bounded(existing: Option<&TimeoutConfig>, attempt: Duration) -> TimeoutConfig {
+    let mut t = existing.map_or_else(TimeoutConfig::builder, TimeoutConfig::to_builder);
+    if existing
+        .and_then(TimeoutConfig::operation_timeout)
+        .is_none()
+    {
+        t = t.operation_timeout(OPERATION_TIMEOUT);
     }
+    if existing
+        .and_then(TimeoutConfig::operation_attempt_timeout)
+        .is_none()
+    {
+        t = t.operation_attempt_timeout(attempt);
+    }
+    t.build()
+}
+
+/// One attempt's limit: half the lease time (a hung call must not outlive a lease),
+/// between 2 s and 10 s.
+fn attempt_timeout(config: &Config) -> Duration {
+    (config.lease_ttl() / 2).clamp(Duration::from_secs(2), Duration::from_secs(10))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -288,5 +321,53 @@ impl Bridge {
                 "the kinsumer I/O runtime dropped the call",
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_kinesis::config::retry::RetryConfig;
+
+    fn configs(k: kinesis::config::Builder, d: dynamodb::config::Builder) -> ClientConfigs {
+        ClientConfigs::from_service_configs(k.build(), d.build())
+    }
+
+    #[test]
+    fn every_call_gets_bounded_and_the_callers_settings_are_kept() {
+        let fast = Config::default().with_shard_check_frequency(Duration::from_secs(1));
+        let filled =
+            configs(kinesis::Config::builder(), dynamodb::Config::builder()).with_defaults(&fast);
+        let t = filled.kinesis.timeout_config().unwrap();
+        assert_eq!(t.operation_timeout(), Some(OPERATION_TIMEOUT));
+        // Half the 5 s lease time.
+        assert_eq!(
+            t.operation_attempt_timeout(),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            filled.dynamodb.retry_config().unwrap().max_attempts(),
+            retry::sdk_retry_config().max_attempts()
+        );
+        let mine = TimeoutConfig::builder()
+            .operation_attempt_timeout(Duration::from_millis(700))
+            .build();
+        let kept = configs(
+            kinesis::Config::builder()
+                .timeout_config(mine)
+                .retry_config(RetryConfig::standard().with_max_attempts(7)),
+            dynamodb::Config::builder(),
+        )
+        .with_defaults(&Config::default());
+        let t = kept.kinesis.timeout_config().unwrap();
+        assert_eq!(
+            t.operation_attempt_timeout(),
+            Some(Duration::from_millis(700))
+        );
+        assert_eq!(t.operation_timeout(), Some(OPERATION_TIMEOUT));
+        assert_eq!(kept.kinesis.retry_config().unwrap().max_attempts(), 7);
+        // Default config: half of 5 min, capped at 10 s.
+        let t = kept.dynamodb.timeout_config().unwrap();
+        assert_eq!(t.operation_attempt_timeout(), Some(Duration::from_secs(10)));
     }
 }

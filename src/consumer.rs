@@ -688,7 +688,7 @@ pub(crate) fn connect(configs: &ClientConfigs, config: &Config) -> Result<Bridge
     if !configs.has_region() {
         return Err(Error::new(ErrorKind::NoRegion).with_context("configuring the AWS clients"));
     }
-    Bridge::new(configs)
+    Bridge::new(&configs.clone().with_defaults(config))
 }
 
 // The public handles may move between and be shared by threads.

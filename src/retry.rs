@@ -1,21 +1,39 @@
 //! Classifying AWS failures, and backing off between retries.
+//!
+//! Two layers retry a failed call. The SDK retries each call itself ([`sdk_retry_config`]:
+//! standard mode, at most 3 attempts, backoff capped at 2 s), each attempt bounded by the
+//! attempt timeout and the whole call by the operation timeout (see `bridge`). When the
+//! SDK gives up, this crate retries at its own cadence: GetRecords with [`Backoff`] from
+//! the throttle delay up to 10 s, commits at the next commit interval, captures at the
+//! throttle delay, fleet checks at the next shard check. So a transient failure costs at
+//! most one operation timeout before the crate's own schedule takes over, and only errors
+//! that [`is_transient`] are retried at all. The error codes come from the SDK's own lists.
 
 use std::time::Duration;
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 
-/// Error codes that mean "slow down", in either service.
-const THROTTLING_CODES: &[&str] = &[
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "Throttling",
-    "ThrottledException",
-    "RequestLimitExceeded",
-    "LimitExceededException",
-    "KMSThrottlingException",
-    "TooManyRequestsException",
-    "RequestThrottled",
-];
+/// Codes that mean "slow down" or "try again" beyond the SDK's lists
+/// (`aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS}`): Kinesis'
+/// KMS throttling.
+const EXTRA_RETRYABLE_CODES: &[&str] = &["KMSThrottlingException"];
+
+fn retryable_code(code: &str) -> bool {
+    use aws_runtime::retries::classifiers::{THROTTLING_ERRORS, TRANSIENT_ERRORS};
+    THROTTLING_ERRORS
+        .iter()
+        .chain(TRANSIENT_ERRORS)
+        .chain(EXTRA_RETRYABLE_CODES)
+        .any(|c| *c == code)
+}
+
+/// The SDK's own retries under this crate's: standard mode, at most 3 attempts, backoff
+/// capped at 2 s so that the crate's schedule takes over quickly.
+pub(crate) fn sdk_retry_config() -> aws_sdk_kinesis::config::retry::RetryConfig {
+    aws_sdk_kinesis::config::retry::RetryConfig::standard()
+        .with_max_attempts(3)
+        .with_max_backoff(Duration::from_secs(2))
+}
 
 /// The service's error code (`ExpiredIteratorException`, …), if it sent one.
 pub(crate) fn code<E: ProvideErrorMetadata>(err: &SdkError<E>) -> Option<&str> {
@@ -33,7 +51,7 @@ pub(crate) fn is_transient<E: ProvideErrorMetadata>(err: &SdkError<E>) -> bool {
             let server_side = err
                 .raw_response()
                 .is_some_and(|r| r.status().as_u16() >= 500);
-            server_side || err.code().is_some_and(|c| THROTTLING_CODES.contains(&c))
+            server_side || err.code().is_some_and(retryable_code)
         }
         _ => false,
     }
@@ -81,6 +99,18 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retryable_codes_are_the_sdks_plus_kms_throttling() {
+        for code in aws_runtime::retries::classifiers::THROTTLING_ERRORS {
+            assert!(retryable_code(code), "{code}");
+        }
+        assert!(retryable_code("RequestTimeout"));
+        assert!(retryable_code("KMSThrottlingException"));
+        assert!(!retryable_code("AccessDeniedException"));
+        assert!(!retryable_code("ValidationException"));
+        assert!(!retryable_code("ResourceNotFoundException"));
+    }
 
     #[test]
     fn backoff_grows_to_the_cap_and_resets() {
