@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::stats::{NoStats, Stats};
+use crate::stats::{NoListener, NoStats, ShardListener, Stats};
 
 /// Where a shard with no checkpoint starts reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +90,9 @@ pub struct Config {
     use_list_shards_for_readiness: bool,
     list_shards_page_size: Option<i32>,
     deaggregation: bool,
+    handover_grace: Option<Duration>,
     stats: Arc<dyn Stats>,
+    listener: Arc<dyn ShardListener>,
 }
 
 impl Default for Config {
@@ -111,7 +113,9 @@ impl Default for Config {
             use_list_shards_for_readiness: false,
             list_shards_page_size: None,
             deaggregation: true,
+            handover_grace: None,
             stats: Arc::new(NoStats),
+            listener: Arc::new(NoListener),
         }
     }
 }
@@ -136,7 +140,9 @@ impl fmt::Debug for Config {
                 &self.use_list_shards_for_readiness,
             )
             .field("deaggregation", &self.deaggregation)
+            .field("handover_grace", &self.handover_grace())
             .field("stats", &self.stats)
+            .field("listener", &self.listener)
             .finish()
     }
 }
@@ -260,6 +266,33 @@ impl Config {
         self
     }
 
+    /// Who is told when shards are assigned, about to be handed over, released, ended or
+    /// lost (default: nobody); see [`ShardListener`].
+    pub fn with_shard_listener(mut self, listener: Arc<dyn ShardListener>) -> Self {
+        self.listener = listener;
+        self
+    }
+
+    /// How long a shard being handed over (a rebalance, a stop) waits for the records
+    /// already handed out to be processed before it commits and releases its lease
+    /// (default: the commit frequency, at least 2 s). Records still unprocessed then are
+    /// delivered again by the next owner. Must be shorter than the lease time
+    /// (5 × shard check frequency).
+    pub fn with_handover_grace(mut self, grace: Duration) -> Self {
+        self.handover_grace = Some(grace);
+        self
+    }
+
+    /// The handover grace.
+    pub fn handover_grace(&self) -> Duration {
+        self.handover_grace
+            .unwrap_or_else(|| self.commit_frequency.max(Duration::from_secs(2)))
+    }
+
+    pub(crate) fn listener(&self) -> &Arc<dyn ShardListener> {
+        &self.listener
+    }
+
     /// Where metrics events go (default: nowhere).
     pub fn with_stats(mut self, stats: Arc<dyn Stats>) -> Self {
         self.stats = stats;
@@ -364,6 +397,9 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.max_records) {
             return fail(ErrorKind::InvalidMaxRecords);
+        }
+        if self.handover_grace.is_some_and(|g| g >= self.lease_ttl()) {
+            return fail(ErrorKind::InvalidHandoverGrace);
         }
         // Kinesis rejects it at every try: an answer that cannot change.
         if let InitialPosition::AtTimestamp(t) = self.initial_position

@@ -79,6 +79,8 @@ pub enum ErrorKind {
     /// [`InitialPosition::AtTimestamp`](crate::InitialPosition::AtTimestamp) is in the
     /// future: Kinesis rejects it.
     InvalidInitialPosition,
+    /// The handover grace is not shorter than the lease time (5 × shard check frequency).
+    InvalidHandoverGrace,
     /// Records were asked for before [`run`](crate::Kinsumer::run).
     NotRunning,
     /// [`close`](crate::Kinsumer::close) could not finish everything (the context says
@@ -131,6 +133,9 @@ impl ErrorKind {
             }
             ErrorKind::InvalidInitialPosition => {
                 "the initial position's timestamp is in the future"
+            }
+            ErrorKind::InvalidHandoverGrace => {
+                "the handover grace must be shorter than the lease time (5 x shard check frequency)"
             }
             ErrorKind::StopIncomplete => "stopped, but not everything could be finished",
             ErrorKind::LeaseHeld => "the lease's holder is alive",
@@ -271,6 +276,7 @@ impl Error {
                 | ErrorKind::InvalidDynamoCapacity
                 | ErrorKind::InvalidMaxRecords
                 | ErrorKind::NoRegion
+                | ErrorKind::InvalidHandoverGrace
                 | ErrorKind::InvalidInitialPosition
         )
     }

@@ -82,4 +82,4 @@ pub use fleet::{
 };
 pub use health::Health;
 pub use record::{ProcessedMarker, Record};
-pub use stats::{NoStats, Stats};
+pub use stats::{NoListener, NoStats, ShardListener, Stats};

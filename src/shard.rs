@@ -33,9 +33,6 @@ use crate::source::{Batch, Polling, RecordSource, SourceError, StartAt};
 use crate::tables::Names;
 use crate::watermark::{AggregatePart, Checkpoint, Partial, ShardProgress};
 
-/// How long a releasing shard waits for the caller to finish records it already holds.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// How a shard thread ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ShardExit {
@@ -351,6 +348,7 @@ impl<'a> Worker<'a> {
                     self.shard()
                 );
                 self.ctx.config.stats().lease_lost(self.shard());
+                self.ctx.config.listener().lost(self.shard());
                 ShardExit::LeaseLost
             }
             Interrupt::Finished => ShardExit::Finished,
@@ -386,6 +384,7 @@ impl<'a> Worker<'a> {
                         found.checkpoint
                     );
                     self.ctx.config.stats().lease_acquired(self.shard());
+                    self.ctx.config.listener().assigned(self.shard());
                     if found.finished {
                         // Already read to its end by some client: nothing to do.
                         let _ = self.leases().release(self.shard(), None);
@@ -768,6 +767,7 @@ impl<'a> Worker<'a> {
                     self.shard()
                 );
                 self.ctx.config.stats().lease_released(self.shard());
+                self.ctx.config.listener().ended(self.shard());
                 Interrupt::Finished
             }
             Err(WriteError::LeaseLost) => Interrupt::LeaseLost,
@@ -786,8 +786,11 @@ impl<'a> Worker<'a> {
     /// `Err` with the last failure if the lease could not be released (it then expires on
     /// its own, delaying the next owner).
     fn release(&mut self, progress: &ShardProgress) -> Result<(), String> {
-        let deadline = Instant::now() + self.ctx.config.commit_frequency().max(DRAIN_TIMEOUT);
+        progress.stop_handing_out();
+        self.ctx.config.listener().revoking(self.shard());
+        let deadline = Instant::now() + self.ctx.config.handover_grace();
         let (_, checkpoint) = progress.drain_and_seal(deadline, self.committed);
+        self.ctx.config.listener().revoked(self.shard());
         let mut last = String::new();
         for attempt in 0..3 {
             match self.leases().release(self.shard(), checkpoint.as_ref()) {

@@ -115,3 +115,70 @@ pub trait Stats: Send + Sync + fmt::Debug {
 pub struct NoStats;
 
 impl Stats for NoStats {}
+
+/// Tells a caller that keeps per-shard state (running totals, open files) when shards
+/// come and go, as rdkafka's rebalance callbacks and the KCL's `leaseLost`/`shardEnded`
+/// do — without giving up the record iterator. Set it with
+/// [`Config::with_shard_listener`](crate::Config::with_shard_listener).
+///
+/// Methods run on the shard's own thread; every one has an empty default. In
+/// [`revoking`](ShardListener::revoking) flush what belongs to the shard and mark its
+/// records processed: the lease is released once every record handed out is processed,
+/// or when the handover grace ends
+/// ([`Config::with_handover_grace`](crate::Config::with_handover_grace)), whichever comes
+/// first; records not processed by then are delivered again by the next owner.
+///
+/// # Examples
+///
+/// ```
+/// use kinsumer::{Config, ShardListener};
+/// use std::sync::Arc;
+///
+/// #[derive(Debug, Default)]
+/// struct Flusher;
+///
+/// impl ShardListener for Flusher {
+///     fn revoking(&self, shard_id: &str) {
+///         // write this shard's pending totals, then mark their records processed
+///         let _ = shard_id;
+///     }
+/// }
+///
+/// let config = Config::default().with_shard_listener(Arc::new(Flusher));
+/// # drop(config);
+/// ```
+pub trait ShardListener: Send + Sync + fmt::Debug {
+    /// This client now reads `shard_id`: its records follow.
+    fn assigned(&self, shard_id: &str) {
+        let _ = shard_id;
+    }
+
+    /// `shard_id` is about to be handed over (a rebalance, or this client stopping): no
+    /// more of its records are handed out, and the lease is released once the records
+    /// already handed out are processed or the handover grace ends. Flush and mark now.
+    fn revoking(&self, shard_id: &str) {
+        let _ = shard_id;
+    }
+
+    /// `shard_id` was released: records of it still held count for nothing more.
+    fn revoked(&self, shard_id: &str) {
+        let _ = shard_id;
+    }
+
+    /// `shard_id` was read to its end and every record processed (resharding).
+    fn ended(&self, shard_id: &str) {
+        let _ = shard_id;
+    }
+
+    /// Another client took `shard_id` (this client was cut off or paused past its
+    /// lease): there was no grace, and its unprocessed records go to the new owner.
+    fn lost(&self, shard_id: &str) {
+        let _ = shard_id;
+    }
+}
+
+/// The default [`ShardListener`]: ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoListener;
+
+impl ShardListener for NoListener {}

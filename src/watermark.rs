@@ -228,6 +228,14 @@ impl ShardProgress {
         }
     }
 
+    /// Stops hand-outs (records still in the channel are dropped), keeping marks.
+    pub(crate) fn stop_handing_out(&self) {
+        let mut st = self.state.lock();
+        if st.phase == Phase::Delivering {
+            st.phase = Phase::Draining;
+        }
+    }
+
     /// Stops hand-outs, waits until every handed-out record is processed or `deadline`
     /// passes, then seals: returns the processed prefix length and, if it moved past
     /// `since`, the checkpoint after it — the final checkpoint.

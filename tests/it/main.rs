@@ -24,6 +24,7 @@ mod migration;
 mod panics;
 mod positions;
 mod processes;
+mod rebalance;
 mod resharding;
 mod resume;
 mod stalled_caller;
