@@ -12,8 +12,7 @@
 //! With `--stream`, creates that stream (`--shards`, default 4) and writes `--records`
 //! numbered records (default 0) into it.
 
-#[path = "../tests/support/mod.rs"]
-mod support;
+use kinsumer::testing::{Emulators, KinesisOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut stream = None;
@@ -29,27 +28,24 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
-    let env = support::Env::without_stream(support::KinesisOptions::default())?;
+    let emulators = Emulators::start_embedded(KinesisOptions::default())?;
     if let Some(name) = &stream {
-        env.create_stream(name, shards)?;
-        let entries: Vec<(String, String)> = (0..records)
-            .map(|i| (format!("key-{}", i % 97), i.to_string()))
-            .collect();
-        let mut env_for_stream = env;
-        env_for_stream.stream = name.clone();
-        env_for_stream.put(&entries)?;
-        report(&env_for_stream, Some(name), shards, records);
-        return wait_for_ctrl_c();
+        emulators.create_stream(name, shards)?;
+        emulators.put(
+            name,
+            (0..records).map(|i| (format!("key-{}", i % 97), i.to_string().into_bytes())),
+        )?;
     }
-    report(&env, None, 0, 0);
+    report(&emulators, stream.as_deref(), shards, records);
     wait_for_ctrl_c()
 }
 
-fn report(env: &support::Env, stream: Option<&str>, shards: i32, records: u64) {
+fn report(emulators: &Emulators, stream: Option<&str>, shards: i32, records: u64) {
     println!(
         "export AWS_ENDPOINT_URL_KINESIS={} AWS_ENDPOINT_URL_DYNAMODB={} \
          AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test",
-        env.emulators.kinesis_endpoint, env.emulators.dynamodb_endpoint
+        emulators.kinesis_endpoint(),
+        emulators.dynamodb_endpoint()
     );
     if let Some(name) = stream {
         println!("# stream {name}: {shards} shards, {records} records written");

@@ -12,39 +12,57 @@
 //! Run with `cargo run --example quickstart` (`RUST_LOG=kinsumer=info` for the library's
 //! log).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
-use kinsumer::Polled;
 use std::collections::{BTreeMap, HashSet};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::types::AttributeValue;
-use kinsumer::Kinsumer;
+use kinsumer::testing::Emulators;
+use kinsumer::{Config, Fleet, Kinsumer, Polled};
 
 const RECORDS: usize = 2_000;
 const SHARDS: i32 = 4;
 
-fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Short intervals, so the demo moves quickly.
+fn config() -> Config {
+    Config::default()
+        .with_throttle_delay(Duration::from_millis(200))
+        .with_commit_frequency(Duration::from_millis(200))
+        .with_shard_check_frequency(Duration::from_secs(1))
+        .with_leader_action_frequency(Duration::from_secs(1))
+        .with_dynamo_waiter_delay(Duration::from_millis(50))
+}
+
+fn main() -> BoxResult<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let started = Instant::now();
-    let mut env = support::Env::new(SHARDS)?;
+    let emulators = Emulators::start()?;
     println!(
         "emulators: kinesis {} · dynamodb {}{}",
-        env.emulators.kinesis_endpoint,
-        env.emulators.dynamodb_endpoint,
-        if env.emulators.is_external() {
+        emulators.kinesis_endpoint(),
+        emulators.dynamodb_endpoint(),
+        if emulators.is_external() {
             " (external)"
         } else {
             " (embedded)"
         }
     );
-    println!(
-        "stream {} with {SHARDS} shards, application {}",
-        env.stream, env.app
+    let suffix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
+    let (stream, app) = (
+        format!("quickstart-{suffix}"),
+        format!("quickstart-{suffix}"),
     );
+    emulators.create_stream(&stream, SHARDS)?;
+    println!("stream {stream} with {SHARDS} shards, application {app}");
 
-    let consumer = env.consumer("quickstart", support::fast_config())?;
+    let consumer = emulators.consumer(&stream, &app, "quickstart", config())?;
+    let fleet = Fleet::from_clients(
+        emulators.kinesis_client(),
+        emulators.dynamodb_client(),
+        &stream,
+        &app,
+        config(),
+    )?;
     consumer.run()?;
     println!(
         "consumer {} running ({})",
@@ -52,7 +70,6 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         consumer.client_id()
     );
 
-    let stream = env.stream.clone();
     let (delivered, elapsed) = std::thread::scope(|scope| {
         // The producer: `publish` is callable from any thread.
         let producer = scope.spawn(|| -> kinsumer::Result<()> {
@@ -65,7 +82,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             }
             Ok(())
         });
-        let result = consume(&consumer, &env);
+        let result = consume(&consumer, &fleet);
         let produced = producer.join();
         match produced {
             Ok(Ok(())) => result,
@@ -73,7 +90,7 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             Err(_) => Err("producer panicked".into()),
         }
     })?;
-    consumer.stop();
+    consumer.close()?;
 
     println!(
         "done: {delivered} records in {:.2} s ({:.0} records/s, paced by the publisher's one \
@@ -83,15 +100,14 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         started.elapsed().as_secs_f64()
     );
     println!("final checkpoints after a clean stop (leases released: free):");
-    print_checkpoints(&env)?;
+    for entry in checkpoints(&fleet)? {
+        println!("    {entry}");
+    }
     Ok(())
 }
 
 /// Reads until every published record arrived, printing progress twice a second.
-fn consume(
-    consumer: &Kinsumer,
-    env: &support::Env,
-) -> Result<(usize, Duration), Box<dyn std::error::Error + Send + Sync>> {
+fn consume(consumer: &Kinsumer, fleet: &Fleet) -> BoxResult<(usize, Duration)> {
     let start = Instant::now();
     let deadline = start + Duration::from_secs(120);
     let mut seen = HashSet::new();
@@ -119,39 +135,33 @@ fn consume(
                 seen.len(),
                 seen.len() as f64 / secs,
                 per_shard.values().collect::<Vec<_>>(),
-                checkpoints(env)?.join(" ")
+                checkpoints(fleet)?.join(" ")
             );
         }
     }
     Ok((seen.len(), start.elapsed()))
 }
 
-/// One short entry per shard: the checkpoint's last digits and the lease owner.
-fn checkpoints(
-    env: &support::Env,
-) -> Result<Vec<String>, Box<dyn std::error::Error + Send + Sync>> {
-    let rows: BTreeMap<_, _> = env.checkpoint_rows()?.into_iter().collect();
-    Ok(rows
+/// One short entry per shard, from the operator's view of the tables: the checkpoint's
+/// last digits and whether the lease is held.
+fn checkpoints(fleet: &Fleet) -> BoxResult<Vec<String>> {
+    Ok(fleet
+        .status()?
+        .shards
         .into_iter()
-        .map(|(shard, row)| {
-            let seq = match row.get("SequenceNumber") {
-                Some(AttributeValue::S(s)) => format!("…{}", &s[s.len().saturating_sub(6)..]),
-                _ => "-".into(),
-            };
-            let owned = matches!(row.get("OwnerID"), Some(AttributeValue::S(_)));
-            let short = shard.trim_start_matches("shardId-").trim_start_matches('0');
+        .map(|s| {
+            let seq = s.checkpoint.map_or("-".into(), |c| {
+                format!("…{}", &c[c.len().saturating_sub(6)..])
+            });
+            let short = s
+                .shard_id
+                .trim_start_matches("shardId-")
+                .trim_start_matches('0');
             format!(
                 "[{}:{seq}{}]",
                 if short.is_empty() { "0" } else { short },
-                if owned { "" } else { " free" }
+                if s.owner_id.is_some() { "" } else { " free" }
             )
         })
         .collect())
-}
-
-fn print_checkpoints(env: &support::Env) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    for entry in checkpoints(env)? {
-        println!("    {entry}");
-    }
-    Ok(())
 }

@@ -66,6 +66,8 @@ mod source;
 mod stats;
 mod stream;
 mod tables;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod watermark;
 
 /// The README's examples, compiled as doctests.

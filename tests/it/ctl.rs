@@ -203,10 +203,10 @@ fn ctl(env: &Env, args: &[&str]) -> TestResult<(i32, String, String)> {
         .ok_or("no target dir")?;
     let out = Command::new(dir.join("examples").join("kinsumer-ctl"))
         .args(args)
-        .env("AWS_ENDPOINT_URL_KINESIS", &env.emulators.kinesis_endpoint)
+        .env("AWS_ENDPOINT_URL_KINESIS", env.emulators.kinesis_endpoint())
         .env(
             "AWS_ENDPOINT_URL_DYNAMODB",
-            &env.emulators.dynamodb_endpoint,
+            env.emulators.dynamodb_endpoint(),
         )
         .env("AWS_REGION", "us-east-1")
         .env("AWS_ACCESS_KEY_ID", "test")

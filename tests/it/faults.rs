@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::config::timeout::TimeoutConfig;
 
-use crate::support::fault::{FaultCounts, FaultInjector};
 use crate::support::{self, Env, TestResult};
+use kinsumer::testing::{FaultCounts, FaultInjector};
 
 #[test]
 fn drain_under_ten_percent_faults_loses_nothing() -> TestResult {
@@ -74,12 +74,10 @@ fn drain_under_ten_percent_faults_loses_nothing() -> TestResult {
     let reported = health.errors();
     eprintln!(
         "calls {}, injected: throttled {}, 5xx {}, timeouts {}; reported to Stats/health {reported} (last: {:?})",
-        counts.calls.load(std::sync::atomic::Ordering::Relaxed),
-        counts.throttled.load(std::sync::atomic::Ordering::Relaxed),
-        counts
-            .server_errors
-            .load(std::sync::atomic::Ordering::Relaxed),
-        counts.timeouts.load(std::sync::atomic::Ordering::Relaxed),
+        counts.calls(),
+        counts.throttled(),
+        counts.server_errors(),
+        counts.timeouts(),
         health.last_error(),
     );
     assert!(

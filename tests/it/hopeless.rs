@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use kinsumer::{ErrorKind, Kinsumer};
 
-use crate::support::fault::AlwaysFail;
 use crate::support::{self, Env, TestResult};
+use kinsumer::testing::AlwaysFail;
 
 #[test]
 fn a_shard_that_keeps_failing_the_same_way_ends_the_consumer() -> TestResult {
@@ -19,12 +19,11 @@ fn a_shard_that_keeps_failing_the_same_way_ends_the_consumer() -> TestResult {
         env.kinesis
             .config()
             .to_builder()
-            .interceptor(AlwaysFail {
-                operation: "GetShardIterator",
-                status: 400,
-                code: "AccessDeniedException",
-                armed: None,
-            })
+            .interceptor(AlwaysFail::new(
+                "GetShardIterator",
+                400,
+                "AccessDeniedException",
+            ))
             .build(),
     );
     let consumer = Kinsumer::from_clients(

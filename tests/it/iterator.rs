@@ -11,10 +11,7 @@ fn expired_iterator_is_renewed_from_the_last_delivered_record() -> TestResult {
     support::init_logging();
     let mut env = Env::with_options(
         1,
-        KinesisOptions {
-            iterator_ttl_seconds: 1,
-            ..KinesisOptions::default()
-        },
+        KinesisOptions::default().with_iterator_ttl(std::time::Duration::from_secs(1)),
     )?;
     env.put_numbered(0, 30, 4)?;
     let stats = Arc::new(Recorder::default());

@@ -169,7 +169,7 @@ fn records_before_run_end_at_once_with_not_running() -> TestResult {
 
 #[test]
 fn close_reports_shards_whose_release_failed() -> TestResult {
-    use crate::support::fault::AlwaysFail;
+    use kinsumer::testing::AlwaysFail;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -185,12 +185,10 @@ fn close_reports_shards_whose_release_failed() -> TestResult {
         env.dynamodb
             .config()
             .to_builder()
-            .interceptor(AlwaysFail {
-                operation: "UpdateItem",
-                status: 400,
-                code: "AccessDeniedException",
-                armed: Some(Arc::clone(&armed)),
-            })
+            .interceptor(
+                AlwaysFail::new("UpdateItem", 400, "AccessDeniedException")
+                    .when(Arc::clone(&armed)),
+            )
             .build(),
     );
     let kinesis = env.kinesis.clone();

@@ -43,8 +43,11 @@ fn spawn_member(
         .env(MEMBER, format!("member-{index}"))
         .env("KINSUMER_MEMBER_STREAM", &env.stream)
         .env("KINSUMER_MEMBER_APP", &env.app)
-        .env("KINSUMER_MEMBER_KINESIS", &env.emulators.kinesis_endpoint)
-        .env("KINSUMER_MEMBER_DYNAMODB", &env.emulators.dynamodb_endpoint)
+        .env("KINSUMER_MEMBER_KINESIS", env.emulators.kinesis_endpoint())
+        .env(
+            "KINSUMER_MEMBER_DYNAMODB",
+            env.emulators.dynamodb_endpoint(),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(match std::env::var_os("KINSUMER_TEST_MEMBER_LOGS") {

@@ -31,10 +31,8 @@ fn stream_status(env: &Env) -> TestResult<Option<StreamStatus>> {
 #[test]
 fn run_waits_for_a_stream_being_created() -> TestResult {
     support::init_logging();
-    let options = KinesisOptions {
-        create_stream_ms: 1_500,
-        ..KinesisOptions::default()
-    };
+    let options =
+        KinesisOptions::default().with_create_stream_delay(std::time::Duration::from_millis(1_500));
     let mut env = Env::without_stream(options)?;
     let consumer = env.consumer("early", support::fast_config())?;
     env.block_on(

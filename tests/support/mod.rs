@@ -1,8 +1,8 @@
 //! Shared test fixture: real AWS-compatible servers on loopback, real SDK clients.
 //!
 //! By default each [`Env`] starts its own embedded emulators — `ferrokinesis` (Kinesis) and
-//! `dynoxide-rs` (DynamoDB) — in-process on ephemeral 127.0.0.1 ports, each on its own
-//! thread and runtime, and stops them on drop. With the AWS SDK's standard endpoint
+//! `dynoxide-rs` (DynamoDB), through the crate's own test kit (`kinsumer::testing`) — in
+//! process on ephemeral 127.0.0.1 ports, and stops them on drop. With the AWS SDK's standard endpoint
 //! variables set — `AWS_ENDPOINT_URL_KINESIS` and `AWS_ENDPOINT_URL_DYNAMODB`, or
 //! `AWS_ENDPOINT_URL` for both — the same tests run against those servers instead
 //! (and clean up the stream and tables they made). Every test gets a unique stream and
@@ -12,13 +12,11 @@
 //! used everywhere.
 #![allow(dead_code)]
 
-pub mod fault;
 pub mod golike;
 pub mod kpl;
 
 use kinsumer::Polled;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,144 +30,7 @@ use kinsumer::{Config, Kinsumer};
 /// A test failure: anything the fixture does can fail with a message.
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-/// Options for the embedded Kinesis emulator.
-#[derive(Debug, Clone)]
-pub struct KinesisOptions {
-    /// Shard iterator lifetime (real Kinesis: 300 s).
-    pub iterator_ttl_seconds: u64,
-    /// How long a new stream stays CREATING.
-    pub create_stream_ms: u64,
-}
-
-impl Default for KinesisOptions {
-    fn default() -> Self {
-        KinesisOptions {
-            iterator_ttl_seconds: 300,
-            create_stream_ms: 0,
-        }
-    }
-}
-
-/// One embedded server: its address, and how to stop it.
-struct Server {
-    addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Server {
-    /// Binds 127.0.0.1:0 and serves on a thread of its own with its own runtime.
-    fn start<F, Fut>(name: &str, serve: F) -> TestResult<Server>
-    where
-        F: FnOnce(tokio::net::TcpListener, tokio::sync::oneshot::Receiver<()>) -> Fut
-            + Send
-            + 'static,
-        Fut: std::future::Future<Output = ()>,
-    {
-        let std_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        std_listener.set_nonblocking(true)?;
-        let addr = std_listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("emulator-{name}"))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("emulator runtime");
-                rt.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(std_listener).expect("emulator listener");
-                    serve(listener, rx).await;
-                });
-            })?;
-        Ok(Server {
-            addr,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let panicked = thread.join().is_err();
-            if panicked && !std::thread::panicking() {
-                panic!("an emulator thread panicked");
-            }
-        }
-    }
-}
-
-/// The two servers a test talks to: embedded, or external from the environment.
-pub struct Emulators {
-    pub kinesis_endpoint: String,
-    pub dynamodb_endpoint: String,
-    external: bool,
-    _servers: Vec<Server>,
-}
-
-impl Emulators {
-    pub fn start(options: &KinesisOptions) -> TestResult<Emulators> {
-        if let (Some(k), Some(d)) = (endpoint_from_env("KINESIS"), endpoint_from_env("DYNAMODB")) {
-            return Ok(Emulators {
-                kinesis_endpoint: k,
-                dynamodb_endpoint: d,
-                external: true,
-                _servers: Vec::new(),
-            });
-        }
-        let store_options = ferrokinesis::store::StoreOptions {
-            create_stream_ms: options.create_stream_ms,
-            delete_stream_ms: 0,
-            update_stream_ms: 0,
-            shard_limit: 10_000,
-            iterator_ttl_seconds: options.iterator_ttl_seconds,
-            ..Default::default()
-        };
-        let kinesis = Server::start("kinesis", move |listener, stop| async move {
-            let (app, _store) = ferrokinesis::create_app(store_options);
-            let _ = ferrokinesis::serve_plain_http(listener, app, async move {
-                let _ = stop.await;
-            })
-            .await;
-        })?;
-        let db = dynoxide::Database::memory().map_err(|e| format!("dynoxide: {e}"))?;
-        let dynamodb = Server::start("dynamodb", move |listener, stop| async move {
-            let _ = dynoxide::server::serve_with_shutdown(listener, db, async move {
-                let _ = stop.await;
-            })
-            .await;
-        })?;
-        Ok(Emulators {
-            kinesis_endpoint: kinesis.endpoint(),
-            dynamodb_endpoint: dynamodb.endpoint(),
-            external: false,
-            _servers: vec![kinesis, dynamodb],
-        })
-    }
-
-    pub fn is_external(&self) -> bool {
-        self.external
-    }
-}
-
-/// The endpoint the SDK's configuration chain would use for a service (`KINESIS`,
-/// `DYNAMODB`): `AWS_ENDPOINT_URL_<SERVICE>`, else `AWS_ENDPOINT_URL`.
-pub fn endpoint_from_env(service: &str) -> Option<String> {
-    std::env::var(format!("AWS_ENDPOINT_URL_{service}"))
-        .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
-        .ok()
-        .filter(|v| !v.is_empty())
-}
+pub use kinsumer::testing::{Emulators, KinesisOptions};
 
 /// A name no other test (or earlier run against the same external servers) uses.
 pub fn unique_name(prefix: &str) -> String {
@@ -239,16 +100,16 @@ impl Env {
 
     /// Servers and clients, but no stream is created.
     pub fn without_stream(options: KinesisOptions) -> TestResult<Env> {
-        let emulators = Emulators::start(&options)?;
+        let emulators = Emulators::start_with(options)?;
         let sdk = sdk_config();
         let kinesis = aws_sdk_kinesis::Client::from_conf(
             aws_sdk_kinesis::config::Builder::from(&sdk)
-                .endpoint_url(&emulators.kinesis_endpoint)
+                .endpoint_url(emulators.kinesis_endpoint())
                 .build(),
         );
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(&sdk)
-                .endpoint_url(&emulators.dynamodb_endpoint)
+                .endpoint_url(emulators.dynamodb_endpoint())
                 .build(),
         );
         let runtime = tokio::runtime::Builder::new_current_thread()
