@@ -346,6 +346,9 @@ fn cause_messages(mut next: Option<&(dyn std::error::Error + 'static)>) -> Vec<S
 /// misbehaving endpoint could send anything.
 const MAX_DETAIL: usize = 300;
 
+/// (The SDK's `DisplayErrorContext` would print the same chain but then append the error's
+/// `Debug`, which holds the raw HTTP response: too long for a log line.)
+///
 /// One line on an SDK failure: the service's code and message for an answer from the
 /// service; else the transport failure's cause chain ("dispatch failure: io error:
 /// Connection refused").
