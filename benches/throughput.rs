@@ -1,15 +1,18 @@
 //! Throughput, CPU, memory, latency and scale of the consumer.
 //!
 //! ```text
-//! cargo bench --bench throughput -- <scenario> [--shards S] [--records N] [--bytes B] [--seconds T] [--aggregated K]
+//! cargo bench --bench throughput -- <scenario> [--shards S] [--records N] [--bytes B] [--seconds T]
+//!     [--aggregated K] [--idle-poll MS]
 //! ```
 //!
 //! Scenarios: `drain` (default 4 shards, 200,000 × 100 B; with `--aggregated K` the
 //! records are written as KPL aggregates of K user records each, and the figures are per
 //! user record), `latency` (200 puts 20 ms
 //! apart), `latency-busy` (the same while the other shards take 10,000 records/s),
-//! `idle-scale` (256 idle shards for 30 s), `slow-caller` (a caller sleeping 1 ms
-//! per record for 20 s over a 4-shard backlog), `all`. Each prints a table row and one
+//! `idle-scale` (256 idle shards for 30 s; reports GetRecords calls per second),
+//! `latency-after-idle` (20 shards quiet for 60 s, then one record each), `slow-caller` (a caller sleeping 1 ms
+//! per record for 20 s over a 4-shard backlog), `all`. `--idle-poll MS` sets the idle poll
+//! delay (250 = the throttle delay: adaptive polling off, the old behaviour). Each prints a table row and one
 //! JSON line.
 //!
 //! Servers: embedded emulators in this process by default; set
@@ -42,6 +45,8 @@ struct Args {
     bytes: Option<usize>,
     seconds: Option<u64>,
     aggregated: Option<usize>,
+    /// `--idle-poll MS`: the idle poll delay (equal to the throttle: the old behaviour).
+    idle_poll: Option<u64>,
 }
 
 fn parse_args() -> BenchResult<Args> {
@@ -52,6 +57,7 @@ fn parse_args() -> BenchResult<Args> {
         bytes: None,
         seconds: None,
         aggregated: None,
+        idle_poll: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -61,6 +67,7 @@ fn parse_args() -> BenchResult<Args> {
             "--records" => args.records = Some(it.next().ok_or("--records N")?.parse()?),
             "--bytes" => args.bytes = Some(it.next().ok_or("--bytes N")?.parse()?),
             "--seconds" => args.seconds = Some(it.next().ok_or("--seconds N")?.parse()?),
+            "--idle-poll" => args.idle_poll = Some(it.next().ok_or("--idle-poll MS")?.parse()?),
             "--aggregated" => {
                 args.aggregated = Some(it.next().ok_or("--aggregated K")?.parse()?);
             }
@@ -204,10 +211,14 @@ fn mode_note(env: &support::Env) -> &'static str {
     }
 }
 
-fn bench_config(counters: &Arc<Counters>) -> kinsumer::Config {
-    support::fast_config()
+fn bench_config(args: &Args, counters: &Arc<Counters>) -> kinsumer::Config {
+    let config = support::fast_config()
         .with_commit_frequency(Duration::from_secs(1))
-        .with_stats(counters.clone())
+        .with_stats(counters.clone());
+    match args.idle_poll {
+        Some(ms) => config.with_idle_poll_delay(Duration::from_millis(ms)),
+        None => config,
+    }
 }
 
 // ---- preload ---------------------------------------------------------------------
@@ -254,7 +265,7 @@ fn drain(args: &Args, default_shards: i32) -> BenchResult {
     let mut env = support::Env::new(shards)?;
     preload(&env, n, bytes, args.aggregated)?;
     let counters = Arc::new(Counters::default());
-    let consumer = env.consumer("bench-drain", bench_config(&counters))?;
+    let consumer = env.consumer("bench-drain", bench_config(args, &counters))?;
     let mut seen = vec![false; n as usize];
     let (mut lost, mut duplicates, mut count) = (n, 0u64, 0u64);
     let cpu_before = client_cpu_ns();
@@ -330,7 +341,7 @@ fn latency(args: &Args, busy: bool) -> BenchResult {
     }
     let mut env = support::Env::new(shards)?;
     let counters = Arc::new(Counters::default());
-    let consumer = env.consumer("bench-latency", bench_config(&counters))?;
+    let consumer = env.consumer("bench-latency", bench_config(args, &counters))?;
     consumer.run()?;
     // Caught up: every shard has been polled at least once.
     support::wait_for(Duration::from_secs(30), "every shard polled", || {
@@ -450,7 +461,10 @@ fn idle_scale(args: &Args) -> BenchResult {
     let seconds = args.seconds.unwrap_or(30);
     let mut env = support::Env::new(shards)?;
     let counters = Arc::new(Counters::default());
-    let config = bench_config(&counters).with_throttle_delay(Duration::from_millis(250));
+    let mut config = bench_config(args, &counters).with_throttle_delay(Duration::from_millis(250));
+    if args.idle_poll.is_none() {
+        config = config.with_idle_poll_delay(Duration::from_secs(1));
+    }
     let consumer = env.consumer("bench-idle", config)?;
     let start = Instant::now();
     consumer.run()?;
@@ -458,10 +472,14 @@ fn idle_scale(args: &Args) -> BenchResult {
         Ok(counters.acquired.load(Ordering::Relaxed) >= shards as u64)
     })?;
     let ready = start.elapsed();
+    // Let every shard settle into its idle rhythm before measuring.
+    support::let_time_pass(Duration::from_secs(5))?;
     let cpu_before = client_cpu_ns();
+    let calls_before = counters.fetch_calls.load(Ordering::Relaxed);
     let measured = Instant::now();
     support::let_time_pass(Duration::from_secs(seconds))?;
     let cpu = client_cpu_ns().saturating_sub(cpu_before);
+    let calls = counters.fetch_calls.load(Ordering::Relaxed) - calls_before;
     let elapsed = measured.elapsed().as_secs_f64();
     let (rss, hwm, threads, socks) = (
         status_kib("VmRSS"),
@@ -484,7 +502,88 @@ fn idle_scale(args: &Args) -> BenchResult {
             cpu as f64 / 1e3 / f64::from(shards) / elapsed,
         )
         .f("stop_s", stop.as_secs_f64())
+        .num("idle_poll_ms", args.idle_poll.unwrap_or(1000))
+        .num("get_records_calls", calls)
+        .f("seconds", elapsed)
+        .f("get_records_per_s", calls as f64 / elapsed)
         .print(mode_note(&env));
+    Ok(())
+}
+
+/// The first record after a quiet spell: `--shards` shards (default 20) idle for
+/// `--seconds` (default 60), then one record put to each shard at once; put -> delivery
+/// per record, one trial per shard.
+fn latency_after_idle(args: &Args) -> BenchResult {
+    let shards = args.shards.unwrap_or(20);
+    let quiet = args.seconds.unwrap_or(60);
+    let mut env = support::Env::new(shards)?;
+    let counters = Arc::new(Counters::default());
+    let config = bench_config(args, &counters).with_throttle_delay(Duration::from_millis(250));
+    let idle_poll = config.idle_poll_delay();
+    let consumer = env.consumer("bench-after-idle", config)?;
+    consumer.run()?;
+    support::wait_for(Duration::from_secs(60), "every lease", || {
+        Ok(counters.acquired.load(Ordering::Relaxed) >= shards as u64)
+    })?;
+    support::let_time_pass(Duration::from_secs(quiet))?;
+    let out = env.block_on(env.kinesis.list_shards().stream_name(&env.stream).send())?;
+    let entries = out
+        .shards()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let mut data = vec![0u8];
+            data.extend_from_slice(&(i as u64).to_le_bytes());
+            data.extend_from_slice(&now_ns().to_le_bytes());
+            PutRecordsRequestEntry::builder()
+                .partition_key(format!("k{i}"))
+                .explicit_hash_key(
+                    s.hash_key_range()
+                        .map_or("0", |r| r.starting_hash_key())
+                        .to_owned(),
+                )
+                .data(Blob::new(data))
+                .build()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let trials = entries.len();
+    env.block_on(
+        env.kinesis
+            .put_records()
+            .stream_name(&env.stream)
+            .set_records(Some(entries))
+            .send(),
+    )?;
+    let mut latencies = Vec::with_capacity(trials);
+    let mut records = consumer.records();
+    while latencies.len() < trials {
+        match records.next_timeout(Duration::from_secs(30)) {
+            Polled::Record(r) => {
+                let sent = r
+                    .data()
+                    .get(9..17)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes)
+                    .ok_or("short record")?;
+                latencies.push(now_ns().saturating_sub(sent) as f64 / 1e6);
+            }
+            Polled::TimedOut => return Err("no record for 30 s".into()),
+            Polled::Failed(e) => return Err(e.into()),
+            Polled::Ended => return Err("iteration ended".into()),
+        }
+    }
+    consumer.stop();
+    latencies.sort_by(f64::total_cmp);
+    Report::new("latency-after-idle")
+        .num("shards", shards)
+        .num("trials", trials)
+        .num("quiet_s", quiet)
+        .num("idle_poll_ms", idle_poll.as_millis())
+        .num("throttle_ms", 250)
+        .f("p50_ms", percentile(&latencies, 0.50))
+        .f("p99_ms", percentile(&latencies, 0.99))
+        .f("max_ms", latencies.last().copied().unwrap_or(0.0))
+        .print("first record per shard after the quiet spell; bound: idle poll + throttle");
     Ok(())
 }
 
@@ -496,7 +595,7 @@ fn slow_caller(args: &Args) -> BenchResult {
     let mut env = support::Env::new(shards)?;
     preload(&env, n, bytes, None)?;
     let counters = Arc::new(Counters::default());
-    let consumer: Kinsumer = env.consumer("bench-slow", bench_config(&counters))?;
+    let consumer: Kinsumer = env.consumer("bench-slow", bench_config(args, &counters))?;
     consumer.run()?;
     let start = Instant::now();
     let mut samples = Vec::new();
@@ -539,6 +638,7 @@ fn main() -> BenchResult {
         "latency" => latency(&args, false)?,
         "latency-busy" => latency(&args, true)?,
         "idle-scale" => idle_scale(&args)?,
+        "latency-after-idle" => latency_after_idle(&args)?,
         "slow-caller" => slow_caller(&args)?,
         "all" => {
             drain(&args, 1)?;
@@ -550,7 +650,8 @@ fn main() -> BenchResult {
         }
         other => {
             return Err(format!(
-                "unknown scenario {other:?}: drain, latency, latency-busy, idle-scale, slow-caller, all"
+                "unknown scenario {other:?}: drain, latency, latency-busy, latency-after-idle, \
+                 idle-scale, slow-caller, all"
             )
             .into());
         }

@@ -91,6 +91,7 @@ pub struct Config {
     list_shards_page_size: Option<i32>,
     deaggregation: bool,
     handover_grace: Option<Duration>,
+    idle_poll_delay: Option<Duration>,
     stats: Arc<dyn Stats>,
     listener: Arc<dyn ShardListener>,
 }
@@ -114,6 +115,7 @@ impl Default for Config {
             list_shards_page_size: None,
             deaggregation: true,
             handover_grace: None,
+            idle_poll_delay: None,
             stats: Arc::new(NoStats),
             listener: Arc::new(NoListener),
         }
@@ -141,6 +143,7 @@ impl fmt::Debug for Config {
             )
             .field("deaggregation", &self.deaggregation)
             .field("handover_grace", &self.handover_grace())
+            .field("idle_poll_delay", &self.idle_poll_delay())
             .field("stats", &self.stats)
             .field("listener", &self.listener)
             .finish()
@@ -153,6 +156,30 @@ impl Config {
     pub fn with_throttle_delay(mut self, delay: Duration) -> Self {
         self.throttle_delay = delay;
         self
+    }
+
+    /// The slowest a shard with nothing new is polled (default 1 s — the AWS guidance for
+    /// one application — or the throttle delay if that is longer; must be at least the
+    /// throttle delay, and equal to it turns adaptive polling off).
+    ///
+    /// After consecutive empty GetRecords responses at the tip of the shard
+    /// (`MillisBehindLatest` 0), the pause between calls doubles from the throttle delay
+    /// up to this; a response with records or lag goes straight back to the throttle
+    /// delay. The trade-off: the first record after a quiet spell waits up to this long
+    /// (instead of up to the throttle delay), and an idle shard costs this many times
+    /// fewer calls. Kinesis allows 5 GetRecords per second per shard *for all
+    /// applications reading the stream together*: with several applications, give each
+    /// a throttle delay of at least `applications × 200 ms` (the Go library's advice) and
+    /// let idle shards back off further.
+    pub fn with_idle_poll_delay(mut self, delay: Duration) -> Self {
+        self.idle_poll_delay = Some(delay);
+        self
+    }
+
+    /// The idle poll delay.
+    pub fn idle_poll_delay(&self) -> Duration {
+        self.idle_poll_delay
+            .unwrap_or_else(|| Duration::from_secs(1).max(self.throttle_delay))
     }
 
     /// How often processed records are checkpointed (default 1 s).
@@ -398,6 +425,12 @@ impl Config {
         if !(1..=10_000).contains(&self.max_records) {
             return fail(ErrorKind::InvalidMaxRecords);
         }
+        if self
+            .idle_poll_delay
+            .is_some_and(|d| d < self.throttle_delay)
+        {
+            return fail(ErrorKind::InvalidIdlePollDelay);
+        }
         if self.handover_grace.is_some_and(|g| g >= self.lease_ttl()) {
             return fail(ErrorKind::InvalidHandoverGrace);
         }
@@ -485,6 +518,17 @@ mod tests {
             Some(ErrorKind::InvalidMaxRecords)
         );
         assert_eq!(kind(d().with_max_records(1)), None);
+        assert_eq!(
+            kind(d().with_idle_poll_delay(ms(100))),
+            Some(ErrorKind::InvalidIdlePollDelay)
+        );
+        assert_eq!(kind(d().with_idle_poll_delay(ms(250))), None);
+        // Unset, it follows a long throttle delay rather than reject it.
+        assert_eq!(
+            d().with_throttle_delay(Duration::from_secs(3))
+                .idle_poll_delay(),
+            Duration::from_secs(3)
+        );
         let hour = Duration::from_secs(3600);
         assert_eq!(
             kind(d().with_initial_position(InitialPosition::AtTimestamp(SystemTime::now() + hour))),

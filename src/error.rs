@@ -79,6 +79,8 @@ pub enum ErrorKind {
     /// [`InitialPosition::AtTimestamp`](crate::InitialPosition::AtTimestamp) is in the
     /// future: Kinesis rejects it.
     InvalidInitialPosition,
+    /// The idle poll delay is shorter than the throttle delay.
+    InvalidIdlePollDelay,
     /// The handover grace is not shorter than the lease time (5 × shard check frequency).
     InvalidHandoverGrace,
     /// Records were asked for before [`run`](crate::Kinsumer::run).
@@ -133,6 +135,9 @@ impl ErrorKind {
             }
             ErrorKind::InvalidInitialPosition => {
                 "the initial position's timestamp is in the future"
+            }
+            ErrorKind::InvalidIdlePollDelay => {
+                "the idle poll delay must be at least the throttle delay"
             }
             ErrorKind::InvalidHandoverGrace => {
                 "the handover grace must be shorter than the lease time (5 x shard check frequency)"
@@ -277,6 +282,7 @@ impl Error {
                 | ErrorKind::InvalidMaxRecords
                 | ErrorKind::NoRegion
                 | ErrorKind::InvalidHandoverGrace
+                | ErrorKind::InvalidIdlePollDelay
                 | ErrorKind::InvalidInitialPosition
         )
     }

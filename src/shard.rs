@@ -204,6 +204,23 @@ struct Reader<'s> {
     next_fetch: Instant,
     max_records: i32,
     throttle: Duration,
+    /// Polling an idle shard slows down to this ([`idle_delay`]).
+    idle_poll: Duration,
+    /// Consecutive empty responses with nothing behind the tip.
+    idle_streak: u32,
+}
+
+/// The pause before the next GetRecords on a shard whose last `streak` responses were
+/// empty and at the tip: the throttle delay for the first, then doubling up to
+/// `idle_poll`. A response with records or lag (`streak` 0) goes back to the throttle.
+pub(crate) fn idle_delay(throttle: Duration, idle_poll: Duration, streak: u32) -> Duration {
+    if streak <= 1 {
+        return throttle;
+    }
+    throttle
+        .saturating_mul(1 << (streak - 1).min(16))
+        .min(idle_poll)
+        .max(throttle)
 }
 
 impl Reader<'_> {
@@ -218,6 +235,13 @@ impl Reader<'_> {
             .next_batch(bridge, limit.clamp(1, self.max_records));
         self.next_fetch = started + self.throttle;
         if let Ok(batch) = &result {
+            let idle = batch.records.is_empty() && batch.millis_behind_latest == Some(0);
+            self.idle_streak = if idle {
+                self.idle_streak.saturating_add(1)
+            } else {
+                0
+            };
+            self.next_fetch = started + idle_delay(self.throttle, self.idle_poll, self.idle_streak);
             self.stats.records_fetched(
                 &self.shard,
                 batch.records.len(),
@@ -558,6 +582,8 @@ impl<'a> Worker<'a> {
             next_fetch: Instant::now(),
             max_records: self.ctx.config.max_records(),
             throttle: self.throttle(),
+            idle_poll: self.ctx.config.idle_poll_delay(),
+            idle_streak: 0,
         };
         let mut backoff = Backoff::new(
             self.throttle(),
@@ -822,5 +848,24 @@ impl<'a> Worker<'a> {
             }
         }
         Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_polling_backs_off_step_by_step_and_no_further_than_asked() {
+        let ms = Duration::from_millis;
+        let delays: Vec<Duration> = (0..6).map(|n| idle_delay(ms(250), ms(1000), n)).collect();
+        assert_eq!(
+            delays,
+            [ms(250), ms(250), ms(500), ms(1000), ms(1000), ms(1000)]
+        );
+        // Off when the idle delay equals the throttle delay.
+        assert_eq!(idle_delay(ms(250), ms(250), 9), ms(250));
+        // A huge streak does not overflow.
+        assert_eq!(idle_delay(ms(250), ms(1000), u32::MAX), ms(1000));
     }
 }

@@ -16,6 +16,7 @@ mod faults;
 mod fleet;
 mod hopeless;
 mod iam;
+mod idle;
 mod iterator;
 mod lease;
 mod lifecycle;
