@@ -283,3 +283,62 @@ fn kinsumer_ctl_prints_status_and_exits_2_on_bad_input() -> TestResult {
     assert!(out.contains("applied"), "{out}");
     Ok(())
 }
+
+/// The `noop` example on an idle stream prints a status line every few seconds, so it
+/// does not look hung.
+#[test]
+fn noop_prints_a_status_line_on_an_idle_stream() -> TestResult {
+    use std::io::{BufRead, BufReader};
+    let env = Env::new(1)?;
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .ok_or("no target dir")?;
+    let mut child = Command::new(dir.join("examples").join("noop"))
+        .args([
+            "--stream",
+            &env.stream,
+            "--app",
+            &env.app,
+            "--create-tables",
+        ])
+        .env("AWS_ENDPOINT_URL_KINESIS", env.emulators.kinesis_endpoint())
+        .env(
+            "AWS_ENDPOINT_URL_DYNAMODB",
+            env.emulators.dynamodb_endpoint(),
+        )
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    // Read on a thread, so that the wait has a deadline.
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut status = None;
+    while let Ok(line) = rx.recv_deadline(deadline) {
+        if line.contains("records so far") {
+            status = Some(line);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    let status = status.ok_or("no status line within 30 s")?;
+    assert!(status.starts_with("0 records so far; "), "{status}");
+    assert!(status.contains("shards owned"), "{status}");
+    Ok(())
+}
