@@ -195,6 +195,34 @@ impl Leases<'_> {
         }
     }
 
+    /// Whether `shard` can be captured now — unowned, ours, or not written for `ttl` —
+    /// by a consistent read: waiting for a lease costs reads, not failed conditional
+    /// writes (which consume write capacity on provisioned tables).
+    pub(crate) fn capturable(&self, shard: &str, ttl: Duration) -> Result<bool, WriteError> {
+        let out = self
+            .bridge
+            .block_on(
+                self.bridge
+                    .dynamodb()
+                    .get_item()
+                    .table_name(self.table)
+                    .key("Shard", s(shard))
+                    .consistent_read(true)
+                    .projection_expression("OwnerID, LastUpdate")
+                    .send(),
+            )
+            .map_err(|e| self.other(format!("reading the lease of shard {shard}"), e))?;
+        let Some(item) = out.item else {
+            return Ok(true);
+        };
+        let owner = string_attr(&item, "OwnerID");
+        let last = match item.get("LastUpdate") {
+            Some(AttributeValue::N(v)) => v.parse::<i64>().unwrap_or(0),
+            _ => 0,
+        };
+        Ok(owner.is_none_or(|o| o == self.owner.id) || last < clock::cutoff_nanos(ttl))
+    }
+
     /// Heartbeats the lease and, with `checkpoint`, moves the checkpoint.
     pub(crate) fn commit(
         &self,

@@ -209,6 +209,8 @@ struct Coordinator<'a> {
     exits_tx: Sender<(Arc<str>, ShardExit)>,
     exits_rx: Receiver<(Arc<str>, ShardExit)>,
     abandon: Arc<AtomicBool>,
+    /// Leases the shard threads could not release (see [`ShardContext`]).
+    left_behind: Arc<parking_lot::Mutex<HashMap<Arc<str>, String>>>,
     /// Whether this client holds the `Leader` item.
     leader: bool,
     /// The assignment scheme in use; `None` before the first refresh.
@@ -228,6 +230,7 @@ impl<'a> Coordinator<'a> {
             exits_tx,
             exits_rx,
             abandon: Arc::new(AtomicBool::new(false)),
+            left_behind: Arc::default(),
             leader: false,
             phase: None,
             next_leader_action: Instant::now(),
@@ -440,6 +443,7 @@ impl<'a> Coordinator<'a> {
                 notices: self.parts.notices.clone(),
                 exits: self.exits_tx.clone(),
                 abandon: Arc::clone(&self.abandon),
+                left_behind: Arc::clone(&self.left_behind),
             };
             match shard::spawn(ctx) {
                 Ok(handle) => {
@@ -585,12 +589,9 @@ impl<'a> Coordinator<'a> {
         let deadline = Instant::now() + SHARD_STOP_TIMEOUT;
         while !self.shards.is_empty() {
             match self.exits_rx.recv_deadline(deadline) {
-                Ok((shard, exit)) => {
+                Ok((shard, _)) => {
                     if let Some(h) = self.shards.remove(&shard) {
                         h.join();
-                    }
-                    if let ShardExit::Unreleased(why) = exit {
-                        problems.push(format!("shard {shard} was not released: {why}"));
                     }
                 }
                 Err(_) => {
@@ -608,6 +609,11 @@ impl<'a> Coordinator<'a> {
         }
         if abandon {
             return problems;
+        }
+        let mut left: Vec<(Arc<str>, String)> = self.left_behind.lock().drain().collect();
+        left.sort();
+        for (shard, why) in left {
+            problems.push(format!("shard {shard} was not released: {why}"));
         }
         if self.leader {
             match metadata::resign(self.bridge, &self.parts.names.metadata, &self.parts.owner) {

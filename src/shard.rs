@@ -109,6 +109,9 @@ pub(crate) struct ShardContext {
     pub(crate) exits: Sender<(Arc<str>, ShardExit)>,
     /// Set before a simulated crash: exit without releasing or committing.
     pub(crate) abandon: Arc<AtomicBool>,
+    /// Leases this client failed to release, and why (for `close`); an entry goes when
+    /// the shard is released or finished later, or lost.
+    pub(crate) left_behind: Arc<parking_lot::Mutex<std::collections::HashMap<Arc<str>, String>>>,
 }
 
 /// The coordinator's handle on a running shard thread.
@@ -366,6 +369,7 @@ impl<'a> Worker<'a> {
             Interrupt::LeaseLost => {
                 // Records of this lease still in the channel are dropped from here on.
                 progress.seal();
+                self.ctx.left_behind.lock().remove(self.shard());
                 log::info!(
                     "client {}: lost the lease of shard {}",
                     self.ctx.owner.name,
@@ -447,8 +451,15 @@ impl<'a> Worker<'a> {
                     } else {
                         self.throttle()
                     };
-                    if self.stop_within(delay) {
-                        return None;
+                    // Wait by reading, and write again only once the row is free.
+                    loop {
+                        if self.stop_within(delay) {
+                            return None;
+                        }
+                        match self.leases().capturable(self.shard(), ttl) {
+                            Ok(false) => {}
+                            Ok(true) | Err(_) => break,
+                        }
                     }
                     continue;
                 }
@@ -793,6 +804,7 @@ impl<'a> Worker<'a> {
                     self.shard()
                 );
                 self.ctx.config.stats().lease_released(self.shard());
+                self.ctx.left_behind.lock().remove(self.shard());
                 self.ctx.config.listener().ended(self.shard());
                 Interrupt::Finished
             }
@@ -831,10 +843,12 @@ impl<'a> Worker<'a> {
                         self.report_commit(c);
                     }
                     self.ctx.config.stats().lease_released(self.shard());
+                    self.ctx.left_behind.lock().remove(self.shard());
                     return Ok(());
                 }
                 Err(WriteError::LeaseLost) => {
                     self.ctx.config.stats().lease_lost(self.shard());
+                    self.ctx.left_behind.lock().remove(self.shard());
                     return Ok(());
                 }
                 Err(WriteError::Other { error, transient }) => {
@@ -847,6 +861,10 @@ impl<'a> Worker<'a> {
                 }
             }
         }
+        self.ctx
+            .left_behind
+            .lock()
+            .insert(Arc::clone(&self.ctx.shard_id), last.clone());
         Err(last)
     }
 }
