@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench throughput -- <scenario> [--shards S] [--records N] [--bytes B] [--seconds T]
-//!     [--aggregated K] [--idle-poll MS]
+//!     [--aggregated K] [--idle-poll MS] [--shard-check SECONDS]
 //! ```
 //!
 //! Scenarios: `drain` (default 4 shards, 200,000 × 100 B; with `--aggregated K` the
@@ -47,6 +47,8 @@ struct Args {
     aggregated: Option<usize>,
     /// `--idle-poll MS`: the idle poll delay (equal to the throttle: the old behaviour).
     idle_poll: Option<u64>,
+    /// `--shard-check SECONDS`: the shard check and leader action frequency (default 1).
+    shard_check: Option<u64>,
 }
 
 fn parse_args() -> BenchResult<Args> {
@@ -58,6 +60,7 @@ fn parse_args() -> BenchResult<Args> {
         seconds: None,
         aggregated: None,
         idle_poll: None,
+        shard_check: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -67,6 +70,9 @@ fn parse_args() -> BenchResult<Args> {
             "--records" => args.records = Some(it.next().ok_or("--records N")?.parse()?),
             "--bytes" => args.bytes = Some(it.next().ok_or("--bytes N")?.parse()?),
             "--seconds" => args.seconds = Some(it.next().ok_or("--seconds N")?.parse()?),
+            "--shard-check" => {
+                args.shard_check = Some(it.next().ok_or("--shard-check SECONDS")?.parse()?);
+            }
             "--idle-poll" => args.idle_poll = Some(it.next().ok_or("--idle-poll MS")?.parse()?),
             "--aggregated" => {
                 args.aggregated = Some(it.next().ok_or("--aggregated K")?.parse()?);
@@ -215,6 +221,12 @@ fn bench_config(args: &Args, counters: &Arc<Counters>) -> kinsumer::Config {
     let config = support::fast_config()
         .with_commit_frequency(Duration::from_secs(1))
         .with_stats(counters.clone());
+    let config = match args.shard_check {
+        Some(secs) => config
+            .with_shard_check_frequency(Duration::from_secs(secs))
+            .with_leader_action_frequency(Duration::from_secs(secs)),
+        None => config,
+    };
     match args.idle_poll {
         Some(ms) => config.with_idle_poll_delay(Duration::from_millis(ms)),
         None => config,
@@ -503,6 +515,7 @@ fn idle_scale(args: &Args) -> BenchResult {
         )
         .f("stop_s", stop.as_secs_f64())
         .num("idle_poll_ms", args.idle_poll.unwrap_or(1000))
+        .num("shard_check_s", args.shard_check.unwrap_or(1))
         .num("get_records_calls", calls)
         .f("seconds", elapsed)
         .f("get_records_per_s", calls as f64 / elapsed)
