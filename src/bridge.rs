@@ -102,6 +102,17 @@ impl ClientConfigs {
         }
     }
 
+    /// The longer of the two clients' attempt timeouts (set by [`with_defaults`]).
+    ///
+    /// [`with_defaults`]: ClientConfigs::with_defaults
+    pub(crate) fn attempt_timeout(&self) -> Duration {
+        let of = |t: Option<&TimeoutConfig>| {
+            t.and_then(TimeoutConfig::operation_attempt_timeout)
+                .unwrap_or(OPERATION_TIMEOUT)
+        };
+        of(self.kinesis.timeout_config()).max(of(self.dynamodb.timeout_config()))
+    }
+
     /// Whether both services have a region: without one, every call fails to sign.
     pub(crate) fn has_region(&self) -> bool {
         self.kinesis.region().is_some() && self.dynamodb.region().is_some()

@@ -8,7 +8,13 @@ use std::time::{Duration, SystemTime};
 use crate::error::{Error, ErrorKind, Result};
 use crate::stats::{NoListener, NoStats, ShardListener, Stats};
 
-/// Where a shard with no checkpoint starts reading.
+/// The longest any interval may be.
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// The most records the buffer may hold (its slots are allocated up front).
+const MAX_BUFFER_SIZE: usize = 100_000;
+
+/// Where shards without a checkpoint start reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InitialPosition {
@@ -182,7 +188,8 @@ impl Config {
             .unwrap_or_else(|| Duration::from_secs(1).max(self.throttle_delay))
     }
 
-    /// How often processed records are checkpointed (default 1 s).
+    /// How often processed records are checkpointed (default 1 s; under half the lease
+    /// time, 5 × shard check frequency, since idle leases are heartbeated then).
     pub fn with_commit_frequency(mut self, frequency: Duration) -> Self {
         self.commit_frequency = frequency;
         self
@@ -202,8 +209,9 @@ impl Config {
         self
     }
 
-    /// How many fetched records may wait for the caller (default 100). Shard threads
-    /// stall when it is full: memory stays bounded by this plus one batch per shard.
+    /// How many fetched records may wait for the caller (default 100, at most 100,000).
+    /// Shard threads stall when it is full: memory stays bounded by this plus one batch
+    /// per shard.
     pub fn with_buffer_size(mut self, size: usize) -> Self {
         self.buffer_size = size;
         self
@@ -402,21 +410,42 @@ impl Config {
     /// [`ErrorKind::InvalidInitialPosition`] (a timestamp in the future).
     pub fn validate(&self) -> Result<()> {
         let fail = |kind| Err(Error::new(kind).with_context("validating the configuration"));
+        // Every interval is added to clock readings: a huge one must be an error here,
+        // not a panic in a thread later.
+        for (name, d) in [
+            ("throttle_delay", Some(self.throttle_delay)),
+            ("commit_frequency", Some(self.commit_frequency)),
+            ("shard_check_frequency", Some(self.shard_check_frequency)),
+            (
+                "leader_action_frequency",
+                Some(self.leader_action_frequency),
+            ),
+            ("dynamo_waiter_delay", Some(self.dynamo_waiter_delay)),
+            ("idle_poll_delay", self.idle_poll_delay),
+            ("handover_grace", self.handover_grace),
+        ] {
+            if d.is_some_and(|d| d > MAX_INTERVAL) {
+                return Err(Error::new(ErrorKind::InvalidDuration)
+                    .with_context(format!("validating the configuration: {name}")));
+            }
+        }
         if self.throttle_delay < Duration::from_millis(200) {
             return fail(ErrorKind::InvalidThrottleDelay);
         }
-        if self.commit_frequency.is_zero() {
-            return fail(ErrorKind::InvalidCommitFrequency);
-        }
         if self.shard_check_frequency.is_zero() {
             return fail(ErrorKind::InvalidShardCheckFrequency);
+        }
+        // Idle leases are heartbeated when a commit falls due: commits must come well
+        // within the lease time.
+        if self.commit_frequency.is_zero() || self.commit_frequency >= self.lease_ttl() / 2 {
+            return fail(ErrorKind::InvalidCommitFrequency);
         }
         if self.leader_action_frequency.is_zero()
             || self.leader_action_frequency < self.shard_check_frequency
         {
             return fail(ErrorKind::InvalidLeaderActionFrequency);
         }
-        if self.buffer_size == 0 {
+        if self.buffer_size == 0 || self.buffer_size > MAX_BUFFER_SIZE {
             return fail(ErrorKind::InvalidBufferSize);
         }
         if self.dynamo_read_capacity <= 0 || self.dynamo_write_capacity <= 0 {
@@ -518,6 +547,28 @@ mod tests {
             Some(ErrorKind::InvalidMaxRecords)
         );
         assert_eq!(kind(d().with_max_records(1)), None);
+        // Too large for clock arithmetic, or a lease heartbeated too late.
+        for c in [
+            d().with_throttle_delay(Duration::MAX),
+            d().with_shard_check_frequency(Duration::MAX),
+            d().with_dynamo_waiter_delay(Duration::MAX),
+            d().with_idle_poll_delay(Duration::MAX),
+        ] {
+            assert_eq!(kind(c), Some(ErrorKind::InvalidDuration));
+        }
+        assert_eq!(
+            kind(d().with_commit_frequency(Duration::from_secs(150))),
+            Some(ErrorKind::InvalidCommitFrequency)
+        );
+        assert_eq!(
+            kind(d().with_buffer_size(1 << 40)),
+            Some(ErrorKind::InvalidBufferSize)
+        );
+        assert_eq!(
+            kind(d().with_buffer_size(usize::MAX)),
+            Some(ErrorKind::InvalidBufferSize)
+        );
+        assert_eq!(kind(d().with_buffer_size(100_000)), None);
         assert_eq!(
             kind(d().with_idle_poll_delay(ms(100))),
             Some(ErrorKind::InvalidIdlePollDelay)

@@ -130,7 +130,8 @@ pub struct Kinsumer {
     coordinator_done: Mutex<Option<Receiver<()>>>,
     health: Arc<HealthState>,
     /// The record handed out last in auto mode, processed when the next one is pulled.
-    in_flight: Mutex<Option<ProcessedMarker>>,
+    /// With the thread that pulled it: only that thread's next pull or stop completes it.
+    in_flight: Mutex<Option<(std::thread::ThreadId, ProcessedMarker)>>,
     fatal: AtomicBool,
 }
 
@@ -210,6 +211,10 @@ impl Kinsumer {
         config: Config,
     ) -> Result<Self> {
         let names = Names::new(stream_name, application_name)?;
+        if client_name.trim().is_empty() {
+            return Err(Error::new(ErrorKind::InvalidName)
+                .with_context("the client name must not be empty"));
+        }
         let bridge = connect(&configs, &config)?;
         let (records_tx, records) = crossbeam_channel::bounded(config.buffer_size());
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
@@ -383,8 +388,10 @@ impl Kinsumer {
     /// Stops consuming: ends record iteration, commits every processed record, releases
     /// every lease (so other clients take the shards at once), and deregisters this
     /// client. In auto mode, the last record handed out counts as processed, as if the
-    /// next one had been pulled: call `stop` after the `for` loop, not while a record is
-    /// half-done (from another thread, use a [`StopHandle`] instead).
+    /// next one had been pulled — when `stop` is called on the thread that pulled it
+    /// (after the `for` loop). Called from another thread, while the loop body may still
+    /// be at work on that record, `stop` leaves it unprocessed: the next owner delivers it
+    /// again. To end the loop from elsewhere, a [`StopHandle`] is the gentler way.
     ///
     /// Records fetched but not yet handed out are dropped; the next owner reads them
     /// again. Idempotent, and bounded in time; also done by `Drop`.
@@ -433,9 +440,10 @@ impl Kinsumer {
     fn finish(&self, command: Command) -> Vec<String> {
         self.signal.request();
         self.health.set_running(false);
-        if let Some(f) = self.in_flight.lock().take() {
-            // A panic in the loop body must not count its record as processed.
-            if !std::thread::panicking() {
+        if let Some((puller, f)) = self.in_flight.lock().take() {
+            // A panic in the loop body must not count its record as processed, nor may
+            // a stop from another thread while the loop body may still be at work on it.
+            if !std::thread::panicking() && puller == std::thread::current().id() {
                 f.mark();
             }
         }
@@ -462,7 +470,7 @@ impl Kinsumer {
 
     fn next_item(&self, deadline: Option<Instant>) -> Polled {
         let auto = self.config.checkpoint_mode() == CheckpointMode::Auto;
-        if auto && let Some(f) = self.in_flight.lock().take() {
+        if auto && let Some((_, f)) = self.in_flight.lock().take() {
             f.mark();
         }
         let done = self.coordinator_done.lock().clone();
@@ -491,7 +499,8 @@ impl Kinsumer {
                         continue; // its lease is ending: the next owner delivers it
                     }
                     if auto {
-                        *self.in_flight.lock() = Some(record.processed_marker());
+                        *self.in_flight.lock() =
+                            Some((std::thread::current().id(), record.processed_marker()));
                     }
                     self.config.stats().records_delivered(record.shard_id(), 1);
                     return Polled::Record(record);
@@ -688,7 +697,14 @@ pub(crate) fn connect(configs: &ClientConfigs, config: &Config) -> Result<Bridge
     if !configs.has_region() {
         return Err(Error::new(ErrorKind::NoRegion).with_context("configuring the AWS clients"));
     }
-    Bridge::new(&configs.clone().with_defaults(config))
+    let configs = configs.clone().with_defaults(config);
+    if configs.attempt_timeout() >= config.lease_ttl() {
+        return Err(Error::new(ErrorKind::InvalidDuration).with_context(
+            "the SDK client's attempt timeout must be shorter than the lease time \
+             (5 x shard check frequency)",
+        ));
+    }
+    Bridge::new(&configs)
 }
 
 // The public handles may move between and be shared by threads.

@@ -79,6 +79,9 @@ pub enum ErrorKind {
     /// [`InitialPosition::AtTimestamp`](crate::InitialPosition::AtTimestamp) is in the
     /// future: Kinesis rejects it.
     InvalidInitialPosition,
+    /// An interval is longer than 24 hours (or, for the SDK's attempt timeout, not
+    /// shorter than the lease time); the context names it.
+    InvalidDuration,
     /// The idle poll delay is shorter than the throttle delay.
     InvalidIdlePollDelay,
     /// The handover grace is not shorter than the lease time (5 × shard check frequency).
@@ -112,13 +115,15 @@ impl ErrorKind {
             ErrorKind::InvalidThrottleDelay => {
                 "throttle delay must be at least 200ms (preferably 250ms)"
             }
-            ErrorKind::InvalidCommitFrequency => "commit frequency is mandatory",
+            ErrorKind::InvalidCommitFrequency => {
+                "commit frequency is mandatory and must be under half the lease time (5 x shard check frequency)"
+            }
             ErrorKind::InvalidShardCheckFrequency => "shard check frequency is mandatory",
             ErrorKind::InvalidLeaderActionFrequency => {
                 "leader action frequency is mandatory and must be at least as long as the shard check frequency"
             }
-            ErrorKind::InvalidBufferSize => "buffer size is mandatory",
-            ErrorKind::InvalidDynamoCapacity => "dynamo read/write capacity cannot be 0",
+            ErrorKind::InvalidBufferSize => "buffer size is mandatory and at most 100000",
+            ErrorKind::InvalidDynamoCapacity => "dynamo read/write capacity must be positive",
             ErrorKind::StreamBusy => "stream is busy",
             ErrorKind::NoSuchStream => "no such stream",
             ErrorKind::InvalidMaxRecords => "max records per GetRecords call must be 1..=10000",
@@ -136,6 +141,7 @@ impl ErrorKind {
             ErrorKind::InvalidInitialPosition => {
                 "the initial position's timestamp is in the future"
             }
+            ErrorKind::InvalidDuration => "duration out of range",
             ErrorKind::InvalidIdlePollDelay => {
                 "the idle poll delay must be at least the throttle delay"
             }
@@ -283,6 +289,7 @@ impl Error {
                 | ErrorKind::NoRegion
                 | ErrorKind::InvalidHandoverGrace
                 | ErrorKind::InvalidIdlePollDelay
+                | ErrorKind::InvalidDuration
                 | ErrorKind::InvalidInitialPosition
         )
     }

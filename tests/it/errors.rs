@@ -117,6 +117,35 @@ fn an_sdk_config_without_a_behavior_version_does_not_panic() -> TestResult {
 }
 
 #[test]
+fn an_empty_client_name_and_a_negative_capacity_say_what_is_wrong() {
+    let (k, d) = unreachable_clients();
+    let err = Kinsumer::from_clients(&k, &d, "s", "a", " ", Config::default())
+        .expect_err("empty client name");
+    assert_eq!(err.kind(), ErrorKind::InvalidName);
+    assert!(err.to_string().contains("client name"), "{err}");
+    let err = Config::default()
+        .with_dynamo_write_capacity(-5)
+        .validate()
+        .expect_err("negative capacity");
+    assert!(err.to_string().contains("must be positive"), "{err}");
+}
+
+#[test]
+fn a_next_timeout_too_large_for_the_clock_waits_without_a_deadline() -> TestResult {
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 1, 1)?;
+    let consumer = env.consumer("patient", support::fast_config())?;
+    consumer.run()?;
+    let mut records = consumer.records();
+    assert!(matches!(
+        records.next_timeout(Duration::MAX),
+        kinsumer::Polled::Record(_)
+    ));
+    consumer.stop();
+    Ok(())
+}
+
+#[test]
 fn bad_names_are_rejected_before_any_network_call() {
     let ok = Config::default;
     assert_eq!(build_error("", "app", ok()), Some(ErrorKind::NoStreamName));

@@ -87,3 +87,35 @@ fn stop_handle_ends_iteration_and_drop_commits() -> TestResult {
         drop(consumer);
     })
 }
+
+/// In auto mode, `stop()` from another thread does not count the record the loop body
+/// is still processing: the next consumer delivers it again.
+#[test]
+fn stop_from_another_thread_leaves_the_record_in_hand_unprocessed() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 5, 1)?;
+    let shard = env.shard_ids()?.remove(0);
+    let first = env.consumer("first", support::fast_config())?;
+    first.run()?;
+    let mut records = first.records();
+    let mut in_hand = None;
+    for _ in 0..3 {
+        match records.next_timeout(Duration::from_secs(30)) {
+            kinsumer::Polled::Record(r) => in_hand = Some(r),
+            other => return Err(format!("expected a record, got {other:?}").into()),
+        }
+    }
+    let in_hand = in_hand.ok_or("no record")?;
+    assert_eq!(in_hand.data(), b"2");
+    // "Elsewhere": a supervisor thread stops the consumer while record 2 is in hand.
+    std::thread::scope(|scope| scope.spawn(|| first.stop()).join()).map_err(|_| "stop panicked")?;
+    // Records 0 and 1 were processed (each followed by a pull); 2 was not.
+    let second = env.consumer("second", support::fast_config())?;
+    second.run()?;
+    let rest = support::collect_until(&second, Duration::from_secs(30), |s| s.len() >= 3)?;
+    assert_eq!(rest, ["2", "3", "4"]);
+    second.stop();
+    assert!(env.checkpoint(&shard)?.is_some());
+    Ok(())
+}
