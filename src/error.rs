@@ -61,6 +61,8 @@ pub enum ErrorKind {
     /// One of the application's DynamoDB tables does not exist; see
     /// [`Kinsumer::create_required_tables`](crate::Kinsumer::create_required_tables).
     TableNotFound,
+    /// A DynamoDB table of the application's name exists with another key schema.
+    TableSchema,
     /// A DynamoDB table exists but is not ACTIVE (or UPDATING).
     TableNotReady,
     /// A call or a wait did not finish within its time limit.
@@ -130,6 +132,7 @@ impl ErrorKind {
             ErrorKind::InvalidName => "invalid name",
             ErrorKind::TableNotFound => "table does not exist (see create_required_tables)",
             ErrorKind::TableNotReady => "table is not active",
+            ErrorKind::TableSchema => "table has the wrong key schema",
             ErrorKind::Timeout => "timed out",
             ErrorKind::LeaseLost => "shard lease lost to another client",
             ErrorKind::Aws => "AWS request failed",

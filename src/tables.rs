@@ -121,10 +121,42 @@ pub(crate) fn create(bridge: &Bridge, names: &Names, config: &Config) -> Result<
             Err(e) => return Err(Error::aws(format!("creating table {table}"), e)),
         }
     }
-    for (table, _) in names.tables() {
+    for (table, key) in names.tables() {
         wait_for(bridge, table, config, true)?;
+        check_schema(bridge, table, key)?;
     }
     Ok(())
+}
+
+/// Fails unless `table` is keyed by the string hash key `key` alone, as the Go library
+/// made it: a table of the right name but another shape would fail every later call.
+fn check_schema(bridge: &Bridge, table: &str, key: &str) -> Result<()> {
+    let out = bridge
+        .block_on(bridge.dynamodb().describe_table().table_name(table).send())
+        .map_err(|e| Error::aws(format!("describing table {table}"), e))?;
+    let Some(t) = out.table else {
+        return Err(Error::new(ErrorKind::TableNotFound).with_context(format!("table {table}")));
+    };
+    let keys: Vec<(String, KeyType)> = t
+        .key_schema()
+        .iter()
+        .map(|k| (k.attribute_name().to_owned(), k.key_type().clone()))
+        .collect();
+    let string_typed = t
+        .attribute_definitions()
+        .iter()
+        .any(|d| d.attribute_name() == key && *d.attribute_type() == ScalarAttributeType::S);
+    if keys == [(key.to_owned(), KeyType::Hash)] && string_typed {
+        return Ok(());
+    }
+    let found: Vec<String> = keys
+        .iter()
+        .map(|(name, kind)| format!("{name} ({})", kind.as_str()))
+        .collect();
+    Err(Error::new(ErrorKind::TableSchema).with_context(format!(
+        "table {table} is keyed by {}, not by the string hash key {key}",
+        found.join(" + ")
+    )))
 }
 
 /// Deletes the three tables (those that exist), then waits until they are gone.
@@ -217,10 +249,13 @@ pub(crate) fn scan_all(
 /// `create_required_tables` does) for any that is being created.
 pub(crate) fn check_ready(bridge: &Bridge, names: &Names, config: &Config) -> Result<()> {
     let deadline = Instant::now() + waiter_deadline(config);
-    for (table, _) in names.tables() {
+    for (table, key) in names.tables() {
         loop {
             match status(bridge, table)? {
-                Some(TableStatus::Active | TableStatus::Updating) => break,
+                Some(TableStatus::Active | TableStatus::Updating) => {
+                    check_schema(bridge, table, key)?;
+                    break;
+                }
                 None => {
                     return Err(
                         Error::new(ErrorKind::TableNotFound).with_context(format!("table {table}"))

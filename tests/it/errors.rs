@@ -248,6 +248,52 @@ fn missing_stream_fails_run() -> TestResult {
     Ok(())
 }
 
+/// A table of the application's name but another key schema fails `create_required_tables`
+/// and `run()` with a clear error, instead of one failed call per shard forever.
+#[test]
+fn a_table_with_the_wrong_key_schema_is_reported() -> TestResult {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let env = Env::new(1)?;
+    env.block_on(
+        env.dynamodb
+            .create_table()
+            .table_name(format!("{}_checkpoints", env.app))
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("ShardId")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("ShardId")
+                    .key_type(KeyType::Hash)
+                    .build()?,
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send(),
+    )?;
+    let consumer = Kinsumer::from_clients(
+        &env.kinesis,
+        &env.dynamodb,
+        &env.stream,
+        &env.app,
+        "c",
+        support::fast_config(),
+    )?;
+    let err = consumer
+        .create_required_tables()
+        .expect_err("accepted a wrongly keyed table");
+    assert_eq!(err.kind(), ErrorKind::TableSchema);
+    let text = err.to_string();
+    assert!(text.contains("ShardId") && text.contains("Shard"), "{text}");
+    let err = consumer.run().expect_err("ran on a wrongly keyed table");
+    assert_eq!(err.kind(), ErrorKind::TableSchema);
+    Ok(())
+}
+
 #[test]
 fn tables_are_created_idempotently_and_deleted() -> TestResult {
     let mut env = Env::new(1)?;
