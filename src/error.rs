@@ -61,6 +61,9 @@ pub enum ErrorKind {
     /// One of the application's DynamoDB tables does not exist; see
     /// [`Kinsumer::create_required_tables`](crate::Kinsumer::create_required_tables).
     TableNotFound,
+    /// Kinesis rejects a shard's checkpoint, and it is not merely older than the
+    /// stream's retention (then reading resumes from the oldest record).
+    InvalidCheckpoint,
     /// A DynamoDB table of the application's name exists with another key schema.
     TableSchema,
     /// A DynamoDB table exists but is not ACTIVE (or UPDATING).
@@ -133,6 +136,7 @@ impl ErrorKind {
             ErrorKind::TableNotFound => "table does not exist (see create_required_tables)",
             ErrorKind::TableNotReady => "table is not active",
             ErrorKind::TableSchema => "table has the wrong key schema",
+            ErrorKind::InvalidCheckpoint => "Kinesis rejects the checkpoint",
             ErrorKind::Timeout => "timed out",
             ErrorKind::LeaseLost => "shard lease lost to another client",
             ErrorKind::Aws => "AWS request failed",

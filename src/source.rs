@@ -133,22 +133,90 @@ impl Polling {
                 )
             }),
             Err(e)
-                if retry::code(&e) == Some("InvalidArgumentException")
-                    && matches!(self.position, StartAt::After(_) | StartAt::At(_)) =>
+                if matches!(
+                    retry::code(&e),
+                    Some("InvalidArgumentException" | "ValidationException")
+                ) && matches!(self.position, StartAt::After(_) | StartAt::At(_)) =>
             {
-                // The checkpoint is older than the stream's retention (or otherwise
-                // unusable): resume from the oldest record rather than stall.
-                log::warn!(
-                    "shard {}: checkpoint {:?} rejected ({}); resuming from TRIM_HORIZON",
-                    self.shard,
-                    self.position,
-                    e.message().unwrap_or("InvalidArgumentException")
-                );
-                self.position = StartAt::Initial(InitialPosition::TrimHorizon);
+                self.checkpoint_rejected(bridge, e)?;
                 self.get_iterator(bridge)
             }
             Err(e) => Err(self.classify("GetShardIterator", e)),
         }
+    }
+
+    /// Kinesis rejected the checkpoint (servers answer InvalidArgument or Validation).
+    /// If it lies before the shard's oldest record, it is older than the stream's
+    /// retention: resume from TRIM_HORIZON, saying so. Anything else — not a sequence
+    /// number, or one the shard never had — is reported and not guessed at: replaying
+    /// the whole shard could deliver days of records again.
+    fn checkpoint_rejected<E>(
+        &mut self,
+        bridge: &Bridge,
+        e: aws_sdk_kinesis::error::SdkError<E>,
+    ) -> Result<(), SourceError>
+    where
+        E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let seq = match &self.position {
+            StartAt::After(s) | StartAt::At(s) => s.clone(),
+            StartAt::Initial(_) => return Ok(()),
+        };
+        let numeric = !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
+        let oldest = if numeric { self.oldest(bridge)? } else { None };
+        let expired = numeric
+            && oldest
+                .as_deref()
+                .is_none_or(|o| crate::watermark::compare_sequence_numbers(&seq, o).is_lt());
+        if !expired {
+            return Err(SourceError::Fatal(
+                Error::new(ErrorKind::InvalidCheckpoint)
+                    .with_context(format!(
+                        "shard {} of stream {}: checkpoint {seq:?} (repair it, or rewind \
+                         the shard with kinsumer-ctl)",
+                        self.shard, self.stream
+                    ))
+                    .with_aws_source(e),
+            ));
+        }
+        log::warn!(
+            "shard {}: checkpoint {seq} is older than the stream's retention (oldest record \
+             {}); resuming from TRIM_HORIZON",
+            self.shard,
+            oldest.as_deref().unwrap_or("none: the shard is empty")
+        );
+        self.position = StartAt::Initial(InitialPosition::TrimHorizon);
+        Ok(())
+    }
+
+    /// The sequence number of the shard's oldest record, if it has one.
+    fn oldest(&self, bridge: &Bridge) -> Result<Option<String>, SourceError> {
+        let iterator = bridge
+            .block_on(
+                bridge
+                    .kinesis()
+                    .get_shard_iterator()
+                    .stream_name(&*self.stream)
+                    .shard_id(&*self.shard)
+                    .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                    .send(),
+            )
+            .map_err(|e| self.classify("GetShardIterator", e))?
+            .shard_iterator;
+        let Some(iterator) = iterator else {
+            return Ok(None);
+        };
+        let out = bridge
+            .block_on(
+                bridge
+                    .kinesis()
+                    .get_records()
+                    .shard_iterator(iterator)
+                    .limit(1)
+                    .send(),
+            )
+            .map_err(|e| self.classify("GetRecords", e))?;
+        Ok(out.records.into_iter().next().map(|r| r.sequence_number))
     }
 
     fn fetch(&mut self, bridge: &Bridge, limit: i32, renewed: bool) -> Result<Batch, SourceError> {

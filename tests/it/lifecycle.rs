@@ -207,3 +207,43 @@ fn close_reports_shards_whose_release_failed() -> TestResult {
     assert!(text.contains("AccessDeniedException"), "{text}");
     Ok(())
 }
+
+/// A checkpoint Kinesis rejects that is not merely older than the retention period (here:
+/// not a sequence number at all) is reported, visibly, and not replaced by a replay of
+/// the whole shard; the shard keeps failing, so the consumer ends with a clear error.
+#[test]
+fn a_garbage_checkpoint_is_reported_not_replayed_from_the_oldest_record() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 5, 1)?;
+    let shard = env.shard_ids()?.remove(0);
+    let consumer = env.consumer("garbage", support::fast_config())?;
+    env.block_on(
+        env.dynamodb
+            .put_item()
+            .table_name(format!("{}_checkpoints", env.app))
+            .item("Shard", aws_sdk_dynamodb::types::AttributeValue::S(shard))
+            .item(
+                "SequenceNumber",
+                aws_sdk_dynamodb::types::AttributeValue::S("not-a-sequence-number".into()),
+            )
+            .item(
+                "LastUpdate",
+                aws_sdk_dynamodb::types::AttributeValue::N("1".into()),
+            )
+            .send(),
+    )?;
+    consumer.run()?;
+    let mut records = consumer.records();
+    let fatal = match records.next_timeout(Duration::from_secs(60)) {
+        Polled::Failed(e) => e,
+        other => return Err(format!("expected the fatal error, got {other:?}").into()),
+    };
+    assert_eq!(fatal.kind(), ErrorKind::ShardFailed, "{fatal}");
+    let text = fatal.to_string();
+    assert!(text.contains("rejects the checkpoint"), "{text}");
+    assert!(text.contains("not-a-sequence-number"), "{text}");
+    let health = consumer.health();
+    assert!(health.errors() >= 3, "{health:?}");
+    Ok(())
+}
