@@ -125,7 +125,14 @@ impl Polling {
                 .shard_iterator_type(ShardIteratorType::AtTimestamp)
                 .timestamp(DateTime::from(*t)),
         };
-        match bridge.block_on(req.send()) {
+        let asked = std::time::SystemTime::now();
+        let result = bridge.block_on(req.send());
+        if result.is_ok() && matches!(self.position, StartAt::Initial(InitialPosition::Latest)) {
+            // An iterator renewed before the first record must not jump to the tip again,
+            // skipping what arrived meanwhile: from now on "latest" means "since then".
+            self.position = StartAt::Initial(InitialPosition::AtTimestamp(asked));
+        }
+        match result {
             Ok(out) => out.shard_iterator.ok_or_else(|| {
                 SourceError::Transient(
                     Error::new(ErrorKind::Aws)

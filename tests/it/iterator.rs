@@ -39,3 +39,55 @@ fn expired_iterator_is_renewed_from_the_last_delivered_record() -> TestResult {
     );
     Ok(())
 }
+
+/// Starting at LATEST, an iterator that expires before the first record (here: while
+/// GetRecords fails) is renewed from the time reading started, not from the tip again:
+/// the records that arrived meanwhile are not skipped.
+#[test]
+fn an_expired_latest_iterator_does_not_skip_what_arrived_meanwhile() -> TestResult {
+    use kinsumer::testing::AlwaysFail;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    support::init_logging();
+    let mut env = Env::with_options(
+        1,
+        KinesisOptions::default().with_iterator_ttl(std::time::Duration::from_secs(1)),
+    )?;
+    let stats = Arc::new(Recorder::default());
+    let failing = Arc::new(AtomicBool::new(false));
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        env.kinesis
+            .config()
+            .to_builder()
+            .interceptor(
+                AlwaysFail::new("GetRecords", 500, "InternalFailure").when(Arc::clone(&failing)),
+            )
+            .build(),
+    );
+    let dynamodb = env.dynamodb.clone();
+    let config = support::fast_config()
+        .with_initial_position(kinsumer::InitialPosition::Latest)
+        .with_stats(stats.clone());
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "latest", config)?;
+    consumer.run()?;
+    support::wait_for(
+        std::time::Duration::from_secs(10),
+        "reading at the tip",
+        || Ok(Recorder::get(&stats.fetch_calls) >= 2),
+    )?;
+    failing.store(true, Ordering::SeqCst);
+    env.put_numbered(0, 5, 1)?;
+    // Longer than the iterator's 1 s life.
+    support::let_time_pass(std::time::Duration::from_millis(2500))?;
+    failing.store(false, Ordering::SeqCst);
+    let seen = support::collect_until(&consumer, std::time::Duration::from_secs(30), |s| {
+        s.len() >= 5
+    })?;
+    assert_eq!(seen, ["0", "1", "2", "3", "4"]);
+    assert!(
+        Recorder::get(&stats.renewed) >= 1,
+        "the iterator did not expire"
+    );
+    consumer.stop();
+    Ok(())
+}
