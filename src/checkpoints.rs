@@ -70,6 +70,8 @@ pub(crate) struct Captured {
     pub(crate) finished: bool,
     /// A rewind's start position, for a row without a checkpoint.
     pub(crate) start: Option<InitialPosition>,
+    /// What was wrong with the row, if the capture repaired it.
+    pub(crate) repaired: Option<String>,
 }
 
 /// The outcome of a capture attempt.
@@ -117,6 +119,23 @@ fn string_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Option<Str
     }
 }
 
+/// What is wrong with a row's lease attributes, if anything: `OwnerID` must be a string
+/// or NULL, `LastUpdate` a number.
+fn malformed(item: &HashMap<String, AttributeValue>) -> Option<String> {
+    let kind = |v: &AttributeValue| format!("{v:?}").split('(').next().unwrap_or("?").to_owned();
+    let mut wrong = Vec::new();
+    match item.get("OwnerID") {
+        None | Some(AttributeValue::S(_) | AttributeValue::Null(_)) => {}
+        Some(other) => wrong.push(format!("OwnerID was of type {}", kind(other))),
+    }
+    match item.get("LastUpdate") {
+        None => {}
+        Some(AttributeValue::N(v)) if v.parse::<i64>().is_ok() => {}
+        Some(other) => wrong.push(format!("LastUpdate was {}", kind(other))),
+    }
+    (!wrong.is_empty()).then(|| wrong.join(", "))
+}
+
 /// The checkpoint a row holds (see [`Checkpoint::from_row`]).
 fn checkpoint_of(item: &HashMap<String, AttributeValue>) -> Checkpoint {
     let partial = match (
@@ -156,17 +175,24 @@ impl Leases<'_> {
             .update_expression(
                 "SET OwnerID = :me, OwnerName = :name, LastUpdate = :now, LastUpdateRFC = :rfc",
             )
+            // The last two clauses take a row whose owner or time has a type no client
+            // writes (hand-edited, or corrupt): it could never be captured otherwise.
             .condition_expression(
                 "attribute_not_exists(OwnerID) OR attribute_type(OwnerID, :null) \
-                 OR OwnerID = :me OR LastUpdate < :cutoff",
+                 OR OwnerID = :me OR LastUpdate < :cutoff \
+                 OR (NOT attribute_type(OwnerID, :str) AND NOT attribute_type(OwnerID, :null)) \
+                 OR (attribute_exists(LastUpdate) AND NOT attribute_type(LastUpdate, :num))",
             )
+            .expression_attribute_values(":str", s("S"))
+            .expression_attribute_values(":num", s("N"))
             .expression_attribute_values(":me", s(&self.owner.id))
             .expression_attribute_values(":name", s(&self.owner.name))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":rfc", s(&clock::rfc3339(now)))
             .expression_attribute_values(":null", s("NULL"))
             .expression_attribute_values(":cutoff", n(clock::cutoff_nanos(ttl)))
-            .return_values(ReturnValue::AllNew)
+            // The old row: the capture changes none of the attributes read from it.
+            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         match self.bridge.block_on(req.send()) {
             Ok(out) => {
@@ -176,6 +202,7 @@ impl Leases<'_> {
                     finished: matches!(item.get("Finished"), Some(AttributeValue::N(_))),
                     start: string_attr(&item, START_POSITION)
                         .and_then(|v| parse_start_position(&v)),
+                    repaired: malformed(&item),
                 }))
             }
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {

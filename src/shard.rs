@@ -411,6 +411,14 @@ impl<'a> Worker<'a> {
                         self.shard(),
                         found.checkpoint
                     );
+                    if let Some(wrong) = &found.repaired {
+                        let e = Error::new(ErrorKind::InvalidCheckpoint).with_context(format!(
+                            "shard {}: repaired its checkpoint row ({wrong})",
+                            self.shard()
+                        ));
+                        log::warn!("{e}");
+                        self.ctx.notices.report(e);
+                    }
                     self.ctx.config.stats().lease_acquired(self.shard());
                     self.ctx.config.listener().assigned(self.shard());
                     if found.finished {

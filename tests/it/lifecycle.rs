@@ -247,3 +247,60 @@ fn a_garbage_checkpoint_is_reported_not_replayed_from_the_oldest_record() -> Tes
     assert!(health.errors() >= 3, "{health:?}");
     Ok(())
 }
+
+/// A checkpoint row whose lease attributes have the wrong types (`OwnerID` a number,
+/// `LastUpdate` a string: hand-edited, or corrupt) is repaired by the client that
+/// captures it, which says so; its checkpoint is kept.
+#[test]
+fn a_row_with_wrongly_typed_lease_attributes_is_repaired_and_reported() -> TestResult {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 5, 1)?;
+    let shard = env.shard_ids()?.remove(0);
+    // Learn record 2's sequence number with a throwaway application.
+    let probe = kinsumer::Kinsumer::from_clients(
+        &env.kinesis,
+        &env.dynamodb,
+        &env.stream,
+        &support::unique_name("probe"),
+        "probe",
+        support::fast_config(),
+    )?;
+    probe.create_required_tables()?;
+    probe.run()?;
+    let mut records = probe.records();
+    let mut seq = String::new();
+    for _ in 0..3 {
+        if let Polled::Record(r) = records.next_timeout(Duration::from_secs(30)) {
+            seq = r.sequence_number().to_owned();
+        }
+    }
+    probe.stop();
+
+    let consumer = env.consumer("mender", support::fast_config())?;
+    env.block_on(
+        env.dynamodb
+            .put_item()
+            .table_name(format!("{}_checkpoints", env.app))
+            .item("Shard", AttributeValue::S(shard.clone()))
+            .item("SequenceNumber", AttributeValue::S(seq))
+            .item("OwnerID", AttributeValue::N("7".into()))
+            .item("LastUpdate", AttributeValue::S("yesterday".into()))
+            .send(),
+    )?;
+    consumer.run()?;
+    let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 2)?;
+    assert_eq!(seen, ["3", "4"]);
+    let health = consumer.health();
+    assert!(
+        health.last_error().is_some_and(|e| e.contains("repaired")),
+        "{health:?}"
+    );
+    assert_eq!(
+        env.owners()?.get(&shard).map(String::as_str),
+        Some(consumer.client_id())
+    );
+    consumer.stop();
+    Ok(())
+}
