@@ -216,19 +216,40 @@ struct IoThread {
     ),
     shutdown: Arc<Shutdown>,
     join: Option<JoinHandle<()>>,
+    /// Disconnects when the I/O thread ends.
+    done: crossbeam_channel::Receiver<()>,
 }
 
 impl Drop for IoThread {
     fn drop(&mut self) {
         self.shutdown.trigger();
         if let Some(join) = self.join.take() {
-            // Never join ourselves (a last clone dropped by a task on the I/O thread).
-            if join.thread().id() != std::thread::current().id() && join.join().is_err() {
+            // Never join ourselves (a last clone dropped by a task on the I/O thread), and
+            // never wait without a deadline (a DNS lookup can hang on a blocking thread).
+            if join.thread().id() == std::thread::current().id() {
+                return;
+            }
+            if self.done.recv_timeout(IO_STOP_TIMEOUT)
+                == Err(crossbeam_channel::RecvTimeoutError::Timeout)
+            {
+                log::warn!(
+                    "the kinsumer I/O thread did not stop within {IO_STOP_TIMEOUT:?}; leaving it"
+                );
+                return;
+            }
+            if join.join().is_err() {
                 log::error!("the kinsumer I/O thread panicked");
             }
         }
     }
 }
+
+/// How long dropping the last handle waits for the I/O thread to end.
+const IO_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a call waits for the I/O runtime's answer: past every operation timeout
+/// this crate sets (a caller's own, longer one is cut here).
+const CALL_WAIT_LIMIT: Duration = Duration::from_secs(120);
 
 /// A handle on the consumer's I/O runtime and SDK clients. Cheap to clone; every thread
 /// of a consumer holds one.
@@ -249,14 +270,17 @@ impl Bridge {
     /// Starts the I/O thread (returning once its runtime is built) and the clients.
     pub(crate) fn new(configs: &ClientConfigs) -> Result<Self> {
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let shutdown = Arc::new(Shutdown::default());
         let stop = ShutdownFuture(Arc::clone(&shutdown));
         let join = std::thread::Builder::new()
             .name("kinsumer-io".into())
             .spawn(move || match runtime() {
                 Ok(rt) => {
+                    let _done = done_tx;
                     let _ = ready_tx.send(Ok(rt.handle().clone()));
                     rt.block_on(stop);
+                    rt.shutdown_timeout(Duration::from_secs(5));
                 }
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -288,6 +312,7 @@ impl Bridge {
                 permits,
                 shutdown,
                 join: Some(join),
+                done,
             }),
             kinesis: kinesis::Client::from_conf(configs.kinesis.clone()),
             dynamodb: dynamodb::Client::from_conf(configs.dynamodb.clone()),
@@ -302,10 +327,12 @@ impl Bridge {
         &self.dynamodb
     }
 
-    /// Runs one SDK call on the I/O runtime and waits for its result on this thread.
-    /// Bounded by the operation timeout of the clients' configs. If the runtime is gone
-    /// (it never is while this handle exists) or the task panicked, the call fails as a
-    /// retryable timeout rather than panicking here.
+    /// Runs one SDK call on the I/O runtime and waits for its result on this thread,
+    /// bounded by the operation timeout of the clients' configs and by
+    /// [`CALL_WAIT_LIMIT`]. If the runtime is gone or the call's task panicked, the call
+    /// fails with an error that is not retried (a construction failure naming the I/O
+    /// runtime): shards then fail and, failing again, end the consumer with that message,
+    /// instead of retrying a dead runtime forever.
     #[allow(
         clippy::result_large_err,
         reason = "passes the SDK's own result type through unchanged"
@@ -318,20 +345,30 @@ impl Bridge {
         T: Send + 'static,
         E: Send + 'static,
     {
-        // Both channel ends live in `self.io`: neither operation can fail.
-        let _ = self.io.permits.1.recv();
+        // Both channel ends live in `self.io`: neither operation can fail, and a permit
+        // is always given back.
+        if self.io.permits.1.recv_timeout(CALL_WAIT_LIMIT).is_err() {
+            return Err(SdkError::construction_failure(
+                "no call slot on the kinsumer I/O runtime within its time limit",
+            ));
+        }
         let (tx, rx) = crossbeam_channel::bounded(1);
         drop(self.io.handle.spawn(async move {
             let _ = tx.send(future.await);
         }));
-        let result = rx.recv();
+        let result = rx.recv_timeout(CALL_WAIT_LIMIT);
         let _ = self.io.permits.0.send(());
-        #[allow(clippy::result_large_err, reason = "the SDK's own error type")]
-        result.unwrap_or_else(|_| {
-            Err(SdkError::timeout_error(
-                "the kinsumer I/O runtime dropped the call",
-            ))
-        })
+        match result {
+            Ok(answer) => answer,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(
+                SdkError::construction_failure("no answer from the kinsumer I/O runtime in time"),
+            ),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                Err(SdkError::construction_failure(
+                    "the kinsumer I/O runtime lost the call (its thread ended, or the call panicked)",
+                ))
+            }
+        }
     }
 }
 

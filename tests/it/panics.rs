@@ -114,3 +114,54 @@ fn a_coordinator_that_panics_ends_iteration_with_a_fatal_error_and_releases() ->
     consumer.stop();
     Ok(())
 }
+
+/// Panics inside an SDK call on the I/O runtime (here, in an interceptor).
+#[derive(Debug)]
+struct PanickyInterceptor;
+
+impl aws_smithy_runtime_api::client::interceptors::Intercept for PanickyInterceptor {
+    fn name(&self) -> &'static str {
+        "PanickyInterceptor"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _context: &aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &aws_smithy_runtime_api::client::runtime_components::RuntimeComponents,
+        cfg: &mut aws_smithy_types::config_bag::ConfigBag,
+    ) -> Result<(), aws_smithy_runtime_api::box_error::BoxError> {
+        let op = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map(|m| m.name());
+        if op == Some("GetRecords") {
+            panic!("a bug inside an SDK call");
+        }
+        Ok(())
+    }
+}
+
+/// A call whose task dies on the I/O runtime is not mistaken for a timeout and retried
+/// forever: the shard fails, and failing again ends the consumer, saying why.
+#[test]
+fn a_call_that_panics_on_the_io_runtime_is_not_retried_as_a_timeout() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        env.kinesis
+            .config()
+            .to_builder()
+            .interceptor(PanickyInterceptor)
+            .build(),
+    );
+    let dynamodb = env.dynamodb.clone();
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "doomed", support::fast_config())?;
+    consumer.run()?;
+    let fatal = match consumer.records().next_timeout(Duration::from_secs(60)) {
+        kinsumer::Polled::Failed(e) => e,
+        other => return Err(format!("expected a fatal error, got {other:?}").into()),
+    };
+    assert_eq!(fatal.kind(), ErrorKind::ShardFailed, "{fatal}");
+    assert!(fatal.to_string().contains("I/O runtime"), "{fatal}");
+    consumer.stop();
+    Ok(())
+}
