@@ -14,7 +14,9 @@
 //! Kinesis allows, that thread has room to spare (see the README's drain figures).
 //!
 //! Shared clients are safe here precisely because one runtime drives them all. A
-//! caller-supplied HTTP client on the SDK config is used as given.
+//! caller-supplied HTTP client on the SDK config is used as given; clients the caller
+//! already used on its own runtime, which then sits idle, do not stall the consumer
+//! (`tests/it/bridge.rs` checks it).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -59,3 +59,33 @@ fn eight_shard_threads_with_idle_gaps_never_stall_or_fail() -> TestResult {
     assert!(worst < Duration::from_secs(8), "a call stalled: {worst:?}");
     Ok(())
 }
+
+/// Clients the caller already used on its own runtime — whose pooled connections that
+/// runtime drives, and which then sits idle — must not stall the consumer built from
+/// them (`from_clients` gives the consumer a connection pool of its own).
+#[test]
+fn clients_used_on_the_callers_runtime_first_do_not_stall_the_consumer() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    env.put_numbered(0, 50, 7)?;
+    let kinesis = aws_sdk_kinesis::Client::from_conf(env.kinesis.config().clone());
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(env.dynamodb.config().clone());
+    let callers = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Open pooled connections on the caller's runtime, then leave it idle (not dropped).
+    for _ in 0..4 {
+        callers.block_on(kinesis.list_shards().stream_name(&env.stream).send())?;
+        callers.block_on(dynamodb.list_tables().send())?;
+    }
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "borrowed", support::fast_config())?;
+    consumer.run()?;
+    let started = std::time::Instant::now();
+    let seen = support::collect_until(&consumer, Duration::from_secs(60), |s| s.len() >= 50)?;
+    let took = started.elapsed();
+    consumer.stop();
+    assert_eq!(seen.len(), 50);
+    eprintln!("consumed 50 records in {took:?} through clients first used elsewhere");
+    drop(callers);
+    Ok(())
+}
