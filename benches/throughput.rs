@@ -339,6 +339,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// When a latency record was put: its bytes 9..17 (after the marker and the id).
+fn sent_ns(data: &[u8]) -> BenchResult<u64> {
+    Ok(data
+        .get(9..17)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or("short record")?)
+}
+
 /// Marks a background-load record; latency records start with 0.
 const LOAD: u8 = 0xff;
 
@@ -431,12 +440,7 @@ fn latency(args: &Args, busy: bool) -> BenchResult {
         match records.next_timeout(Duration::from_secs(30)) {
             Polled::Record(r) if r.data().first() == Some(&LOAD) => background += 1,
             Polled::Record(r) => {
-                let sent = r
-                    .data()
-                    .get(9..17)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_le_bytes)
-                    .ok_or("short record")?;
+                let sent = sent_ns(r.data())?;
                 latencies.push(now_ns().saturating_sub(sent) as f64 / 1e6);
             }
             Polled::TimedOut => return Err("no record for 30 s".into()),
@@ -572,12 +576,7 @@ fn latency_after_idle(args: &Args) -> BenchResult {
     while latencies.len() < trials {
         match records.next_timeout(Duration::from_secs(30)) {
             Polled::Record(r) => {
-                let sent = r
-                    .data()
-                    .get(9..17)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_le_bytes)
-                    .ok_or("short record")?;
+                let sent = sent_ns(r.data())?;
                 latencies.push(now_ns().saturating_sub(sent) as f64 / 1e6);
             }
             Polled::TimedOut => return Err("no record for 30 s".into()),

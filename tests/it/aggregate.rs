@@ -234,20 +234,7 @@ fn go_rows_without_or_with_stale_aggregate_attributes_resume_after_their_sequenc
         ("k".to_owned(), b"p2".to_vec()),
     ])?;
     let shard = env.shard_ids()?.remove(0);
-    // Learn the aggregate's sequence number with a throwaway application.
-    let probe = Kinsumer::from_clients(
-        &env.kinesis,
-        &env.dynamodb,
-        &env.stream,
-        &support::unique_name("probe"),
-        "probe",
-        support::fast_config(),
-    )?;
-    probe.create_required_tables()?;
-    probe.run()?;
-    let agg_seq = take(&probe, 1)?[0].sequence_number().to_owned();
-    probe.stop();
-
+    let agg_seq = env.sequence_numbers(&shard)?.remove(0);
     let consumer = env.consumer("rust", support::fast_config())?;
     drop(consumer); // tables made
     for extra in [false, true] {

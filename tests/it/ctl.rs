@@ -193,16 +193,16 @@ fn a_rewind_loses_to_a_client_that_captured_the_shard_meanwhile() -> TestResult 
     Ok(())
 }
 
-/// Runs the `kinsumer-ctl` example against this env's servers, through the SDK's
-/// standard variables. Returns (exit code, stdout, stderr).
-fn ctl(env: &Env, args: &[&str]) -> TestResult<(i32, String, String)> {
+/// A command for example `name`, pointed at this env's servers through the SDK's
+/// standard variables.
+fn example(env: &Env, name: &str) -> TestResult<Command> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(|deps| deps.parent())
         .ok_or("no target dir")?;
-    let out = Command::new(dir.join("examples").join("kinsumer-ctl"))
-        .args(args)
+    let mut command = Command::new(dir.join("examples").join(name));
+    command
         .env("AWS_ENDPOINT_URL_KINESIS", env.emulators.kinesis_endpoint())
         .env(
             "AWS_ENDPOINT_URL_DYNAMODB",
@@ -212,8 +212,14 @@ fn ctl(env: &Env, args: &[&str]) -> TestResult<(i32, String, String)> {
         .env("AWS_ACCESS_KEY_ID", "test")
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .output()?;
+        .env_remove("AWS_PROFILE");
+    Ok(command)
+}
+
+/// Runs the `kinsumer-ctl` example against this env's servers. Returns (exit code,
+/// stdout, stderr).
+fn ctl(env: &Env, args: &[&str]) -> TestResult<(i32, String, String)> {
+    let out = example(env, "kinsumer-ctl")?.args(args).output()?;
     Ok((
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -290,12 +296,7 @@ fn kinsumer_ctl_prints_status_and_exits_2_on_bad_input() -> TestResult {
 fn noop_prints_a_status_line_on_an_idle_stream() -> TestResult {
     use std::io::{BufRead, BufReader};
     let env = Env::new(1)?;
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .ok_or("no target dir")?;
-    let mut child = Command::new(dir.join("examples").join("noop"))
+    let mut child = example(&env, "noop")?
         .args([
             "--stream",
             &env.stream,
@@ -303,16 +304,6 @@ fn noop_prints_a_status_line_on_an_idle_stream() -> TestResult {
             &env.app,
             "--create-tables",
         ])
-        .env("AWS_ENDPOINT_URL_KINESIS", env.emulators.kinesis_endpoint())
-        .env(
-            "AWS_ENDPOINT_URL_DYNAMODB",
-            env.emulators.dynamodb_endpoint(),
-        )
-        .env("AWS_REGION", "us-east-1")
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;

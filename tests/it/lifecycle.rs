@@ -67,26 +67,9 @@ fn a_checkpoint_the_stream_no_longer_has_falls_back_to_trim_horizon() -> TestRes
     env.put_numbered(0, 20, 3)?;
     let shard = env.shard_ids()?.remove(0);
     let consumer = env.consumer("stale", support::fast_config())?;
-    // A checkpoint Kinesis rejects (as for one older than the retention period).
-    env.block_on(
-        env.dynamodb
-            .put_item()
-            .table_name(format!("{}_checkpoints", env.app))
-            .item("Shard", aws_sdk_dynamodb::types::AttributeValue::S(shard))
-            .item(
-                "SequenceNumber",
-                aws_sdk_dynamodb::types::AttributeValue::S("12345".into()),
-            )
-            .item(
-                "OwnerID",
-                aws_sdk_dynamodb::types::AttributeValue::Null(true),
-            )
-            .item(
-                "LastUpdate",
-                aws_sdk_dynamodb::types::AttributeValue::N("1".into()),
-            )
-            .send(),
-    )?;
+    // A checkpoint Kinesis rejects, before the oldest record (as for one older than the
+    // retention period).
+    env.put_checkpoint_row(&shard, "12345")?;
     consumer.run()?;
     let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 20)?;
     let expected: Vec<String> = (0..20).map(|i| i.to_string()).collect();
@@ -218,21 +201,7 @@ fn a_garbage_checkpoint_is_reported_not_replayed_from_the_oldest_record() -> Tes
     env.put_numbered(0, 5, 1)?;
     let shard = env.shard_ids()?.remove(0);
     let consumer = env.consumer("garbage", support::fast_config())?;
-    env.block_on(
-        env.dynamodb
-            .put_item()
-            .table_name(format!("{}_checkpoints", env.app))
-            .item("Shard", aws_sdk_dynamodb::types::AttributeValue::S(shard))
-            .item(
-                "SequenceNumber",
-                aws_sdk_dynamodb::types::AttributeValue::S("not-a-sequence-number".into()),
-            )
-            .item(
-                "LastUpdate",
-                aws_sdk_dynamodb::types::AttributeValue::N("1".into()),
-            )
-            .send(),
-    )?;
+    env.put_checkpoint_row(&shard, "not-a-sequence-number")?;
     consumer.run()?;
     let mut records = consumer.records();
     let fatal = match records.next_timeout(Duration::from_secs(60)) {
@@ -258,26 +227,7 @@ fn a_row_with_wrongly_typed_lease_attributes_is_repaired_and_reported() -> TestR
     let mut env = Env::new(1)?;
     env.put_numbered(0, 5, 1)?;
     let shard = env.shard_ids()?.remove(0);
-    // Learn record 2's sequence number with a throwaway application.
-    let probe = kinsumer::Kinsumer::from_clients(
-        &env.kinesis,
-        &env.dynamodb,
-        &env.stream,
-        &support::unique_name("probe"),
-        "probe",
-        support::fast_config(),
-    )?;
-    probe.create_required_tables()?;
-    probe.run()?;
-    let mut records = probe.records();
-    let mut seq = String::new();
-    for _ in 0..3 {
-        if let Polled::Record(r) = records.next_timeout(Duration::from_secs(30)) {
-            seq = r.sequence_number().to_owned();
-        }
-    }
-    probe.stop();
-
+    let seq = env.sequence_numbers(&shard)?.remove(2);
     let consumer = env.consumer("mender", support::fast_config())?;
     env.block_on(
         env.dynamodb

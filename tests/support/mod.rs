@@ -15,7 +15,6 @@
 pub mod golike;
 pub mod kpl;
 
-use kinsumer::Polled;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -25,7 +24,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
-use kinsumer::{Config, Kinsumer};
+use kinsumer::{Config, Kinsumer, Polled};
 
 /// A test failure: anything the fixture does can fail with a message.
 pub type TestResult<T = ()> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -194,39 +193,44 @@ impl Env {
         )
     }
 
-    /// Writes `(partition key, data)` records, in order, in PutRecords calls of at most
-    /// 500 records and 1 MiB of data (Kinesis allows 500 and 5 MiB; the JSON body is a
-    /// third larger, and the embedded emulator takes bodies up to 2 MB).
+    /// Writes `(partition key, data)` records, in order (through the test kit).
     pub fn put_raw(&self, records: impl IntoIterator<Item = (String, Vec<u8>)>) -> TestResult {
-        const MAX_CALL_BYTES: usize = 1 << 20;
-        let mut records = records.into_iter().peekable();
-        while records.peek().is_some() {
-            let mut entries = Vec::new();
-            let mut bytes = 0;
-            while let Some((key, data)) = records.next_if(|(k, d)| {
-                entries.is_empty()
-                    || (entries.len() < 500 && bytes + k.len() + d.len() <= MAX_CALL_BYTES)
-            }) {
-                bytes += key.len() + data.len();
-                entries.push(
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(key)
-                        .data(Blob::new(data))
-                        .build()?,
-                );
-            }
-            let out = self.block_on(
-                self.kinesis
-                    .put_records()
-                    .stream_name(&self.stream)
-                    .set_records(Some(entries))
-                    .send(),
-            )?;
-            if out.failed_record_count.unwrap_or(0) > 0 {
-                return Err("PutRecords rejected some records".into());
-            }
-        }
+        Ok(self.emulators.put(&self.stream, records)?)
+    }
+
+    /// Puts a checkpoint row for `shard` at `seq`, unowned and long stale, as a client
+    /// (or an operator) might have left it.
+    pub fn put_checkpoint_row(&self, shard: &str, seq: &str) -> TestResult {
+        self.block_on(
+            self.dynamodb
+                .put_item()
+                .table_name(format!("{}_checkpoints", self.app))
+                .item("Shard", AttributeValue::S(shard.to_owned()))
+                .item("SequenceNumber", AttributeValue::S(seq.to_owned()))
+                .item("OwnerID", AttributeValue::Null(true))
+                .item("LastUpdate", AttributeValue::N("1".into()))
+                .send(),
+        )?;
         Ok(())
+    }
+
+    /// The sequence numbers of `shard`'s records (one GetRecords from TRIM_HORIZON).
+    pub fn sequence_numbers(&self, shard: &str) -> TestResult<Vec<String>> {
+        let it = self.block_on(
+            self.kinesis
+                .get_shard_iterator()
+                .stream_name(&self.stream)
+                .shard_id(shard)
+                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                .send(),
+        )?;
+        let out = self.block_on(
+            self.kinesis
+                .get_records()
+                .shard_iterator(it.shard_iterator().ok_or("no iterator")?)
+                .send(),
+        )?;
+        Ok(out.records.into_iter().map(|r| r.sequence_number).collect())
     }
 
     /// Starts a [`Member`] named `name` (a consumer with [`fast_config`]) logging into
