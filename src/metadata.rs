@@ -215,18 +215,8 @@ impl SchemeWord {
 
 /// The scheme word, if one was written.
 pub(crate) fn read_scheme(bridge: &Bridge, table: &str) -> Result<Option<SchemeWord>> {
-    let out = bridge
-        .block_on(
-            bridge
-                .dynamodb()
-                .get_item()
-                .table_name(table)
-                .key("Key", s("AssignmentMode"))
-                .consistent_read(true)
-                .send(),
-        )
-        .map_err(|e| Error::aws(format!("reading the assignment mode in table {table}"), e))?;
-    Ok(match out.item.as_ref().and_then(|i| i.get("Mode")) {
+    let item = read_item(bridge, table, "AssignmentMode")?;
+    Ok(match item.as_ref().and_then(|i| i.get("Mode")) {
         Some(AttributeValue::S(m)) if m == "go" => Some(SchemeWord::Go),
         Some(AttributeValue::S(m)) if m == "rendezvous" => Some(SchemeWord::Rendezvous),
         _ => None,

@@ -465,10 +465,11 @@ impl Emulators {
     }
 }
 
-/// Region and credentials from the standard variables (`AWS_REGION`,
-/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), else test values,
-/// which the emulators accept.
-fn sdk_config() -> aws_config::SdkConfig {
+/// An `SdkConfig` for tests: region and credentials from the standard variables
+/// (`AWS_REGION`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), else
+/// `us-east-1` and test credentials, which the emulators accept. No endpoint: set one per
+/// service, as [`Emulators::kinesis_client`] does.
+pub fn sdk_config() -> aws_config::SdkConfig {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     aws_config::SdkConfig::builder()
         .region(Region::new(

@@ -21,7 +21,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region, SharedCredentialsProvider};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, StreamStatus};
 use kinsumer::{Config, Kinsumer, Polled};
@@ -44,25 +43,7 @@ pub fn unique_name(prefix: &str) -> String {
     )
 }
 
-/// Region and credentials from the standard variables (`AWS_REGION`,
-/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), else test values,
-/// which the emulators accept.
-pub fn sdk_config() -> aws_config::SdkConfig {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    aws_config::SdkConfig::builder()
-        .region(Region::new(
-            var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
-        ))
-        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
-            var("AWS_ACCESS_KEY_ID").unwrap_or_else(|| "test".into()),
-            var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|| "test".into()),
-            var("AWS_SESSION_TOKEN"),
-            None,
-            "kinsumer-tests",
-        )))
-        .behavior_version(BehaviorVersion::latest())
-        .build()
-}
+pub use kinsumer::testing::sdk_config;
 
 /// A configuration with short intervals, for tests.
 pub fn fast_config() -> Config {
