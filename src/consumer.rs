@@ -127,7 +127,8 @@ pub struct Kinsumer {
     closed_tx: Sender<Vec<String>>,
     closed_rx: Receiver<Vec<String>>,
     /// Disconnects when the coordinator thread ends, however it ends.
-    coordinator_done: Mutex<Option<Receiver<()>>>,
+    /// Set once by `run()`; read on every pull without a lock.
+    coordinator_done: std::sync::OnceLock<Receiver<()>>,
     health: Arc<HealthState>,
     /// The record handed out last in auto mode, processed when the next one is pulled.
     /// With the thread that pulled it: only that thread's next pull or stop completes it.
@@ -240,7 +241,7 @@ impl Kinsumer {
             fatal_rx,
             closed_tx,
             closed_rx,
-            coordinator_done: Mutex::new(None),
+            coordinator_done: std::sync::OnceLock::new(),
             health: Arc::new(HealthState::default()),
             in_flight: Mutex::new(None),
             fatal: AtomicBool::new(false),
@@ -337,7 +338,8 @@ impl Kinsumer {
             self.owner.id,
             self.names.stream
         );
-        *self.coordinator_done.lock() = Some(coordinator.done());
+        // `run()` succeeds once (RunTwice otherwise), so this is the only set.
+        let _ = self.coordinator_done.set(coordinator.done());
         self.health.set_running(true);
         *state = RunState::Running {
             commands,
@@ -473,8 +475,7 @@ impl Kinsumer {
         if auto && let Some((_, f)) = self.in_flight.lock().take() {
             f.mark();
         }
-        let done = self.coordinator_done.lock().clone();
-        let Some(done) = done else {
+        let Some(done) = self.coordinator_done.get() else {
             return Polled::Failed(
                 Error::new(ErrorKind::NotRunning)
                     .with_context("iterating records")
@@ -490,7 +491,7 @@ impl Kinsumer {
                 Err(_) => match self.records.try_recv() {
                     Ok(r) => Received::Record(r),
                     Err(TryRecvError::Disconnected) => return Polled::Ended,
-                    Err(TryRecvError::Empty) => self.wait(&done, deadline),
+                    Err(TryRecvError::Empty) => self.wait(done, deadline),
                 },
             };
             match received {
