@@ -36,11 +36,9 @@ use crate::watermark::{AggregatePart, Checkpoint, Partial, ShardProgress};
 /// How a shard thread ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ShardExit {
-    /// Told to stop; the lease was released (or never captured).
+    /// Told to stop; the lease was released, never captured, or (if the release failed)
+    /// recorded as left behind.
     Stopped,
-    /// Told to stop, but the final commit and release failed (why); the lease expires
-    /// on its own.
-    Unreleased(String),
     /// Another client owns the shard now.
     LeaseLost,
     /// Read to its end and fully processed; marked `Finished`.
@@ -380,10 +378,11 @@ impl<'a> Worker<'a> {
                 ShardExit::LeaseLost
             }
             Interrupt::Finished => ShardExit::Finished,
-            Interrupt::Stop => match self.release(&progress) {
-                Ok(()) => ShardExit::Stopped,
-                Err(why) => ShardExit::Unreleased(why),
-            },
+            // A failed release is recorded in `left_behind`, for `close()`.
+            Interrupt::Stop => {
+                let _ = self.release(&progress);
+                ShardExit::Stopped
+            }
             // Best effort: the failure is what gets reported.
             Interrupt::Failed(why) => {
                 let _ = self.release(&progress);
