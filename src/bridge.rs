@@ -52,6 +52,9 @@ const MAX_IN_FLIGHT: usize = 64;
 pub(crate) struct ClientConfigs {
     kinesis: kinesis::Config,
     dynamodb: dynamodb::Config,
+    /// The configuration the clients came from, when there is one: STS (for an assumed
+    /// role) is reached as it says.
+    base: Option<SdkConfig>,
 }
 
 impl ClientConfigs {
@@ -66,7 +69,9 @@ impl ClientConfigs {
             k.set_behavior_version(Some(behavior_version()));
             d.set_behavior_version(Some(behavior_version()));
         }
-        Self::from_service_configs(k.build(), d.build())
+        let mut configs = Self::from_service_configs(k.build(), d.build());
+        configs.base = Some(sdk.clone());
+        configs
     }
 
     pub(crate) fn from_clients(kinesis: &kinesis::Client, dynamodb: &dynamodb::Client) -> Self {
@@ -77,7 +82,58 @@ impl ClientConfigs {
         ClientConfigs {
             kinesis: k,
             dynamodb: d,
+            base: None,
         }
+    }
+
+    /// With a role configured, Kinesis calls are signed with the role's credentials: an
+    /// [`AssumeRoleProvider`](aws_config::sts::AssumeRoleProvider) (the SDK's own,
+    /// refreshing before expiry through the client's identity cache) over the base
+    /// credentials. DynamoDB keeps the base credentials. Makes no network call.
+    pub(crate) fn with_role(self, config: &Config) -> Result<Self> {
+        let Some(role) = config.role() else {
+            return Ok(self);
+        };
+        // A client's configuration does not give its credentials back: the base
+        // credentials must come from an SdkConfig (as in the Go library, where the role
+        // applies to `New` and `NewWithSession`, not to clients passed in).
+        let Some(mut base) = self.base.clone() else {
+            return Err(
+                Error::new(ErrorKind::AssumeRoleFailed).with_context(format!(
+                    "role {}: from_clients takes ready-made clients; build the consumer with \
+                 Kinsumer::new or from_sdk_config, or give it a Kinesis client that already \
+                 assumes the role",
+                    role.arn
+                )),
+            );
+        };
+        if base.time_source().is_none() {
+            base = base
+                .into_builder()
+                .time_source(aws_smithy_async::time::SystemTimeSource::new())
+                .build();
+        }
+        if base.behavior_version().is_none() {
+            base = base
+                .into_builder()
+                .behavior_version(behavior_version())
+                .build();
+        }
+        let mut provider = aws_config::sts::AssumeRoleProvider::builder(&role.arn).configure(&base);
+        if let Some(id) = &role.external_id {
+            provider = provider.external_id(id);
+        }
+        if let Some(name) = &role.session_name {
+            provider = provider.session_name(name);
+        }
+        // Building reads no credentials and makes no call.
+        let provider = runtime()?.block_on(provider.build());
+        let kinesis = self
+            .kinesis
+            .to_builder()
+            .credentials_provider(provider)
+            .build();
+        Ok(ClientConfigs { kinesis, ..self })
     }
 
     /// Fills in what the caller's configuration leaves open, so that every wait is
@@ -101,6 +157,7 @@ impl ClientConfigs {
         ClientConfigs {
             kinesis: kb.build(),
             dynamodb: db.build(),
+            base: self.base,
         }
     }
 
@@ -371,6 +428,18 @@ impl Bridge {
                 ))
             }
         }
+    }
+}
+
+impl Bridge {
+    /// Starts a long-lived task on the I/O runtime (a fan-out subscription), outside the
+    /// [`MAX_IN_FLIGHT`] call slots: it holds its connection for minutes. The task ends
+    /// when the returned handle is aborted (or on its own).
+    pub(crate) fn spawn(
+        &self,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> tokio::task::AbortHandle {
+        self.io.handle.spawn(task).abort_handle()
     }
 }
 

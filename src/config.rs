@@ -100,6 +100,25 @@ pub struct Config {
     idle_poll_delay: Option<Duration>,
     stats: Arc<dyn Stats>,
     listener: Arc<dyn ShardListener>,
+    fan_out: Option<FanOutConsumer>,
+    role: Option<Role>,
+}
+
+/// The enhanced fan-out consumer shards are read through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum FanOutConsumer {
+    /// Registered already (the Go library's `consumerARN`).
+    Arn(String),
+    /// Registered on the stream by the crate if missing.
+    Name(String),
+}
+
+/// An IAM role to assume for Kinesis calls.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Role {
+    pub(crate) arn: String,
+    pub(crate) external_id: Option<String>,
+    pub(crate) session_name: Option<String>,
 }
 
 impl Default for Config {
@@ -124,6 +143,8 @@ impl Default for Config {
             idle_poll_delay: None,
             stats: Arc::new(NoStats),
             listener: Arc::new(NoListener),
+            fan_out: None,
+            role: None,
         }
     }
 }
@@ -152,6 +173,8 @@ impl fmt::Debug for Config {
             .field("idle_poll_delay", &self.idle_poll_delay())
             .field("stats", &self.stats)
             .field("listener", &self.listener)
+            .field("fan_out", &self.fan_out)
+            .field("role", &self.role)
             .finish()
     }
 }
@@ -328,6 +351,113 @@ impl Config {
         &self.listener
     }
 
+    /// Reads every shard through enhanced fan-out (`SubscribeToShard`) with this
+    /// registered consumer, instead of polling `GetRecords` (the Go library's
+    /// `consumerARN`). The consumer must belong to this stream and be ACTIVE
+    /// ([`run`](crate::Kinsumer::run) waits while it is CREATING).
+    ///
+    /// Fan-out gives each consumer its own 2 MB/s per shard and pushes records as they
+    /// arrive; polling shares 5 reads/s and 2 MB/s per shard among all applications. See
+    /// the README's "Polling or enhanced fan-out". Delivery, checkpoints and leases are
+    /// the same either way, and polling and fan-out clients may share one application's
+    /// tables.
+    ///
+    /// ```
+    /// let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/orders/consumer/billing:1700000000";
+    /// let config = kinsumer::Config::default().with_consumer_arn(arn);
+    /// assert_eq!(config.consumer_arn(), Some(arn));
+    /// assert!(config.validate().is_ok());
+    /// let bad = kinsumer::Config::default().with_consumer_arn("billing");
+    /// assert_eq!(bad.validate().unwrap_err().kind(), kinsumer::ErrorKind::InvalidArn);
+    /// ```
+    pub fn with_consumer_arn(mut self, arn: impl Into<String>) -> Self {
+        self.fan_out = Some(FanOutConsumer::Arn(arn.into()));
+        self
+    }
+
+    /// Reads every shard through enhanced fan-out with the consumer of this name: `run`
+    /// registers it on the stream (`RegisterStreamConsumer`) if it does not exist, or
+    /// reuses it, and waits until it is ACTIVE. Clients of a fleet starting together
+    /// share one registration. [`Kinsumer::deregister_consumer`](crate::Kinsumer::deregister_consumer)
+    /// removes it. Names are 1 to 128 letters, digits, `_`, `.` and `-`.
+    ///
+    /// ```
+    /// let config = kinsumer::Config::default().with_consumer_name("billing");
+    /// assert_eq!(config.consumer_name(), Some("billing"));
+    /// ```
+    pub fn with_consumer_name(mut self, name: impl Into<String>) -> Self {
+        self.fan_out = Some(FanOutConsumer::Name(name.into()));
+        self
+    }
+
+    /// The fan-out consumer's ARN, if one was given.
+    pub fn consumer_arn(&self) -> Option<&str> {
+        match &self.fan_out {
+            Some(FanOutConsumer::Arn(arn)) => Some(arn),
+            _ => None,
+        }
+    }
+
+    /// The fan-out consumer's name, if one was given.
+    pub fn consumer_name(&self) -> Option<&str> {
+        match &self.fan_out {
+            Some(FanOutConsumer::Name(name)) => Some(name),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn fan_out(&self) -> Option<&FanOutConsumer> {
+        self.fan_out.as_ref()
+    }
+
+    /// Makes every Kinesis call (reads, fan-out subscriptions, consumer registration)
+    /// with the credentials of this IAM role, obtained with STS `AssumeRole` from the
+    /// base credentials and renewed before they expire (the Go library's `role`):
+    /// typically for a stream in another AWS account. DynamoDB calls keep the base
+    /// credentials, so the coordination tables stay in the caller's account.
+    ///
+    /// STS is reached as the base configuration says (with
+    /// [`Kinsumer::new`](crate::Kinsumer::new) and
+    /// [`from_sdk_config`](crate::Kinsumer::from_sdk_config), `AWS_ENDPOINT_URL_STS` is
+    /// honoured). A refusal (`AccessDenied`) ends the consumer with
+    /// [`ErrorKind::AssumeRoleFailed`](crate::ErrorKind::AssumeRoleFailed).
+    ///
+    /// ```
+    /// let config = kinsumer::Config::default()
+    ///     .with_role_arn("arn:aws:iam::123456789012:role/stream-reader")
+    ///     .with_role_external_id("partner-7")
+    ///     .with_role_session_name("billing");
+    /// assert!(config.validate().is_ok());
+    /// let bad = kinsumer::Config::default().with_role_arn("stream-reader");
+    /// assert_eq!(bad.validate().unwrap_err().kind(), kinsumer::ErrorKind::InvalidArn);
+    /// ```
+    pub fn with_role_arn(mut self, arn: impl Into<String>) -> Self {
+        self.role.get_or_insert_with(Role::default).arn = arn.into();
+        self
+    }
+
+    /// The external id the role's trust policy asks for (with
+    /// [`with_role_arn`](Config::with_role_arn)).
+    pub fn with_role_external_id(mut self, id: impl Into<String>) -> Self {
+        self.role.get_or_insert_with(Role::default).external_id = Some(id.into());
+        self
+    }
+
+    /// The role session's name, as CloudTrail shows it (default: chosen by the SDK).
+    pub fn with_role_session_name(mut self, name: impl Into<String>) -> Self {
+        self.role.get_or_insert_with(Role::default).session_name = Some(name.into());
+        self
+    }
+
+    /// The role assumed for Kinesis calls, if any.
+    pub fn role_arn(&self) -> Option<&str> {
+        self.role.as_ref().map(|r| r.arn.as_str())
+    }
+
+    pub(crate) fn role(&self) -> Option<&Role> {
+        self.role.as_ref()
+    }
+
     /// Where metrics events go (default: nowhere).
     pub fn with_stats(mut self, stats: Arc<dyn Stats>) -> Self {
         self.stats = stats;
@@ -463,6 +593,7 @@ impl Config {
         if self.handover_grace.is_some_and(|g| g >= self.lease_ttl()) {
             return fail(ErrorKind::InvalidHandoverGrace);
         }
+        self.validate_fan_out_and_role()?;
         // Kinesis rejects it at every try: an answer that cannot change.
         if let InitialPosition::AtTimestamp(t) = self.initial_position
             && t > SystemTime::now()
@@ -471,6 +602,100 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    fn validate_fan_out_and_role(&self) -> Result<()> {
+        let bad = |kind, what: String| {
+            Err(Error::new(kind).with_context(format!("validating the configuration: {what}")))
+        };
+        match &self.fan_out {
+            Some(FanOutConsumer::Arn(arn)) if !is_consumer_arn(arn) => {
+                return bad(
+                    ErrorKind::InvalidArn,
+                    format!(
+                        "consumer ARN {arn:?} (expected \
+                         arn:aws:kinesis:REGION:ACCOUNT:stream/STREAM/consumer/NAME:TIMESTAMP)"
+                    ),
+                );
+            }
+            Some(FanOutConsumer::Name(name)) if !is_consumer_name(name) => {
+                return bad(
+                    ErrorKind::InvalidName,
+                    format!("consumer name {name:?} (1 to 128 letters, digits, '_', '.', '-')"),
+                );
+            }
+            _ => {}
+        }
+        if let Some(role) = &self.role {
+            if !is_role_arn(&role.arn) {
+                return bad(
+                    ErrorKind::InvalidArn,
+                    format!(
+                        "role ARN {:?} (expected arn:aws:iam::ACCOUNT:role/NAME)",
+                        role.arn
+                    ),
+                );
+            }
+            let allowed = |c: char, extra: &str| c.is_ascii_alphanumeric() || extra.contains(c);
+            if let Some(id) = &role.external_id
+                && !((2..=1224).contains(&id.len()) && id.chars().all(|c| allowed(c, "_+=,.@:/-")))
+            {
+                return bad(ErrorKind::InvalidArn, format!("role external id {id:?}"));
+            }
+            if let Some(name) = &role.session_name
+                && !((2..=64).contains(&name.len()) && name.chars().all(|c| allowed(c, "_+=,.@-")))
+            {
+                return bad(
+                    ErrorKind::InvalidArn,
+                    format!(
+                        "role session name {name:?} (2 to 64 characters of [A-Za-z0-9_+=,.@-])"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE` split in its six parts.
+fn arn_parts(arn: &str) -> Option<[&str; 6]> {
+    let mut it = arn.splitn(6, ':');
+    let parts = [
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+        it.next()?,
+    ];
+    (parts[0] == "arn" && !parts[1].is_empty() && !parts[5].is_empty()).then_some(parts)
+}
+
+fn is_consumer_arn(arn: &str) -> bool {
+    arn_parts(arn).is_some_and(|[_, _, service, region, account, resource]| {
+        service == "kinesis"
+            && !region.is_empty()
+            && !account.is_empty()
+            && resource.starts_with("stream/")
+            && resource.contains("/consumer/")
+    })
+}
+
+fn is_consumer_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+fn is_role_arn(arn: &str) -> bool {
+    arn_parts(arn).is_some_and(|[_, _, service, _, account, resource]| {
+        service == "iam"
+            && !account.is_empty()
+            && resource.len() > "role/".len()
+            && resource.starts_with("role/")
+    })
 }
 
 #[cfg(test)]

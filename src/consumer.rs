@@ -14,6 +14,7 @@ use crate::checkpoints::Owner;
 use crate::config::{CheckpointMode, Config};
 use crate::coordinator::{self, Command, CoordinatorHandle, CoordinatorParts};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fanout;
 use crate::health::{Health, HealthState};
 use crate::record::{ProcessedMarker, Record};
 use crate::shard::Notices;
@@ -317,6 +318,16 @@ impl Kinsumer {
             self.config.dynamo_waiter_delay(),
             tables::waiter_deadline(&self.config),
         )?;
+        let consumer = match self.config.fan_out() {
+            Some(c) => Some(fanout::resolve(
+                &self.bridge,
+                &self.names.stream,
+                c,
+                self.config.dynamo_waiter_delay(),
+                tables::waiter_deadline(&self.config),
+            )?),
+            None => None,
+        };
         let (commands, commands_rx) = crossbeam_channel::bounded(1);
         let coordinator = coordinator::start(CoordinatorParts {
             names: Arc::clone(&self.names),
@@ -331,6 +342,7 @@ impl Kinsumer {
             ),
             commands: commands_rx,
             closed: self.closed_tx.clone(),
+            consumer,
         })?;
         log::info!(
             "client {} ({}) consuming stream {}",
@@ -346,6 +358,34 @@ impl Kinsumer {
             coordinator,
         };
         Ok(())
+    }
+
+    /// Deregisters the enhanced fan-out consumer configured with
+    /// [`Config::with_consumer_name`] or [`Config::with_consumer_arn`]
+    /// (`DeregisterStreamConsumer`). Call it when the application is retired, not while
+    /// any client of the fleet still reads through the consumer: their subscriptions
+    /// end, and they fail with [`ErrorKind::NoSuchConsumer`]. A consumer already gone is
+    /// fine.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NoSuchConsumer`] if no fan-out consumer is configured;
+    /// [`ErrorKind::ConsumerAccessDenied`]; AWS failures.
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), kinsumer::Error> {
+    /// let config = kinsumer::Config::default().with_consumer_name("billing");
+    /// let consumer = kinsumer::Kinsumer::new("orders", "billing", "retire", config)?;
+    /// consumer.deregister_consumer()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn deregister_consumer(&self) -> Result<()> {
+        let Some(c) = self.config.fan_out() else {
+            return Err(Error::new(ErrorKind::NoSuchConsumer)
+                .with_context("no fan-out consumer is configured (Config::with_consumer_name)"));
+        };
+        fanout::deregister(&self.bridge, &self.names.stream, c)
     }
 
     /// The records, as an iterator of `Result<Record, Error>`.
@@ -698,7 +738,7 @@ pub(crate) fn connect(configs: &ClientConfigs, config: &Config) -> Result<Bridge
     if !configs.has_region() {
         return Err(Error::new(ErrorKind::NoRegion).with_context("configuring the AWS clients"));
     }
-    let configs = configs.clone().with_defaults(config);
+    let configs = configs.clone().with_defaults(config).with_role(config)?;
     if configs.attempt_timeout() >= config.lease_ttl() {
         return Err(Error::new(ErrorKind::InvalidDuration).with_context(
             "the SDK client's attempt timeout must be shorter than the lease time \

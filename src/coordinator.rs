@@ -99,6 +99,8 @@ pub(crate) struct CoordinatorParts {
     pub(crate) commands: Receiver<Command>,
     /// Where a commanded shutdown reports what it could not finish.
     pub(crate) closed: Sender<Vec<String>>,
+    /// The enhanced fan-out consumer's ARN, when shards are read through one.
+    pub(crate) consumer: Option<Arc<str>>,
 }
 
 /// The consumer's handle on the coordinator thread.
@@ -444,6 +446,7 @@ impl<'a> Coordinator<'a> {
                 exits: self.exits_tx.clone(),
                 abandon: Arc::clone(&self.abandon),
                 left_behind: Arc::clone(&self.left_behind),
+                consumer: self.parts.consumer.clone(),
             };
             match shard::spawn(ctx) {
                 Ok(handle) => {

@@ -107,6 +107,22 @@ pub enum ErrorKind {
     /// A shard kept failing with an error that retrying does not fix (access denied, an
     /// argument the service rejects): the consumer stopped rather than retry forever.
     ShardFailed,
+    /// The enhanced fan-out consumer does not exist (a
+    /// [`with_consumer_arn`](crate::Config::with_consumer_arn) that was never registered,
+    /// or one deregistered while in use).
+    NoSuchConsumer,
+    /// The enhanced fan-out consumer exists but is being deleted (or stayed CREATING past
+    /// the waiter's limit).
+    ConsumerNotActive,
+    /// Kinesis refused this client access to the enhanced fan-out consumer or its
+    /// registration (`kinesis:SubscribeToShard`, `kinesis:RegisterStreamConsumer`,
+    /// `kinesis:DescribeStreamConsumer`).
+    ConsumerAccessDenied,
+    /// A role or consumer ARN is not an ARN of the right kind.
+    InvalidArn,
+    /// STS refused to let this client assume the configured role
+    /// ([`with_role_arn`](crate::Config::with_role_arn)).
+    AssumeRoleFailed,
 }
 
 impl ErrorKind {
@@ -163,6 +179,11 @@ impl ErrorKind {
             ErrorKind::ShardFailed => {
                 "a shard keeps failing with an error that retrying does not fix"
             }
+            ErrorKind::NoSuchConsumer => "the enhanced fan-out consumer does not exist",
+            ErrorKind::ConsumerNotActive => "the enhanced fan-out consumer is not active",
+            ErrorKind::ConsumerAccessDenied => "access to the enhanced fan-out consumer was denied",
+            ErrorKind::InvalidArn => "invalid ARN",
+            ErrorKind::AssumeRoleFailed => "assuming the configured IAM role failed",
         }
     }
 }
@@ -234,7 +255,21 @@ impl Error {
         self.inner.transient = crate::retry::is_transient(&err);
         self.inner.code = err.code().map(str::to_owned);
         self.inner.detail = Some(describe_sdk_error(&err));
+        if let Some((code, detail)) = sts_refusal(&err) {
+            // The call never left: STS would not give the role's credentials. Retrying
+            // does not change STS's mind.
+            self.inner.kind = ErrorKind::AssumeRoleFailed;
+            self.inner.transient = false;
+            self.inner.code = Some(code);
+            self.inner.detail = Some(format!("STS AssumeRole: {detail}"));
+        }
         self.with_source(err)
+    }
+
+    /// Marks the error as one that retrying can fix.
+    pub(crate) fn transient(mut self) -> Self {
+        self.inner.transient = true;
+        self
     }
 
     pub(crate) fn fatal(mut self) -> Self {
@@ -298,6 +333,7 @@ impl Error {
                 | ErrorKind::InvalidIdlePollDelay
                 | ErrorKind::InvalidDuration
                 | ErrorKind::InvalidInitialPosition
+                | ErrorKind::InvalidArn
         )
     }
 
@@ -372,6 +408,25 @@ const MAX_DETAIL: usize = 300;
 /// One line on an SDK failure: the service's code and message for an answer from the
 /// service; else the transport failure's cause chain ("dispatch failure: io error:
 /// Connection refused").
+/// STS's refusal to let this client assume its role (AccessDenied, an invalid token, …),
+/// found in a failed call's causes, as (code, one line). An STS outage is not a refusal.
+fn sts_refusal(err: &(dyn std::error::Error + 'static)) -> Option<(String, String)> {
+    use aws_sdk_sts::operation::assume_role::AssumeRoleError;
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(sts) = e.downcast_ref::<SdkError<AssumeRoleError>>() {
+            return (!crate::retry::is_transient(sts)).then(|| {
+                (
+                    sts.code().unwrap_or("AssumeRole").to_owned(),
+                    describe_sdk_error(sts),
+                )
+            });
+        }
+        cause = e.source();
+    }
+    None
+}
+
 fn describe_sdk_error<E, R>(err: &SdkError<E, R>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,

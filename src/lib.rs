@@ -54,6 +54,7 @@ mod config;
 mod consumer;
 mod coordinator;
 mod error;
+mod fanout;
 mod fleet;
 mod health;
 mod lineage;

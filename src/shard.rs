@@ -26,10 +26,11 @@ use crate::bridge::Bridge;
 use crate::checkpoints::{Capture, Leases, Owner, WriteError};
 use crate::config::{Config, InitialPosition};
 use crate::error::{Error, ErrorKind, Result};
+use crate::fanout::FanOut;
 use crate::health::HealthState;
 use crate::record::{Record, RecordParts};
 use crate::retry::Backoff;
-use crate::source::{Batch, Polling, RecordSource, SourceError, StartAt};
+use crate::source::{Batch, Polling, RecordSource, ShardRef, SourceError, StartAt, Waited};
 use crate::tables::Names;
 use crate::watermark::{AggregatePart, Checkpoint, Partial, ShardProgress};
 
@@ -77,6 +78,20 @@ impl Notices {
     }
 
     pub(crate) fn report(&self, error: Error) {
+        // STS refusing the role, or the fan-out consumer gone or forbidden, stops every
+        // shard of this client: it ends the consumer at once, in its own words, rather
+        // than after shards fail in turn.
+        let error = if matches!(
+            error.kind(),
+            ErrorKind::AssumeRoleFailed
+                | ErrorKind::NoSuchConsumer
+                | ErrorKind::ConsumerNotActive
+                | ErrorKind::ConsumerAccessDenied
+        ) {
+            error.fatal()
+        } else {
+            error
+        };
         if error.is_fatal() {
             self.health.set_running(false);
             if let Err(e) = self.fatal.try_send(error) {
@@ -110,6 +125,8 @@ pub(crate) struct ShardContext {
     /// Leases this client failed to release, and why (for `close`); an entry goes when
     /// the shard is released or finished later, or lost.
     pub(crate) left_behind: Arc<parking_lot::Mutex<std::collections::HashMap<Arc<str>, String>>>,
+    /// The enhanced fan-out consumer to read through (polling if `None`).
+    pub(crate) consumer: Option<Arc<str>>,
 }
 
 /// The coordinator's handle on a running shard thread.
@@ -235,6 +252,20 @@ impl Reader<'_> {
             .source
             .next_batch(bridge, limit.clamp(1, self.max_records));
         self.next_fetch = started + self.throttle;
+        if self.source.pushes() {
+            // Pushed records arrive when they arrive: nothing to pace.
+            self.next_fetch = started;
+            if let Ok(batch) = &result
+                && (!batch.records.is_empty() || batch.end_of_shard)
+            {
+                self.stats.records_fetched(
+                    &self.shard,
+                    batch.records.len(),
+                    batch.millis_behind_latest,
+                );
+            }
+            return result;
+        }
         if let Ok(batch) = &result {
             let idle = batch.records.is_empty() && batch.millis_behind_latest == Some(0);
             self.idle_streak = if idle {
@@ -262,8 +293,11 @@ impl Reader<'_> {
     fn prefetch_at(&self) -> Option<Instant> {
         let remaining = self.current.len();
         let half = usize::try_from(self.max_records / 2).unwrap_or(0);
-        (self.next.is_none() && !self.current_is_last && remaining <= half)
-            .then_some(self.next_fetch)
+        (self.next.is_none()
+            && !self.current_is_last
+            && remaining <= half
+            && self.source.has_pending())
+        .then_some(self.next_fetch)
     }
 
     /// Fetches the next batch ahead. A failure is left for the main path to meet
@@ -352,13 +386,25 @@ impl<'a> Worker<'a> {
             Err(exit) => return exit,
         };
         let progress = Arc::new(ShardProgress::new(Arc::clone(&self.ctx.shard_id)));
-        let mut source = Polling::new(
-            Arc::clone(&self.ctx.stream),
-            Arc::clone(&self.ctx.shard_id),
-            start,
-            Arc::clone(self.ctx.config.stats()),
-        );
-        let interrupt = self.consume(&progress, &mut source);
+        let mut source: Box<dyn RecordSource> = match &self.ctx.consumer {
+            Some(consumer) => Box::new(FanOut::new(
+                ShardRef {
+                    stream: Arc::clone(&self.ctx.stream),
+                    shard: Arc::clone(&self.ctx.shard_id),
+                },
+                Arc::clone(consumer),
+                start,
+            )),
+            None => Box::new(Polling::new(
+                Arc::clone(&self.ctx.stream),
+                Arc::clone(&self.ctx.shard_id),
+                start,
+                Arc::clone(self.ctx.config.stats()),
+            )),
+        };
+        let interrupt = self.consume(&progress, source.as_mut());
+        // A fan-out subscription ends here, before the lease is released.
+        drop(source);
         if self.ctx.abandon.load(Ordering::Acquire) {
             progress.seal();
             return ShardExit::Abandoned;
@@ -632,7 +678,12 @@ impl<'a> Worker<'a> {
             let batch = match reader.next.take() {
                 Some(batch) => batch,
                 None => {
-                    if let Err(i) = self.wait_until(reader.next_fetch, progress) {
+                    let waited = if reader.source.pushes() {
+                        self.wait_pushed(&*reader.source, progress)
+                    } else {
+                        self.wait_until(reader.next_fetch, progress)
+                    };
+                    if let Err(i) = waited {
                         return i;
                     }
                     match reader.fetch(self.bridge, reader.max_records) {
@@ -733,6 +784,23 @@ impl<'a> Worker<'a> {
                     .saturating_duration_since(now),
             ) {
                 return Err(Interrupt::Stop);
+            }
+        }
+    }
+
+    /// Waits until a pushing source has something, committing on schedule; `Err` on stop
+    /// or a lost lease.
+    fn wait_pushed(
+        &mut self,
+        source: &dyn RecordSource,
+        progress: &ShardProgress,
+    ) -> Result<(), Interrupt> {
+        loop {
+            self.commit_if_due(progress)?;
+            match source.wait_ready(&self.stop, self.next_commit) {
+                Waited::Ready => return Ok(()),
+                Waited::Stop => return Err(Interrupt::Stop),
+                Waited::Timeout => {}
             }
         }
     }

@@ -35,11 +35,44 @@ pub(crate) enum SourceError {
     Fatal(Error),
 }
 
+/// How a wait for a pushing source ended.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Waited {
+    /// `next_batch` has something to return.
+    Ready,
+    /// Told to stop.
+    Stop,
+    /// The deadline passed.
+    Timeout,
+}
+
 /// A supplier of a shard's records, in order.
 pub(crate) trait RecordSource {
     /// The next batch (possibly empty) of at most `limit` records. After a batch with
-    /// `end_of_shard`, not called again.
+    /// `end_of_shard`, not called again. A pushing source never blocks here: it returns
+    /// what has arrived (possibly nothing).
     fn next_batch(&mut self, bridge: &Bridge, limit: i32) -> Result<Batch, SourceError>;
+
+    /// Whether records are pushed (enhanced fan-out): the worker then waits with
+    /// [`wait_ready`](RecordSource::wait_ready) instead of pacing calls itself.
+    fn pushes(&self) -> bool {
+        false
+    }
+
+    /// For a pushing source: waits until `next_batch` has something to return, `stop`
+    /// fires or `deadline` passes.
+    fn wait_ready(
+        &self,
+        _stop: &crossbeam_channel::Receiver<()>,
+        _deadline: std::time::Instant,
+    ) -> Waited {
+        Waited::Ready
+    }
+
+    /// For a pushing source: whether `next_batch` would return something now.
+    fn has_pending(&self) -> bool {
+        true
+    }
 }
 
 /// Where reading (re)starts.
@@ -51,38 +84,33 @@ pub(crate) enum StartAt {
     Initial(InitialPosition),
 }
 
+/// A shard of a stream, for calls and messages about it.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardRef {
+    pub(crate) stream: Arc<str>,
+    pub(crate) shard: Arc<str>,
+}
+
 /// GetRecords polling. Remembers the last sequence number it returned, so an expired or
 /// rejected iterator is renewed right after the last delivered record.
 #[derive(Debug)]
 pub(crate) struct Polling {
-    stream: Arc<str>,
-    shard: Arc<str>,
+    at: ShardRef,
     position: StartAt,
     iterator: Option<String>,
     stats: Arc<dyn Stats>,
 }
 
-impl Polling {
-    pub(crate) fn new(
-        stream: Arc<str>,
-        shard: Arc<str>,
-        start: StartAt,
-        stats: Arc<dyn Stats>,
-    ) -> Self {
-        Polling {
-            stream,
-            shard,
-            position: start,
-            iterator: None,
-            stats,
-        }
-    }
-
-    fn what(&self, op: &str) -> String {
+impl ShardRef {
+    pub(crate) fn what(&self, op: &str) -> String {
         format!("{op} on shard {} of stream {}", self.shard, self.stream)
     }
 
-    fn classify<E>(&self, op: &str, err: aws_sdk_kinesis::error::SdkError<E>) -> SourceError
+    pub(crate) fn classify<E>(
+        &self,
+        op: &str,
+        err: aws_sdk_kinesis::error::SdkError<E>,
+    ) -> SourceError
     where
         E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
@@ -102,12 +130,103 @@ impl Polling {
         }
     }
 
+    /// Kinesis rejected the checkpoint (servers answer InvalidArgument or Validation).
+    /// If it lies before the shard's oldest record, it is older than the stream's
+    /// retention: resume from TRIM_HORIZON, saying so. Anything else — not a sequence
+    /// number, or one the shard never had — is reported and not guessed at: replaying
+    /// the whole shard could deliver days of records again.
+    pub(crate) fn checkpoint_rejected<E>(
+        &self,
+        bridge: &Bridge,
+        position: &mut StartAt,
+        e: aws_sdk_kinesis::error::SdkError<E>,
+    ) -> Result<(), SourceError>
+    where
+        E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let seq = match &*position {
+            StartAt::After(s) | StartAt::At(s) => s.clone(),
+            StartAt::Initial(_) => return Ok(()),
+        };
+        let numeric = !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
+        let oldest = if numeric { self.oldest(bridge)? } else { None };
+        let expired = numeric
+            && oldest
+                .as_deref()
+                .is_none_or(|o| crate::watermark::compare_sequence_numbers(&seq, o).is_lt());
+        if !expired {
+            return Err(SourceError::Fatal(
+                Error::new(ErrorKind::InvalidCheckpoint)
+                    .with_context(format!(
+                        "shard {} of stream {}: checkpoint {seq:?} (repair it, or rewind \
+                         the shard with kinsumer-ctl)",
+                        self.shard, self.stream
+                    ))
+                    .with_aws_source(e),
+            ));
+        }
+        log::warn!(
+            "shard {}: checkpoint {seq} is older than the stream's retention (oldest record \
+             {}); resuming from TRIM_HORIZON",
+            self.shard,
+            oldest.as_deref().unwrap_or("none: the shard is empty")
+        );
+        *position = StartAt::Initial(InitialPosition::TrimHorizon);
+        Ok(())
+    }
+
+    /// The sequence number of the shard's oldest record, if it has one.
+    pub(crate) fn oldest(&self, bridge: &Bridge) -> Result<Option<String>, SourceError> {
+        let iterator = bridge
+            .block_on(
+                bridge
+                    .kinesis()
+                    .get_shard_iterator()
+                    .stream_name(&*self.stream)
+                    .shard_id(&*self.shard)
+                    .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                    .send(),
+            )
+            .map_err(|e| self.classify("GetShardIterator", e))?
+            .shard_iterator;
+        let Some(iterator) = iterator else {
+            return Ok(None);
+        };
+        let out = bridge
+            .block_on(
+                bridge
+                    .kinesis()
+                    .get_records()
+                    .shard_iterator(iterator)
+                    .limit(1)
+                    .send(),
+            )
+            .map_err(|e| self.classify("GetRecords", e))?;
+        Ok(out.records.into_iter().next().map(|r| r.sequence_number))
+    }
+}
+
+impl Polling {
+    pub(crate) fn new(
+        stream: Arc<str>,
+        shard: Arc<str>,
+        start: StartAt,
+        stats: Arc<dyn Stats>,
+    ) -> Self {
+        Polling {
+            at: ShardRef { stream, shard },
+            position: start,
+            iterator: None,
+            stats,
+        }
+    }
+
     fn get_iterator(&mut self, bridge: &Bridge) -> Result<String, SourceError> {
         let req = bridge
             .kinesis()
             .get_shard_iterator()
-            .stream_name(&*self.stream)
-            .shard_id(&*self.shard);
+            .stream_name(&*self.at.stream)
+            .shard_id(&*self.at.shard);
         let req = match &self.position {
             StartAt::After(seq) => req
                 .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
@@ -136,7 +255,7 @@ impl Polling {
             Ok(out) => out.shard_iterator.ok_or_else(|| {
                 SourceError::Transient(
                     Error::new(ErrorKind::Aws)
-                        .with_context(self.what("GetShardIterator returned no iterator")),
+                        .with_context(self.at.what("GetShardIterator returned no iterator")),
                 )
             }),
             Err(e)
@@ -145,85 +264,11 @@ impl Polling {
                     Some("InvalidArgumentException" | "ValidationException")
                 ) && matches!(self.position, StartAt::After(_) | StartAt::At(_)) =>
             {
-                self.checkpoint_rejected(bridge, e)?;
+                self.at.checkpoint_rejected(bridge, &mut self.position, e)?;
                 self.get_iterator(bridge)
             }
-            Err(e) => Err(self.classify("GetShardIterator", e)),
+            Err(e) => Err(self.at.classify("GetShardIterator", e)),
         }
-    }
-
-    /// Kinesis rejected the checkpoint (servers answer InvalidArgument or Validation).
-    /// If it lies before the shard's oldest record, it is older than the stream's
-    /// retention: resume from TRIM_HORIZON, saying so. Anything else — not a sequence
-    /// number, or one the shard never had — is reported and not guessed at: replaying
-    /// the whole shard could deliver days of records again.
-    fn checkpoint_rejected<E>(
-        &mut self,
-        bridge: &Bridge,
-        e: aws_sdk_kinesis::error::SdkError<E>,
-    ) -> Result<(), SourceError>
-    where
-        E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    {
-        let seq = match &self.position {
-            StartAt::After(s) | StartAt::At(s) => s.clone(),
-            StartAt::Initial(_) => return Ok(()),
-        };
-        let numeric = !seq.is_empty() && seq.bytes().all(|b| b.is_ascii_digit());
-        let oldest = if numeric { self.oldest(bridge)? } else { None };
-        let expired = numeric
-            && oldest
-                .as_deref()
-                .is_none_or(|o| crate::watermark::compare_sequence_numbers(&seq, o).is_lt());
-        if !expired {
-            return Err(SourceError::Fatal(
-                Error::new(ErrorKind::InvalidCheckpoint)
-                    .with_context(format!(
-                        "shard {} of stream {}: checkpoint {seq:?} (repair it, or rewind \
-                         the shard with kinsumer-ctl)",
-                        self.shard, self.stream
-                    ))
-                    .with_aws_source(e),
-            ));
-        }
-        log::warn!(
-            "shard {}: checkpoint {seq} is older than the stream's retention (oldest record \
-             {}); resuming from TRIM_HORIZON",
-            self.shard,
-            oldest.as_deref().unwrap_or("none: the shard is empty")
-        );
-        self.position = StartAt::Initial(InitialPosition::TrimHorizon);
-        Ok(())
-    }
-
-    /// The sequence number of the shard's oldest record, if it has one.
-    fn oldest(&self, bridge: &Bridge) -> Result<Option<String>, SourceError> {
-        let iterator = bridge
-            .block_on(
-                bridge
-                    .kinesis()
-                    .get_shard_iterator()
-                    .stream_name(&*self.stream)
-                    .shard_id(&*self.shard)
-                    .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                    .send(),
-            )
-            .map_err(|e| self.classify("GetShardIterator", e))?
-            .shard_iterator;
-        let Some(iterator) = iterator else {
-            return Ok(None);
-        };
-        let out = bridge
-            .block_on(
-                bridge
-                    .kinesis()
-                    .get_records()
-                    .shard_iterator(iterator)
-                    .limit(1)
-                    .send(),
-            )
-            .map_err(|e| self.classify("GetRecords", e))?;
-        Ok(out.records.into_iter().next().map(|r| r.sequence_number))
     }
 
     fn fetch(&mut self, bridge: &Bridge, limit: i32, renewed: bool) -> Result<Batch, SourceError> {
@@ -260,16 +305,16 @@ impl Polling {
             {
                 log::info!(
                     "shard {}: iterator {} ({}); renewing after {:?}",
-                    self.shard,
+                    self.at.shard,
                     retry::code(&e).unwrap_or_default(),
                     e.message().unwrap_or_default(),
                     self.position
                 );
-                self.stats.iterator_renewed(&self.shard);
+                self.stats.iterator_renewed(&self.at.shard);
                 self.fetch(bridge, limit, true)
             }
             Err(e) => {
-                let err = self.classify("GetRecords", e);
+                let err = self.at.classify("GetRecords", e);
                 if matches!(err, SourceError::Transient(_)) {
                     self.iterator = Some(iterator);
                 }

@@ -19,7 +19,7 @@ pub(crate) struct ShardInfo {
 }
 
 /// Maps the stream-level error codes to the Go sentinels' kinds.
-fn stream_error<E>(what: String, err: aws_sdk_kinesis::error::SdkError<E>) -> Error
+pub(crate) fn stream_error<E>(what: String, err: aws_sdk_kinesis::error::SdkError<E>) -> Error
 where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {

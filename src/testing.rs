@@ -84,6 +84,7 @@ fn internal(what: &str, e: impl Into<crate::error::BoxError>) -> Error {
 pub struct KinesisOptions {
     iterator_ttl_seconds: u64,
     create_stream_ms: u64,
+    subscription_ms: u64,
 }
 
 impl Default for KinesisOptions {
@@ -91,6 +92,7 @@ impl Default for KinesisOptions {
         KinesisOptions {
             iterator_ttl_seconds: 300,
             create_stream_ms: 0,
+            subscription_ms: 300_000,
         }
     }
 }
@@ -100,6 +102,13 @@ impl KinesisOptions {
     /// iterator expiry.
     pub fn with_iterator_ttl(mut self, ttl: Duration) -> Self {
         self.iterator_ttl_seconds = ttl.as_secs().max(1);
+        self
+    }
+
+    /// How long the server keeps a `SubscribeToShard` subscription open before ending it
+    /// (real Kinesis: 5 minutes): shorten it to test resubscription.
+    pub fn with_subscription_lifetime(mut self, lifetime: Duration) -> Self {
+        self.subscription_ms = u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX);
         self
     }
 
@@ -269,6 +278,7 @@ impl Emulators {
             update_stream_ms: 0,
             shard_limit: 10_000,
             iterator_ttl_seconds: options.iterator_ttl_seconds,
+            subscribe_to_shard_session_ms: options.subscription_ms,
             ..Default::default()
         };
         let kinesis = Server::start("kinesis", move |listener, stop| async move {

@@ -12,6 +12,7 @@ mod crash;
 mod ctl;
 mod drain;
 mod errors;
+mod fanout;
 mod faults;
 mod fleet;
 mod hopeless;

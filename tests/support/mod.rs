@@ -12,6 +12,7 @@
 //! used everywhere.
 #![allow(dead_code)]
 
+pub mod calls;
 pub mod golike;
 pub mod kpl;
 

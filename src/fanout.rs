@@ -1,0 +1,643 @@
+//! Enhanced fan-out: the consumer registration and a [`RecordSource`] that reads a shard
+//! through `SubscribeToShard`.
+//!
+//! A subscription is a task on the consumer's I/O runtime (the "pump") that reads the
+//! event stream one event at a time and hands each event to the shard thread through a
+//! channel. The pump reads the next event only after the shard thread took the previous
+//! one (a one-permit credit): with a slow caller, events wait in the HTTP connection
+//! (flow control) rather than in memory. The shard thread waits on that channel and its
+//! stop signal together, so a stop or a lost lease ends the subscription at once.
+//!
+//! Resubscribing (AWS ends a subscription after 5 minutes; errors end it sooner) starts
+//! after the last record read, or where the previous subscription started when it read
+//! none. (`ContinuationSequenceNumber` would do too, but servers differ on whether it
+//! names the last record or the next position, and so on `AT_` vs `AFTER_`; the last
+//! record read means the same everywhere.) At most one `SubscribeToShard` per second per
+//! shard, as AWS allows; refused subscriptions back off.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_kinesis::error::{ProvideErrorMetadata as _, SdkError};
+use aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardError;
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
+use aws_sdk_kinesis::types::{
+    ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEvent,
+    SubscribeToShardEventStream,
+};
+use crossbeam_channel::{Receiver, Select, Sender};
+
+use crate::bridge::Bridge;
+use crate::config::{FanOutConsumer, InitialPosition};
+use crate::error::{Error, ErrorKind, Result};
+use crate::retry::{self, Backoff};
+use crate::source::{Batch, RecordSource, ShardRef, SourceError, StartAt, Waited};
+
+/// AWS allows one `SubscribeToShard` per second per consumer and shard.
+const SUBSCRIBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The longest pause between refused subscriptions.
+const MAX_SUBSCRIBE_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Maps a consumer-level error code to its kind.
+fn consumer_error<E>(what: String, err: SdkError<E>) -> Error
+where
+    E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let kind = match retry::code(&err) {
+        Some("ResourceNotFoundException") => ErrorKind::NoSuchConsumer,
+        Some("AccessDeniedException") => ErrorKind::ConsumerAccessDenied,
+        _ => ErrorKind::Aws,
+    };
+    Error::new(kind).with_context(what).with_aws_source(err)
+}
+
+/// The stream name in a consumer ARN (`…:stream/NAME/consumer/…`).
+fn stream_of(consumer_arn: &str) -> Option<&str> {
+    let resource = consumer_arn.splitn(6, ':').nth(5)?;
+    resource.strip_prefix("stream/")?.split('/').next()
+}
+
+/// The consumer's ARN once it is ACTIVE: registering it first if it is configured by
+/// name and missing. Waits (polling every `delay`, up to `limit`) while it is CREATING.
+pub(crate) fn resolve(
+    bridge: &Bridge,
+    stream: &str,
+    consumer: &FanOutConsumer,
+    delay: Duration,
+    limit: Duration,
+) -> Result<Arc<str>> {
+    let arn = match consumer {
+        FanOutConsumer::Arn(arn) => {
+            if stream_of(arn) != Some(stream) {
+                return Err(Error::new(ErrorKind::InvalidArn).with_context(format!(
+                    "consumer {arn} is not a consumer of stream {stream}"
+                )));
+            }
+            arn.clone()
+        }
+        FanOutConsumer::Name(name) => register(bridge, stream, name)?,
+    };
+    let deadline = Instant::now() + limit;
+    let mut waited = false;
+    loop {
+        match status(bridge, &arn)? {
+            ConsumerStatus::Active => {
+                log::info!("reading stream {stream} through enhanced fan-out consumer {arn}");
+                return Ok(Arc::from(arn));
+            }
+            ConsumerStatus::Creating if Instant::now() < deadline => {
+                if !waited {
+                    log::info!("fan-out consumer {arn} is being created; waiting");
+                    waited = true;
+                }
+                std::thread::sleep(delay.min(deadline.saturating_duration_since(Instant::now())));
+            }
+            other => {
+                return Err(Error::new(ErrorKind::ConsumerNotActive)
+                    .with_context(format!("fan-out consumer {arn} is {}", other.as_str())));
+            }
+        }
+    }
+}
+
+/// The consumer's status.
+fn status(bridge: &Bridge, arn: &str) -> Result<ConsumerStatus> {
+    let out = bridge
+        .block_on(
+            bridge
+                .kinesis()
+                .describe_stream_consumer()
+                .consumer_arn(arn)
+                .send(),
+        )
+        .map_err(|e| consumer_error(format!("describing fan-out consumer {arn}"), e))?;
+    Ok(out
+        .consumer_description
+        .map_or(ConsumerStatus::Deleting, |d| d.consumer_status))
+}
+
+/// The stream's ARN.
+fn stream_arn(bridge: &Bridge, stream: &str) -> Result<String> {
+    let out = bridge
+        .block_on(
+            bridge
+                .kinesis()
+                .describe_stream_summary()
+                .stream_name(stream)
+                .send(),
+        )
+        .map_err(|e| crate::stream::stream_error(format!("describing stream {stream}"), e))?;
+    out.stream_description_summary
+        .map(|s| s.stream_arn)
+        .ok_or_else(|| {
+            Error::new(ErrorKind::Aws).with_context(format!(
+                "describing stream {stream}: no description returned"
+            ))
+        })
+}
+
+/// Registers the consumer `name` on the stream, or finds the one registered already
+/// (by another client of the fleet, say): its ARN.
+fn register(bridge: &Bridge, stream: &str, name: &str) -> Result<String> {
+    let stream_arn = stream_arn(bridge, stream)?;
+    let registered = bridge.block_on(
+        bridge
+            .kinesis()
+            .register_stream_consumer()
+            .stream_arn(&stream_arn)
+            .consumer_name(name)
+            .send(),
+    );
+    match registered {
+        Ok(out) => {
+            let arn = out.consumer.map(|c| c.consumer_arn).unwrap_or_default();
+            log::info!("registered fan-out consumer {name} on stream {stream}: {arn}");
+            if !arn.is_empty() {
+                return Ok(arn);
+            }
+        }
+        // It exists (or is being deleted: the status check says so).
+        Err(e) if retry::code(&e) == Some("ResourceInUseException") => {}
+        Err(e) => {
+            return Err(consumer_error(
+                format!("registering fan-out consumer {name} on stream {stream}"),
+                e,
+            ));
+        }
+    }
+    let out = bridge
+        .block_on(
+            bridge
+                .kinesis()
+                .describe_stream_consumer()
+                .stream_arn(&stream_arn)
+                .consumer_name(name)
+                .send(),
+        )
+        .map_err(|e| {
+            consumer_error(
+                format!("describing fan-out consumer {name} of stream {stream}"),
+                e,
+            )
+        })?;
+    out.consumer_description
+        .map(|d| d.consumer_arn)
+        .ok_or_else(|| {
+            Error::new(ErrorKind::NoSuchConsumer)
+                .with_context(format!("fan-out consumer {name} of stream {stream}"))
+        })
+}
+
+/// Deregisters the configured consumer; done already is fine.
+pub(crate) fn deregister(bridge: &Bridge, stream: &str, consumer: &FanOutConsumer) -> Result<()> {
+    let req = bridge.kinesis().deregister_stream_consumer();
+    let (req, what) = match consumer {
+        FanOutConsumer::Arn(arn) => (req.consumer_arn(arn), arn.clone()),
+        FanOutConsumer::Name(name) => (
+            req.stream_arn(stream_arn(bridge, stream)?)
+                .consumer_name(name),
+            format!("{name} of stream {stream}"),
+        ),
+    };
+    match bridge.block_on(req.send()) {
+        Ok(_) => {
+            log::info!("deregistered fan-out consumer {what}");
+            Ok(())
+        }
+        Err(e) if retry::code(&e) == Some("ResourceNotFoundException") => Ok(()),
+        Err(e) => Err(consumer_error(
+            format!("deregistering fan-out consumer {what}"),
+            e,
+        )),
+    }
+}
+
+/// What the pump hands the shard thread, tagged with its subscription's number.
+enum Pumped {
+    Event(SubscribeToShardEvent),
+    /// The server ended the subscription (AWS: after 5 minutes).
+    Ended,
+    SubscribeFailed(Box<SdkError<SubscribeToShardError>>),
+    /// The event stream broke (the error's account: its type is not the SDK's usual).
+    StreamFailed(String),
+}
+
+/// The shard thread's handle on a running subscription: dropping it ends the pump.
+struct Subscription {
+    number: u64,
+    /// One permit: the pump may read the next event.
+    credit: Arc<tokio::sync::Semaphore>,
+    pump: tokio::task::AbortHandle,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+/// Reads a shard through `SubscribeToShard`; see the module docs.
+pub(crate) struct FanOut {
+    at: ShardRef,
+    consumer: Arc<str>,
+    /// Where the next subscription starts: after the last record read.
+    position: StartAt,
+    subscription: Option<Subscription>,
+    subscriptions: u64,
+    events: Receiver<(u64, Pumped)>,
+    events_tx: Sender<(u64, Pumped)>,
+    /// When the last subscription was asked for.
+    last_subscribe: Option<Instant>,
+    backoff: Backoff,
+    /// The next subscription waits for this, after a refusal.
+    delay: Duration,
+    /// Where the current subscription was asked to start, until a record past it
+    /// arrives: records before it are dropped (see [`Floor`]).
+    floor: Option<Floor>,
+    /// Records dropped for lying before their subscription's start.
+    dropped: u64,
+}
+
+/// The start a subscription asked for. A server that sends records before it (one
+/// emulator ignores the starting sequence number and timestamp, and starts at the
+/// shard's beginning) would otherwise deliver them again; Kinesis never does, so on AWS
+/// this check drops nothing.
+#[derive(Debug, Clone)]
+enum Floor {
+    After(String),
+    At(String),
+    Since(SystemTime),
+}
+
+impl Floor {
+    fn admits(&self, r: &aws_sdk_kinesis::types::Record) -> bool {
+        use crate::watermark::compare_sequence_numbers as cmp;
+        match self {
+            Floor::After(seq) => cmp(&r.sequence_number, seq).is_gt(),
+            Floor::At(seq) => cmp(&r.sequence_number, seq).is_ge(),
+            Floor::Since(t) => r
+                .approximate_arrival_timestamp
+                .and_then(|a| SystemTime::try_from(a).ok())
+                // Arrival times have millisecond precision.
+                .is_none_or(|a| a + Duration::from_millis(1) > *t),
+        }
+    }
+}
+
+impl std::fmt::Debug for FanOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanOut")
+            .field("shard", &self.at.shard)
+            .field("consumer", &self.consumer)
+            .field("position", &self.position)
+            .field("subscriptions", &self.subscriptions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FanOut {
+    pub(crate) fn new(at: ShardRef, consumer: Arc<str>, start: StartAt) -> Self {
+        // One event waiting plus, at most, the subscription's last word.
+        let (events_tx, events) = crossbeam_channel::bounded(2);
+        FanOut {
+            at,
+            consumer,
+            position: start,
+            subscription: None,
+            subscriptions: 0,
+            events,
+            events_tx,
+            last_subscribe: None,
+            backoff: Backoff::new(SUBSCRIBE_INTERVAL, MAX_SUBSCRIBE_BACKOFF),
+            delay: Duration::ZERO,
+            floor: None,
+            dropped: 0,
+        }
+    }
+
+    fn starting_position(&mut self) -> Result<StartingPosition, SourceError> {
+        self.floor = match &self.position {
+            StartAt::After(seq) => Some(Floor::After(seq.clone())),
+            StartAt::At(seq) => Some(Floor::At(seq.clone())),
+            StartAt::Initial(InitialPosition::AtTimestamp(t)) => Some(Floor::Since(*t)),
+            StartAt::Initial(_) => None,
+        };
+        let b = StartingPosition::builder();
+        let b = match &self.position {
+            StartAt::After(seq) => b
+                .r#type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(seq),
+            StartAt::At(seq) => b
+                .r#type(ShardIteratorType::AtSequenceNumber)
+                .sequence_number(seq),
+            StartAt::Initial(InitialPosition::TrimHorizon) => {
+                b.r#type(ShardIteratorType::TrimHorizon)
+            }
+            StartAt::Initial(InitialPosition::Latest) => {
+                // A resubscription before the first record must not jump to the tip
+                // again, skipping what arrived meanwhile: "latest" means "since now".
+                self.position = StartAt::Initial(InitialPosition::AtTimestamp(SystemTime::now()));
+                b.r#type(ShardIteratorType::Latest)
+            }
+            StartAt::Initial(InitialPosition::AtTimestamp(t)) => b
+                .r#type(ShardIteratorType::AtTimestamp)
+                .timestamp(DateTime::from(*t)),
+        };
+        b.build().map_err(|e| {
+            SourceError::Fatal(
+                Error::new(ErrorKind::Internal)
+                    .with_context(
+                        self.at
+                            .what("building SubscribeToShard's starting position"),
+                    )
+                    .with_source(e),
+            )
+        })
+    }
+
+    /// Starts the next subscription's pump, no sooner than AWS allows.
+    fn subscribe(&mut self, bridge: &Bridge) -> Result<(), SourceError> {
+        let start = self.starting_position()?;
+        let now = Instant::now();
+        let not_before = self
+            .last_subscribe
+            .map_or(now, |t| t + SUBSCRIBE_INTERVAL)
+            .max(now + self.delay);
+        self.last_subscribe = Some(not_before);
+        self.subscriptions += 1;
+        let number = self.subscriptions;
+        let credit = Arc::new(tokio::sync::Semaphore::new(1));
+        let request = bridge
+            .kinesis()
+            .subscribe_to_shard()
+            .consumer_arn(&*self.consumer)
+            .shard_id(&*self.at.shard)
+            .starting_position(start);
+        log::debug!(
+            "shard {}: subscribing ({number}) from {:?}",
+            self.at.shard,
+            self.position
+        );
+        let pump = bridge.spawn(pump(
+            request,
+            tokio::time::Instant::from_std(not_before),
+            number,
+            self.events_tx.clone(),
+            Arc::clone(&credit),
+        ));
+        self.subscription = Some(Subscription {
+            number,
+            credit,
+            pump,
+        });
+        Ok(())
+    }
+
+    /// A refused subscription: what to do about it.
+    fn refused(&mut self, bridge: &Bridge, e: SdkError<SubscribeToShardError>) -> SourceError {
+        let what = self.at.what("SubscribeToShard");
+        match retry::code(&e) {
+            Some("ResourceNotFoundException") => {
+                // The consumer, the stream or the shard: ask which.
+                match status(bridge, &self.consumer) {
+                    Err(gone) if gone.kind() == ErrorKind::NoSuchConsumer => {
+                        SourceError::Fatal(gone)
+                    }
+                    _ => self.at.classify("SubscribeToShard", e),
+                }
+            }
+            Some("AccessDeniedException") => SourceError::Fatal(
+                Error::new(ErrorKind::ConsumerAccessDenied)
+                    .with_context(what)
+                    .with_aws_source(e),
+            ),
+            Some("ResourceInUseException") => {
+                // The previous subscription is still open on the server's side, or the
+                // consumer is not ACTIVE: fatal only if it is being deleted.
+                match status(bridge, &self.consumer) {
+                    Ok(ConsumerStatus::Active | ConsumerStatus::Creating) | Err(_) => {
+                        self.retry_later(Error::aws(what, e))
+                    }
+                    Ok(other) => SourceError::Fatal(
+                        Error::new(ErrorKind::ConsumerNotActive)
+                            .with_context(format!(
+                                "fan-out consumer {} is {}",
+                                self.consumer,
+                                other.as_str()
+                            ))
+                            .with_aws_source(e),
+                    ),
+                }
+            }
+            Some("InvalidArgumentException" | "ValidationException")
+                if matches!(self.position, StartAt::After(_) | StartAt::At(_)) =>
+            {
+                match self.at.checkpoint_rejected(bridge, &mut self.position, e) {
+                    // Resuming from TRIM_HORIZON instead: try again.
+                    Ok(()) => self.retry_later(
+                        Error::new(ErrorKind::InvalidCheckpoint)
+                            .with_context(self.at.what("checkpoint older than the retention"))
+                            .transient(),
+                    ),
+                    Err(e) => e,
+                }
+            }
+            _ => match self.at.classify("SubscribeToShard", e) {
+                SourceError::Transient(error) => self.retry_later(error),
+                fatal => fatal,
+            },
+        }
+    }
+
+    fn retry_later(&mut self, error: Error) -> SourceError {
+        self.delay = self.backoff.next_delay();
+        SourceError::Transient(error)
+    }
+}
+
+/// Subscribes, then reads events one at a time as the shard thread takes them.
+async fn pump(
+    request: aws_sdk_kinesis::operation::subscribe_to_shard::builders::SubscribeToShardFluentBuilder,
+    not_before: tokio::time::Instant,
+    number: u64,
+    events: Sender<(u64, Pumped)>,
+    credit: Arc<tokio::sync::Semaphore>,
+) {
+    tokio::time::sleep_until(not_before).await;
+    let mut out = match request.send().await {
+        Ok(out) => out,
+        Err(e) => {
+            let _ = events.try_send((number, Pumped::SubscribeFailed(Box::new(e))));
+            return;
+        }
+    };
+    loop {
+        match credit.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return,
+        }
+        let item = match out.event_stream.recv().await {
+            Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e))) => Pumped::Event(e),
+            Ok(Some(_)) => {
+                // An event type this SDK does not know: nothing to deliver.
+                credit.add_permits(1);
+                continue;
+            }
+            Ok(None) => Pumped::Ended,
+            Err(e) => Pumped::StreamFailed(stream_failure(&e)),
+        };
+        let last = !matches!(item, Pumped::Event(_));
+        // The credit keeps the channel from filling; a full or closed one means the
+        // shard thread has moved on.
+        if events.try_send((number, item)).is_err() || last {
+            return;
+        }
+    }
+}
+
+fn stream_failure<R>(e: &SdkError<SubscribeToShardEventStreamError, R>) -> String
+where
+    R: std::fmt::Debug,
+{
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_owned(),
+        _ => aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
+impl RecordSource for FanOut {
+    fn next_batch(&mut self, bridge: &Bridge, _limit: i32) -> Result<Batch, SourceError> {
+        let empty = || Batch {
+            records: Vec::new(),
+            millis_behind_latest: None,
+            end_of_shard: false,
+        };
+        let Some(current) = self.subscription.as_ref().map(|s| s.number) else {
+            self.subscribe(bridge)?;
+            return Ok(empty());
+        };
+        let (number, item) = loop {
+            match self.events.try_recv() {
+                Ok((n, _)) if n != current => {}
+                Ok(got) => break got,
+                Err(_) => return Ok(empty()),
+            }
+        };
+        debug_assert_eq!(number, current);
+        match item {
+            Pumped::Event(event) => {
+                if let Some(s) = &self.subscription {
+                    s.credit.add_permits(1);
+                }
+                self.backoff.reset();
+                self.delay = Duration::ZERO;
+                let SubscribeToShardEvent {
+                    mut records,
+                    continuation_sequence_number,
+                    millis_behind_latest,
+                    child_shards,
+                    ..
+                } = event;
+                if let Some(floor) = self.floor.take() {
+                    let before = records.len();
+                    records.retain(|r| floor.admits(r));
+                    let dropped = (before - records.len()) as u64;
+                    if dropped > 0 {
+                        if self.dropped == 0 {
+                            log::warn!(
+                                "shard {}: the server sent records before the subscription's \
+                                 start {floor:?}; dropping them",
+                                self.at.shard
+                            );
+                        }
+                        self.dropped += dropped;
+                    }
+                    if records.is_empty() {
+                        // Not past the start yet.
+                        self.floor = Some(floor);
+                    }
+                }
+                if let Some(last) = records.last() {
+                    self.position = StartAt::After(last.sequence_number.clone());
+                }
+                // AWS ends a shard with an event that lists its children and has no
+                // continuation; some servers list the children on every event once the
+                // shard is closed and end it with one that has no records.
+                let children = child_shards.as_ref().is_some_and(|c| !c.is_empty());
+                let end_of_shard =
+                    continuation_sequence_number.is_empty() || (children && records.is_empty());
+                if end_of_shard {
+                    self.subscription = None;
+                }
+                Ok(Batch {
+                    records,
+                    millis_behind_latest: Some(millis_behind_latest),
+                    end_of_shard,
+                })
+            }
+            Pumped::Ended => {
+                log::debug!(
+                    "shard {}: subscription ended; resubscribing from {:?}",
+                    self.at.shard,
+                    self.position
+                );
+                self.subscription = None;
+                self.subscribe(bridge)?;
+                Ok(empty())
+            }
+            Pumped::SubscribeFailed(e) => {
+                self.subscription = None;
+                Err(self.refused(bridge, *e))
+            }
+            Pumped::StreamFailed(why) => {
+                self.subscription = None;
+                let error = Error::new(ErrorKind::Aws)
+                    .with_context(format!(
+                        "{}: the event stream failed ({why}); resubscribing from {:?}",
+                        self.at.what("SubscribeToShard"),
+                        self.position
+                    ))
+                    .transient();
+                Err(self.retry_later(error))
+            }
+        }
+    }
+
+    fn pushes(&self) -> bool {
+        true
+    }
+
+    fn wait_ready(&self, stop: &Receiver<()>, deadline: Instant) -> Waited {
+        if self.has_pending() {
+            return Waited::Ready;
+        }
+        let mut sel = Select::new();
+        let events = sel.recv(&self.events);
+        sel.recv(stop);
+        match sel.ready_deadline(deadline) {
+            Ok(i) if i == events => Waited::Ready,
+            Ok(_) => Waited::Stop,
+            Err(_) => Waited::Timeout,
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.subscription.is_none() || !self.events.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stream_is_read_from_a_consumer_arn() {
+        let arn = "arn:aws:kinesis:us-east-1:123456789012:stream/orders/consumer/billing:17";
+        assert_eq!(stream_of(arn), Some("orders"));
+        assert_eq!(stream_of("arn:aws:kinesis:us-east-1:1:stream/"), Some(""));
+        assert_eq!(stream_of("billing"), None);
+    }
+}
