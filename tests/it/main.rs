@@ -29,5 +29,6 @@ mod processes;
 mod rebalance;
 mod resharding;
 mod resume;
+mod role;
 mod stalled_caller;
 mod startup;
