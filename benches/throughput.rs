@@ -2,8 +2,13 @@
 //!
 //! ```text
 //! cargo bench --bench throughput -- <scenario> [--shards S] [--records N] [--bytes B] [--seconds T]
-//!     [--aggregated K] [--idle-poll MS] [--shard-check SECONDS]
+//!     [--aggregated K] [--idle-poll MS] [--shard-check SECONDS] [--throttle MS]
+//!     [--read polling|fan-out|both]
 //! ```
+//!
+//! `--read fan-out` (or `--fan-out`) reads through an enhanced fan-out consumer
+//! (SubscribeToShard) instead of polling; `--read both` runs the scenario once each way,
+//! each in a process of its own, and prints both rows.
 //!
 //! Scenarios: `drain` (default 4 shards, 200,000 × 100 B; with `--aggregated K` the
 //! records are written as KPL aggregates of K user records each, and the figures are per
@@ -49,6 +54,12 @@ struct Args {
     idle_poll: Option<u64>,
     /// `--shard-check SECONDS`: the shard check and leader action frequency (default 1).
     shard_check: Option<u64>,
+    /// `--read polling|fan-out|both`: how shards are read (default polling); `both` runs
+    /// the scenario once each way, each in a process of its own (so peak RSS is each
+    /// one's own), and prints both rows.
+    read: String,
+    /// `--throttle MS`: the throttle delay (default 200).
+    throttle: Option<u64>,
 }
 
 fn parse_args() -> BenchResult<Args> {
@@ -61,6 +72,8 @@ fn parse_args() -> BenchResult<Args> {
         aggregated: None,
         idle_poll: None,
         shard_check: None,
+        read: "polling".into(),
+        throttle: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -73,6 +86,9 @@ fn parse_args() -> BenchResult<Args> {
             "--shard-check" => {
                 args.shard_check = Some(it.next().ok_or("--shard-check SECONDS")?.parse()?);
             }
+            "--read" => args.read = it.next().ok_or("--read polling|fan-out|both")?,
+            "--fan-out" => args.read = "fan-out".into(),
+            "--throttle" => args.throttle = Some(it.next().ok_or("--throttle MS")?.parse()?),
             "--idle-poll" => args.idle_poll = Some(it.next().ok_or("--idle-poll MS")?.parse()?),
             "--aggregated" => {
                 args.aggregated = Some(it.next().ok_or("--aggregated K")?.parse()?);
@@ -221,6 +237,15 @@ fn bench_config(args: &Args, counters: &Arc<Counters>) -> kinsumer::Config {
     let config = support::fast_config()
         .with_commit_frequency(Duration::from_secs(1))
         .with_stats(counters.clone());
+    let config = match args.throttle {
+        Some(ms) => config.with_throttle_delay(Duration::from_millis(ms)),
+        None => config,
+    };
+    let config = if args.read == "fan-out" {
+        config.with_consumer_name("bench")
+    } else {
+        config
+    };
     let config = match args.shard_check {
         Some(secs) => config
             .with_shard_check_frequency(Duration::from_secs(secs))
@@ -309,6 +334,7 @@ fn drain(args: &Args, default_shards: i32) -> BenchResult {
     let hwm = status_kib("VmHWM");
     consumer.stop();
     Report::new("drain")
+        .num("read", quoted(&args.read))
         .num("aggregated", args.aggregated.unwrap_or(1))
         .num("shards", shards)
         .num("records", n)
@@ -456,18 +482,22 @@ fn latency(args: &Args, busy: bool) -> BenchResult {
     consumer.stop();
     latencies.sort_by(f64::total_cmp);
     Report::new(if busy { "latency-busy" } else { "latency" })
+        .num("read", quoted(&args.read))
         .num("shards", shards)
         .num("records", n)
         .f("p50_ms", percentile(&latencies, 0.50))
         .f("p90_ms", percentile(&latencies, 0.90))
         .f("p99_ms", percentile(&latencies, 0.99))
         .f("max_ms", latencies.last().copied().unwrap_or(0.0))
-        .num("throttle_ms", 200)
+        .num("throttle_ms", args.throttle.unwrap_or(200))
         .num("background_records", background)
-        .print(if busy {
-            "put -> delivery on one shard while the others carry 10,000 records/s"
-        } else {
-            "put -> delivery, one record every 20 ms"
+        .print(match (busy, args.read.as_str()) {
+            (true, _) => "put -> delivery on one shard while the others carry 10,000 records/s",
+            (false, "fan-out") => {
+                "put -> delivery, one record every 20 ms; the embedded Kinesis emulator \
+                 pushes subscription events every 200 ms"
+            }
+            (false, _) => "put -> delivery, one record every 20 ms",
         });
     Ok(())
 }
@@ -632,6 +662,7 @@ fn slow_caller(args: &Args) -> BenchResult {
     let peak = samples.iter().copied().max().unwrap_or(0);
     let last = samples.last().copied().unwrap_or(0);
     Report::new("slow-caller")
+        .num("read", quoted(&args.read))
         .num("shards", shards)
         .num("records", count)
         .num("bytes", bytes)
@@ -643,8 +674,41 @@ fn slow_caller(args: &Args) -> BenchResult {
     Ok(())
 }
 
+fn quoted(s: &str) -> String {
+    format!("\"{s}\"")
+}
+
+/// Runs this bench again once per read mode, each in its own process.
+fn both_ways() -> BenchResult {
+    let original: Vec<String> = std::env::args().skip(1).collect();
+    for mode in ["polling", "fan-out"] {
+        let mut child_args = Vec::new();
+        let mut it = original.iter();
+        while let Some(a) = it.next() {
+            if a == "--read" {
+                it.next();
+            } else if a != "--fan-out" {
+                child_args.push(a.clone());
+            }
+        }
+        child_args.extend(["--read".to_owned(), mode.to_owned()]);
+        let status = std::process::Command::new(std::env::current_exe()?)
+            .args(&child_args)
+            .status()?;
+        if !status.success() {
+            return Err(format!("the {mode} run failed: {status}").into());
+        }
+    }
+    Ok(())
+}
+
 fn main() -> BenchResult {
     let args = parse_args()?;
+    match args.read.as_str() {
+        "polling" | "fan-out" => {}
+        "both" => return both_ways(),
+        other => return Err(format!("--read {other:?}: polling, fan-out or both").into()),
+    }
     match args.scenario.as_str() {
         "drain" => drain(&args, 4)?,
         "latency" => latency(&args, false)?,

@@ -255,8 +255,9 @@ impl Reader<'_> {
         if self.source.pushes() {
             // Pushed records arrive when they arrive: nothing to pace.
             self.next_fetch = started;
+            // An event arrived (possibly empty): not just "nothing yet".
             if let Ok(batch) = &result
-                && (!batch.records.is_empty() || batch.end_of_shard)
+                && (batch.millis_behind_latest.is_some() || batch.end_of_shard)
             {
                 self.stats.records_fetched(
                     &self.shard,
@@ -293,10 +294,12 @@ impl Reader<'_> {
     fn prefetch_at(&self) -> Option<Instant> {
         let remaining = self.current.len();
         let half = usize::try_from(self.max_records / 2).unwrap_or(0);
+        // A pushing source already holds the next batch ready (its hand-off): a
+        // prefetch would only hold a third one.
         (self.next.is_none()
             && !self.current_is_last
             && remaining <= half
-            && self.source.has_pending())
+            && !self.source.pushes())
         .then_some(self.next_fetch)
     }
 
