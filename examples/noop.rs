@@ -7,7 +7,12 @@
 //!
 //! ```text
 //! cargo run --example noop -- --stream NAME [--app NAME] [--client NAME] [--create-tables]
+//!     [--fan-out CONSUMER_NAME] [--role-arn ARN]
 //! ```
+//!
+//! `--fan-out` reads through an enhanced fan-out consumer of that name (registered if
+//! missing); `--role-arn` makes the Kinesis calls as that IAM role (the Go library's
+//! `role` and `consumerARN`).
 //!
 //! Uses the default AWS configuration chain (environment, profile, instance role),
 //! which also honours the standard endpoint variables: `AWS_ENDPOINT_URL_KINESIS` and
@@ -45,6 +50,10 @@ struct Args {
     app: String,
     client: String,
     create_tables: bool,
+    /// Read through this enhanced fan-out consumer (registered if missing).
+    consumer_name: Option<String>,
+    /// Assume this IAM role for Kinesis calls.
+    role_arn: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -53,6 +62,8 @@ fn parse_args() -> Result<Args, String> {
         app: "noopkinsumer".into(),
         client: format!("noop-{}", std::process::id()),
         create_tables: false,
+        consumer_name: None,
+        role_arn: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -62,11 +73,12 @@ fn parse_args() -> Result<Args, String> {
             "--app" => args.app = value("--app")?,
             "--client" => args.client = value("--client")?,
             "--create-tables" => args.create_tables = true,
+            "--fan-out" => args.consumer_name = Some(value("--fan-out")?),
+            "--role-arn" => args.role_arn = Some(value("--role-arn")?),
             "-h" | "--help" => {
-                return Err(
-                    "usage: noop --stream NAME [--app NAME] [--client NAME] [--create-tables]"
-                        .into(),
-                );
+                return Err("usage: noop --stream NAME [--app NAME] [--client NAME] \
+                     [--create-tables] [--fan-out CONSUMER_NAME] [--role-arn ARN]"
+                    .into());
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
@@ -78,7 +90,13 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn consumer(args: &Args, owned: &Arc<Owned>) -> kinsumer::Result<Kinsumer> {
-    let config = Config::default().with_stats(owned.clone());
+    let mut config = Config::default().with_stats(owned.clone());
+    if let Some(name) = &args.consumer_name {
+        config = config.with_consumer_name(name);
+    }
+    if let Some(role) = &args.role_arn {
+        config = config.with_role_arn(role);
+    }
     Kinsumer::new(&args.stream, &args.app, &args.client, config)
 }
 

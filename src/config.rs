@@ -727,6 +727,68 @@ mod tests {
     }
 
     #[test]
+    fn fan_out_and_role_settings_are_checked() {
+        let d = Config::default;
+        let arn = "arn:aws:kinesis:eu-west-1:123456789012:stream/s/consumer/c:1";
+        assert_eq!(kind(d().with_consumer_arn(arn)), None);
+        for bad in [
+            "",
+            "c",
+            "arn:aws:kinesis:eu-west-1:123456789012:stream/s",
+            "arn:aws:iam::123456789012:role/r",
+            "arn:aws:kinesis::123456789012:stream/s/consumer/c:1",
+        ] {
+            assert_eq!(
+                kind(d().with_consumer_arn(bad)),
+                Some(ErrorKind::InvalidArn),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(kind(d().with_consumer_name("a.b-c_9")), None);
+        for bad in ["", "a b", "ä", &"x".repeat(129)] {
+            assert_eq!(
+                kind(d().with_consumer_name(bad)),
+                Some(ErrorKind::InvalidName),
+                "{bad:?}"
+            );
+        }
+        let role = "arn:aws:iam::123456789012:role/path/reader";
+        assert_eq!(kind(d().with_role_arn(role)), None);
+        for bad in [
+            "reader",
+            "arn:aws:iam::123456789012:user/u",
+            "arn:aws:iam::1:role/",
+        ] {
+            assert_eq!(
+                kind(d().with_role_arn(bad)),
+                Some(ErrorKind::InvalidArn),
+                "{bad:?}"
+            );
+        }
+        // An external id or session name without a role has no role ARN to assume.
+        assert_eq!(
+            kind(d().with_role_external_id("abc")),
+            Some(ErrorKind::InvalidArn)
+        );
+        assert_eq!(
+            kind(d().with_role_arn(role).with_role_external_id("x")),
+            Some(ErrorKind::InvalidArn)
+        );
+        assert_eq!(
+            kind(d().with_role_arn(role).with_role_session_name("a b")),
+            Some(ErrorKind::InvalidArn)
+        );
+        assert_eq!(
+            kind(
+                d().with_role_arn(role)
+                    .with_role_session_name("kinsumer@host")
+            ),
+            None
+        );
+        assert_eq!(d().with_role_arn(role).role_arn(), Some(role));
+    }
+
+    #[test]
     fn every_rule_has_its_error() {
         let d = Config::default;
         let ms = Duration::from_millis;

@@ -296,11 +296,8 @@ impl Reader<'_> {
         let half = usize::try_from(self.max_records / 2).unwrap_or(0);
         // A pushing source already holds the next batch ready (its hand-off): a
         // prefetch would only hold a third one.
-        (self.next.is_none()
-            && !self.current_is_last
-            && remaining <= half
-            && !self.source.pushes())
-        .then_some(self.next_fetch)
+        (self.next.is_none() && !self.current_is_last && remaining <= half && !self.source.pushes())
+            .then_some(self.next_fetch)
     }
 
     /// Fetches the next batch ahead. A failure is left for the main path to meet

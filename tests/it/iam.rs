@@ -95,6 +95,13 @@ fn the_readme_lists_exactly_the_operations_the_library_sends() -> TestResult {
     let lister = make(support::fast_config().with_list_shards_for_readiness(true))?;
     lister.run()?;
     lister.stop();
+    // Enhanced fan-out: registration, subscriptions, deregistration.
+    let pushed = make(support::fast_config().with_consumer_name("iam"))?;
+    pushed.run()?;
+    pushed.publish(&env.stream, "k", b"pushed")?;
+    support::collect_until(&pushed, Duration::from_secs(30), |s| !s.is_empty())?;
+    pushed.stop();
+    pushed.deregister_consumer()?;
 
     let fleet = Fleet::from_clients(
         &kinesis,
