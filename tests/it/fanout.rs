@@ -397,3 +397,48 @@ fn stop_ends_many_subscriptions_at_once() -> TestResult {
     assert!(env.owners()?.is_empty(), "leases left behind");
     Ok(())
 }
+
+#[test]
+fn refused_subscriptions_back_off_and_are_never_yielded() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 100, 37)?;
+    let armed = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let calls = CallLog::default();
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        env.kinesis
+            .config()
+            .to_builder()
+            .interceptor(calls.clone())
+            .interceptor(
+                kinsumer::testing::AlwaysFail::new(
+                    "SubscribeToShard",
+                    400,
+                    "ResourceInUseException",
+                )
+                .when(armed.clone()),
+            )
+            .build(),
+    );
+    let dynamodb = env.dynamodb.clone();
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "patient", fan_out_config("busy"))?;
+    consumer.run()?;
+    // Refused for a while: retried, slower and slower, and never an error item.
+    let mut records = consumer.records();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(4) {
+        match records.next_timeout(Duration::from_millis(200)) {
+            Polled::TimedOut => {}
+            other => return Err(format!("while refused: {other:?}").into()),
+        }
+    }
+    let refused = calls.count("SubscribeToShard");
+    // At most one a second (AWS's limit), backing off from there: 1 s, 2 s, ….
+    assert!((2..=4).contains(&refused), "{refused} subscriptions in 4 s");
+    assert!(consumer.health().errors() >= 1);
+    armed.store(false, std::sync::atomic::Ordering::SeqCst);
+    let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 100)?;
+    consumer.close()?;
+    support::check_per_key_order(&seen, 100)?;
+    Ok(())
+}
