@@ -268,11 +268,8 @@ impl Future for ShutdownFuture {
 /// The I/O thread; stopped and joined when the last [`Bridge`] clone goes away.
 struct IoThread {
     handle: tokio::runtime::Handle,
-    /// Tokens for [`MAX_IN_FLIGHT`] calls: take one to call, put it back after.
-    permits: (
-        crossbeam_channel::Sender<()>,
-        crossbeam_channel::Receiver<()>,
-    ),
+    /// [`MAX_IN_FLIGHT`] call slots: a call's task holds one while it runs.
+    permits: Arc<tokio::sync::Semaphore>,
     shutdown: Arc<Shutdown>,
     join: Option<JoinHandle<()>>,
     /// Disconnects when the I/O thread ends.
@@ -361,10 +358,7 @@ impl Bridge {
                 return Err(Error::new(ErrorKind::Internal).with_context("starting the I/O thread"));
             }
         };
-        let permits = crossbeam_channel::bounded(MAX_IN_FLIGHT);
-        for _ in 0..MAX_IN_FLIGHT {
-            let _ = permits.0.send(());
-        }
+        let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
         Ok(Bridge {
             io: Arc::new(IoThread {
                 handle,
@@ -404,31 +398,75 @@ impl Bridge {
         T: Send + 'static,
         E: Send + 'static,
     {
-        // Both channel ends live in `self.io`: neither operation can fail, and a permit
-        // is always given back.
-        if self.io.permits.1.recv_timeout(CALL_WAIT_LIMIT).is_err() {
-            return Err(SdkError::construction_failure(
-                "no call slot on the kinsumer I/O runtime within its time limit",
-            ));
-        }
+        let call = self.call(future);
+        call.wait(CALL_WAIT_LIMIT)
+    }
+
+    /// Starts one SDK call on the I/O runtime (once a call slot is free) without waiting
+    /// for it: [`Call::wait`] or [`Call::try_result`] collect the answer. A commit in
+    /// flight must not hold up reading.
+    pub(crate) fn call<T, E>(
+        &self,
+        future: impl Future<Output = Result<T, SdkError<E>>> + Send + 'static,
+    ) -> Call<T, E>
+    where
+        T: Send + 'static,
+        E: Send + 'static,
+    {
         let (tx, rx) = crossbeam_channel::bounded(1);
+        let permits = Arc::clone(&self.io.permits);
         drop(self.io.handle.spawn(async move {
+            // The semaphore is never closed.
+            let Ok(_slot) = permits.acquire().await else {
+                return;
+            };
             let _ = tx.send(future.await);
         }));
-        let result = rx.recv_timeout(CALL_WAIT_LIMIT);
-        let _ = self.io.permits.0.send(());
-        match result {
+        Call { answer: rx }
+    }
+}
+
+/// An SDK call running on the I/O runtime.
+pub(crate) struct Call<T, E> {
+    answer: crossbeam_channel::Receiver<Result<T, SdkError<E>>>,
+}
+
+impl<T, E> Call<T, E> {
+    /// Waits up to `limit` for the answer. If the runtime is gone, the call's task
+    /// panicked or the time ran out, the call fails with an error that is not retried (a
+    /// construction failure naming the I/O runtime).
+    #[allow(
+        clippy::result_large_err,
+        reason = "passes the SDK's own result type through unchanged"
+    )]
+    pub(crate) fn wait(self, limit: Duration) -> Result<T, SdkError<E>> {
+        match self.answer.recv_timeout(limit) {
             Ok(answer) => answer,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(
                 SdkError::construction_failure("no answer from the kinsumer I/O runtime in time"),
             ),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                Err(SdkError::construction_failure(
-                    "the kinsumer I/O runtime lost the call (its thread ended, or the call panicked)",
-                ))
-            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(lost()),
         }
     }
+
+    /// The answer if it has come (`Some(Err(…))` if the runtime lost the call).
+    #[allow(
+        clippy::result_large_err,
+        reason = "passes the SDK's own result type through unchanged"
+    )]
+    pub(crate) fn try_result(&self) -> Option<Result<T, SdkError<E>>> {
+        match self.answer.try_recv() {
+            Ok(answer) => Some(answer),
+            Err(crossbeam_channel::TryRecvError::Empty) => None,
+            Err(crossbeam_channel::TryRecvError::Disconnected) => Some(Err(lost())),
+        }
+    }
+}
+
+fn lost<E>() -> SdkError<E> {
+    SdkError::construction_failure(
+        "the kinsumer I/O runtime lost the call (its thread ended, or the call panicked)",
+    )
 }
 
 impl Bridge {

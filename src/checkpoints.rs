@@ -250,18 +250,21 @@ impl Leases<'_> {
         Ok(owner.is_none_or(|o| o == self.owner.id) || last < clock::cutoff_nanos(ttl))
     }
 
-    /// Heartbeats the lease and, with `checkpoint`, moves the checkpoint.
-    pub(crate) fn commit(
+    /// Starts heartbeating the lease and, with `checkpoint`, moving the checkpoint,
+    /// without waiting: the shard keeps reading while the write is in flight.
+    pub(crate) fn start_commit(
         &self,
         shard: &str,
         checkpoint: Option<&Checkpoint>,
-    ) -> Result<(), WriteError> {
-        self.owned_update(
-            shard,
-            "LastUpdate = :now, LastUpdateRFC = :rfc",
-            checkpoint,
-            "committing the checkpoint",
-        )
+    ) -> PendingWrite {
+        let req = self.owned_update_request(shard, COMMIT_SET, checkpoint);
+        PendingWrite {
+            call: self.bridge.call(req.send()),
+            what: format!(
+                "committing the checkpoint of shard {shard} in table {}",
+                self.table
+            ),
+        }
     }
 
     /// Gives the lease up (OwnerID NULL, as the Go library writes it), moving the
@@ -303,6 +306,19 @@ impl Leases<'_> {
         checkpoint: Option<&Checkpoint>,
         what: &str,
     ) -> Result<(), WriteError> {
+        let req = self.owned_update_request(shard, set, checkpoint);
+        interpret_write(
+            self.bridge.block_on(req.send()),
+            format!("{what} of shard {shard} in table {}", self.table),
+        )
+    }
+
+    fn owned_update_request(
+        &self,
+        shard: &str,
+        set: &str,
+        checkpoint: Option<&Checkpoint>,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         let now = clock::now_nanos();
         let mut expression = format!("SET {set}");
         let mut req = self
@@ -340,16 +356,7 @@ impl Leases<'_> {
         if set.contains(":nullv") {
             req = req.expression_attribute_values(":nullv", AttributeValue::Null(true));
         }
-        match self
-            .bridge
-            .block_on(req.update_expression(expression).send())
-        {
-            Ok(_) => Ok(()),
-            Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
-                Err(WriteError::LeaseLost)
-            }
-            Err(e) => Err(self.other(format!("{what} of shard {shard}"), e)),
-        }
+        req.update_expression(expression)
     }
 
     fn other<E>(&self, what: String, e: aws_sdk_dynamodb::error::SdkError<E>) -> WriteError
@@ -364,6 +371,54 @@ impl Leases<'_> {
             transient: retry::is_transient(&e),
             error: Error::aws(format!("{what} in table {}", self.table), e),
         }
+    }
+}
+
+/// What a commit sets besides the checkpoint: the heartbeat.
+const COMMIT_SET: &str = "LastUpdate = :now, LastUpdateRFC = :rfc";
+
+type UpdateResult = Result<
+    aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+    aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::update_item::UpdateItemError>,
+>;
+
+/// An owned-row update's outcome: a failed condition means the lease is someone else's.
+fn interpret_write(result: UpdateResult, what: String) -> Result<(), WriteError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
+            Err(WriteError::LeaseLost)
+        }
+        Err(e) => Err(WriteError::Other {
+            transient: retry::is_transient(&e),
+            error: Error::aws(what, e),
+        }),
+    }
+}
+
+/// A commit in flight ([`Leases::start_commit`]).
+pub(crate) struct PendingWrite {
+    call: crate::bridge::Call<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+    >,
+    what: String,
+}
+
+impl std::fmt::Debug for PendingWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingWrite")
+            .field("what", &self.what)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PendingWrite {
+    /// The outcome, once the write has finished.
+    pub(crate) fn outcome(&self) -> Option<Result<(), WriteError>> {
+        self.call
+            .try_result()
+            .map(|r| interpret_write(r, self.what.clone()))
     }
 }
 

@@ -199,6 +199,8 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 enum Interrupt {
     Stop,
     LeaseLost,
+    /// Not renewed for nearly the lease time: given up locally.
+    LeaseExpired,
     Finished,
     Failed(String),
     NoSuchStream,
@@ -334,7 +336,19 @@ struct Worker<'a> {
     /// The checkpoint in the table (for logs).
     checkpoint: Option<Checkpoint>,
     next_commit: Instant,
+    /// When the last successful write to the lease (capture or commit) was sent.
     last_write: Instant,
+    /// The commit in flight, if any.
+    in_flight: Option<InFlight>,
+}
+
+/// A commit sent and not yet answered.
+struct InFlight {
+    write: crate::checkpoints::PendingWrite,
+    /// The processed-prefix length it covers.
+    count: u64,
+    checkpoint: Option<Checkpoint>,
+    sent: Instant,
 }
 
 impl<'a> Worker<'a> {
@@ -353,6 +367,7 @@ impl<'a> Worker<'a> {
             committed: 0,
             checkpoint: None,
             last_write: now,
+            in_flight: None,
         }
     }
 
@@ -410,7 +425,7 @@ impl<'a> Worker<'a> {
             return ShardExit::Abandoned;
         }
         match interrupt {
-            Interrupt::LeaseLost => {
+            Interrupt::LeaseLost | Interrupt::LeaseExpired => {
                 // Records of this lease still in the channel are dropped from here on.
                 progress.seal();
                 self.ctx.left_behind.lock().remove(self.shard());
@@ -806,24 +821,84 @@ impl<'a> Worker<'a> {
     }
 
     /// Commits the processed prefix if it moved, or heartbeats if the lease has not been
-    /// written for a shard-check interval.
+    /// written for a shard-check interval — without waiting for the write: reading goes
+    /// on while it is in flight (one at a time), and its outcome is taken on a later call.
+    /// A lease that has not been renewed for the lease time less a shard check is given
+    /// up here (`Interrupt::LeaseExpired`): by then another client may own the shard, and
+    /// delivering it on both would duplicate records.
     fn commit_if_due(&mut self, progress: &ShardProgress) -> Result<(), Interrupt> {
+        if let Some(outcome) = self.in_flight.as_ref().and_then(|f| f.write.outcome())
+            && let Some(done) = self.in_flight.take()
+        {
+            self.settle(done, outcome)?;
+        }
         let now = Instant::now();
         if now < self.next_commit {
             return Ok(());
         }
         self.next_commit = now + self.ctx.config.commit_frequency();
+        let unrenewed = now.duration_since(self.last_write);
+        let limit = self
+            .ctx
+            .config
+            .lease_ttl()
+            .saturating_sub(self.ctx.config.shard_check_frequency());
+        if unrenewed >= limit {
+            let e = Error::new(ErrorKind::LeaseLost).with_context(format!(
+                "shard {}: the lease was not renewed for {unrenewed:?} (DynamoDB unreachable?); \
+                 stopped delivering the shard before another client may take it",
+                self.shard()
+            ));
+            log::warn!("{e}");
+            self.ctx.notices.report(e);
+            return Err(Interrupt::LeaseExpired);
+        }
+        if let Some(f) = &self.in_flight {
+            let age = now.duration_since(f.sent);
+            if age
+                >= self
+                    .ctx
+                    .config
+                    .commit_frequency()
+                    .max(Duration::from_secs(1))
+            {
+                log::warn!(
+                    "shard {}: a checkpoint write has been in flight for {age:?} (lease last \
+                     renewed {unrenewed:?} ago); reading goes on",
+                    self.shard()
+                );
+                self.ctx.config.stats().commit_lagging(self.shard(), age);
+            }
+            return Ok(());
+        }
         let (count, checkpoint) = progress.processed_since(self.committed);
-        let heartbeat_due =
-            now.duration_since(self.last_write) >= self.ctx.config.shard_check_frequency();
+        let heartbeat_due = unrenewed >= self.ctx.config.shard_check_frequency();
         if checkpoint.is_none() && !heartbeat_due {
             return Ok(());
         }
-        match self.leases().commit(self.shard(), checkpoint.as_ref()) {
+        self.in_flight = Some(InFlight {
+            write: self
+                .leases()
+                .start_commit(self.shard(), checkpoint.as_ref()),
+            count,
+            checkpoint,
+            sent: now,
+        });
+        Ok(())
+    }
+
+    /// Takes a finished commit's outcome.
+    fn settle(
+        &mut self,
+        done: InFlight,
+        outcome: std::result::Result<(), WriteError>,
+    ) -> Result<(), Interrupt> {
+        match outcome {
             Ok(()) => {
-                self.committed = count;
-                self.last_write = now;
-                if let Some(c) = checkpoint {
+                self.committed = self.committed.max(done.count);
+                // The row says the lease was renewed when the write was sent.
+                self.last_write = self.last_write.max(done.sent);
+                if let Some(c) = done.checkpoint {
                     log::debug!("shard {}: checkpoint {c:?}", self.shard());
                     self.report_commit(&c);
                     self.checkpoint = Some(c);

@@ -96,6 +96,14 @@ pub trait Stats: Send + Sync + fmt::Debug {
         let _ = shard_id;
     }
 
+    /// A checkpoint write has been in flight for `in_flight_for` (called once per commit
+    /// interval while it lasts; DynamoDB is slow or unreachable). Reading goes on
+    /// meanwhile; a lease not renewed for the lease time less a shard check is given up
+    /// ([`lease_lost`](Stats::lease_lost)) so that the shard is never read by two clients.
+    fn commit_lagging(&self, shard_id: &str, in_flight_for: Duration) {
+        let _ = (shard_id, in_flight_for);
+    }
+
     /// Something went wrong that the consumer retries or works around (a failed call, a
     /// shard that will be restarted, a commit that will be tried again). Such errors never
     /// reach the record iterator, which yields only errors that end consumption; see also

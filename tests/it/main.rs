@@ -23,6 +23,7 @@ mod lease;
 mod lifecycle;
 mod manual;
 mod migration;
+mod outage;
 mod panics;
 mod positions;
 mod processes;

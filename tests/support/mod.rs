@@ -15,6 +15,7 @@
 pub mod calls;
 pub mod golike;
 pub mod kpl;
+pub mod outage;
 pub mod sts;
 
 use std::collections::HashMap;

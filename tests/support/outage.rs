@@ -1,0 +1,62 @@
+//! An outage of one service, for one client: while armed, every request goes to a dead
+//! end on loopback — a closed port (refused at once) or a listener that accepts and never
+//! answers (the attempt timeout ends each try).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
+#[derive(Debug, Clone)]
+pub struct Outage {
+    pub armed: Arc<AtomicBool>,
+    target: String,
+    _blackhole: Option<Arc<std::net::TcpListener>>,
+}
+
+impl Outage {
+    /// Connections refused (nothing listens on port 1).
+    pub fn refused() -> Outage {
+        Outage {
+            armed: Arc::default(),
+            target: "http://127.0.0.1:1".into(),
+            _blackhole: None,
+        }
+    }
+
+    /// Connections accepted, requests never answered.
+    pub fn blackhole() -> std::io::Result<Outage> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        Ok(Outage {
+            armed: Arc::default(),
+            target: format!("http://{}", listener.local_addr()?),
+            _blackhole: Some(Arc::new(listener)),
+        })
+    }
+
+    pub fn arm(&self, on: bool) {
+        self.armed.store(on, Ordering::SeqCst);
+    }
+}
+
+impl Intercept for Outage {
+    fn name(&self) -> &'static str {
+        "Outage"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if self.armed.load(Ordering::SeqCst) {
+            context.request_mut().set_uri(format!("{}/", self.target))?;
+        }
+        Ok(())
+    }
+}
