@@ -14,6 +14,9 @@ const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// The most records the buffer may hold (its slots are allocated up front).
 const MAX_BUFFER_SIZE: usize = 100_000;
 
+/// The default byte bound on records waiting for the caller.
+const DEFAULT_BUFFER_BYTES: usize = 32 << 20;
+
 /// Where shards without a checkpoint start reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -86,6 +89,7 @@ pub struct Config {
     shard_check_frequency: Duration,
     leader_action_frequency: Duration,
     buffer_size: usize,
+    buffer_bytes: usize,
     dynamo_read_capacity: i64,
     dynamo_write_capacity: i64,
     dynamo_waiter_delay: Duration,
@@ -129,6 +133,7 @@ impl Default for Config {
             shard_check_frequency: Duration::from_secs(60),
             leader_action_frequency: Duration::from_secs(60),
             buffer_size: 100,
+            buffer_bytes: DEFAULT_BUFFER_BYTES,
             dynamo_read_capacity: 10,
             dynamo_write_capacity: 10,
             dynamo_waiter_delay: Duration::from_secs(3),
@@ -157,6 +162,7 @@ impl fmt::Debug for Config {
             .field("shard_check_frequency", &self.shard_check_frequency)
             .field("leader_action_frequency", &self.leader_action_frequency)
             .field("buffer_size", &self.buffer_size)
+            .field("buffer_bytes", &self.buffer_bytes)
             .field("dynamo_read_capacity", &self.dynamo_read_capacity)
             .field("dynamo_write_capacity", &self.dynamo_write_capacity)
             .field("dynamo_waiter_delay", &self.dynamo_waiter_delay)
@@ -484,6 +490,28 @@ impl Config {
     pub fn buffer_size(&self) -> usize {
         self.buffer_size
     }
+
+    /// How many bytes of records (data and partition key) may wait for the caller
+    /// (default 32 MiB), besides at most [`buffer_size`](Config::buffer_size) records.
+    /// When the buffer is full the shard threads wait (and keep their leases alive). A
+    /// record larger than this still goes through when the buffer is empty. Kinesis
+    /// records are up to 1 MiB: with large records, this — not the record count — is
+    /// what bounds memory.
+    ///
+    /// ```
+    /// let config = kinsumer::Config::default().with_buffer_bytes(8 << 20);
+    /// assert_eq!(config.buffer_bytes(), 8 << 20);
+    /// assert!(kinsumer::Config::default().with_buffer_bytes(0).validate().is_err());
+    /// ```
+    pub fn with_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.buffer_bytes = bytes;
+        self
+    }
+
+    /// The byte bound on buffered records.
+    pub fn buffer_bytes(&self) -> usize {
+        self.buffer_bytes
+    }
     /// The DynamoDB read capacity.
     pub fn dynamo_read_capacity(&self) -> i64 {
         self.dynamo_read_capacity
@@ -575,7 +603,7 @@ impl Config {
         {
             return fail(ErrorKind::InvalidLeaderActionFrequency);
         }
-        if self.buffer_size == 0 || self.buffer_size > MAX_BUFFER_SIZE {
+        if self.buffer_size == 0 || self.buffer_size > MAX_BUFFER_SIZE || self.buffer_bytes == 0 {
             return fail(ErrorKind::InvalidBufferSize);
         }
         if self.dynamo_read_capacity <= 0 || self.dynamo_write_capacity <= 0 {

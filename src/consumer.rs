@@ -10,6 +10,7 @@ use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use parking_lot::Mutex;
 
 use crate::bridge::{Bridge, ClientConfigs};
+use crate::budget::Budget;
 use crate::checkpoints::Owner;
 use crate::config::{CheckpointMode, Config};
 use crate::coordinator::{self, Command, CoordinatorHandle, CoordinatorParts};
@@ -121,6 +122,8 @@ pub struct Kinsumer {
     wake: Receiver<()>,
     records_tx: Sender<Record>,
     records: Receiver<Record>,
+    /// The byte bound on `records`.
+    budget: Arc<Budget>,
     /// The error that ended consumption; capacity one: the first one wins.
     fatal_tx: Sender<Error>,
     fatal_rx: Receiver<Error>,
@@ -219,6 +222,7 @@ impl Kinsumer {
         }
         let bridge = connect(&configs, &config)?;
         let (records_tx, records) = crossbeam_channel::bounded(config.buffer_size());
+        let config_buffer_bytes = config.buffer_bytes();
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
         let (closed_tx, closed_rx) = crossbeam_channel::bounded(1);
         let (wake_tx, wake) = crossbeam_channel::bounded(0);
@@ -244,6 +248,7 @@ impl Kinsumer {
             closed_rx,
             coordinator_done: std::sync::OnceLock::new(),
             health: Arc::new(HealthState::default()),
+            budget: Arc::new(Budget::new(config_buffer_bytes)),
             in_flight: Mutex::new(None),
             fatal: AtomicBool::new(false),
         })
@@ -335,6 +340,7 @@ impl Kinsumer {
             config: self.config.clone(),
             bridge: self.bridge.clone(),
             records: self.records_tx.clone(),
+            budget: Arc::clone(&self.budget),
             notices: Notices::new(
                 self.fatal_tx.clone(),
                 Arc::clone(self.config.stats()),
@@ -411,13 +417,13 @@ impl Kinsumer {
     /// Whether the consumer is running: [`run`](Kinsumer::run) succeeded, and it has
     /// neither been stopped nor ended with a fatal error.
     pub fn is_running(&self) -> bool {
-        self.health.snapshot().is_running()
+        self.health.snapshot(0).is_running()
     }
 
     /// What the consumer can say about itself now: whether it runs, how many shards it
     /// reads, and the errors it met and retried.
     pub fn health(&self) -> Health {
-        self.health.snapshot()
+        self.health.snapshot(self.budget.used())
     }
 
     /// A handle that stops this consumer from another thread.
@@ -536,6 +542,7 @@ impl Kinsumer {
             };
             match received {
                 Received::Record(record) => {
+                    self.budget.release(record.buffered_size());
                     if !record.progress().hand_out(record.index()) {
                         continue; // its lease is ending: the next owner delivers it
                     }

@@ -95,6 +95,8 @@ pub(crate) struct CoordinatorParts {
     pub(crate) config: Config,
     pub(crate) bridge: Bridge,
     pub(crate) records: Sender<Record>,
+    /// The byte bound on the records channel.
+    pub(crate) budget: Arc<crate::budget::Budget>,
     pub(crate) notices: Notices,
     pub(crate) commands: Receiver<Command>,
     /// Where a commanded shutdown reports what it could not finish.
@@ -442,6 +444,7 @@ impl<'a> Coordinator<'a> {
                 config: self.parts.config.clone(),
                 bridge: self.bridge.clone(),
                 records: self.parts.records.clone(),
+                budget: Arc::clone(&self.parts.budget),
                 notices: self.parts.notices.clone(),
                 exits: self.exits_tx.clone(),
                 abandon: Arc::clone(&self.abandon),

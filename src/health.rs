@@ -30,9 +30,17 @@ pub struct Health {
     owned_shards: usize,
     errors: u64,
     last_error: Option<(SystemTime, String)>,
+    buffered_bytes: usize,
 }
 
 impl Health {
+    /// Bytes of records (data and partition keys) fetched and waiting for the caller;
+    /// at most [`Config::buffer_bytes`](crate::Config::buffer_bytes) (or one record, if
+    /// larger).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
     /// Whether the consumer is running: [`run`](crate::Kinsumer::run) succeeded and it has
     /// neither been stopped nor ended with a fatal error.
     pub fn is_running(&self) -> bool {
@@ -83,8 +91,9 @@ impl HealthState {
         self.owned_shards.store(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot(&self) -> Health {
+    pub(crate) fn snapshot(&self, buffered_bytes: usize) -> Health {
         Health {
+            buffered_bytes,
             running: self.running.load(Ordering::Acquire),
             owned_shards: self.owned_shards.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),

@@ -47,6 +47,7 @@
 mod aggregate;
 mod assignment;
 mod bridge;
+mod budget;
 mod checkpoints;
 mod clients;
 mod clock;

@@ -54,6 +54,11 @@ impl Record {
         }
     }
 
+    /// The bytes it counts for in the buffer's byte bound.
+    pub(crate) fn buffered_size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+
     /// The record's payload.
     pub fn data(&self) -> &[u8] {
         &self.data

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError, TrySendError};
 
 use crate::aggregate;
 use crate::bridge::Bridge;
@@ -118,6 +118,8 @@ pub(crate) struct ShardContext {
     pub(crate) config: Config,
     pub(crate) bridge: Bridge,
     pub(crate) records: Sender<Record>,
+    /// The byte bound on the records channel.
+    pub(crate) budget: Arc<crate::budget::Budget>,
     pub(crate) notices: Notices,
     pub(crate) exits: Sender<(Arc<str>, ShardExit)>,
     /// Set before a simulated crash: exit without releasing or committing.
@@ -740,6 +742,42 @@ impl<'a> Worker<'a> {
     /// schedule and, when due, prefetches the next batch, so the server's time and the
     /// decoding overlap the caller's work.
     fn send(
+        &mut self,
+        record: Record,
+        progress: &ShardProgress,
+        reader: &mut Reader<'_>,
+    ) -> Result<(), Interrupt> {
+        let size = record.buffered_size();
+        self.wait_for_room(size, progress)?;
+        let sent = self.send_counted(record, progress, reader);
+        if sent.is_err() {
+            self.ctx.budget.release(size);
+        }
+        sent
+    }
+
+    /// Reserves `size` bytes of the buffer's byte bound, waiting (and committing on
+    /// schedule) while the caller has too many bytes of records waiting.
+    fn wait_for_room(&mut self, size: usize, progress: &ShardProgress) -> Result<(), Interrupt> {
+        loop {
+            if self.ctx.budget.try_reserve(size) {
+                return Ok(());
+            }
+            self.commit_if_due(progress)?;
+            if !matches!(self.stop.try_recv(), Err(TryRecvError::Empty)) {
+                return Err(Interrupt::Stop);
+            }
+            // Woken by the caller taking records; the stop signal is checked at least
+            // every 100 ms.
+            let deadline = self
+                .next_commit
+                .min(Instant::now() + Duration::from_millis(100));
+            self.ctx.budget.wait(deadline);
+        }
+    }
+
+    /// Hands one record over within the channel's record-count bound.
+    fn send_counted(
         &mut self,
         record: Record,
         progress: &ShardProgress,

@@ -54,3 +54,52 @@ fn a_stalled_caller_does_not_stop_heartbeats_or_stop() -> TestResult {
     assert!(env.client_ids()?.is_empty());
     Ok(())
 }
+
+#[test]
+fn large_records_are_bounded_by_bytes_not_only_by_count() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    const RECORD: usize = 512 << 10;
+    const N: usize = 40;
+    const LIMIT: usize = 2 << 20;
+    env.put_raw((0..N).map(|i| {
+        let mut data = vec![b'x'; RECORD];
+        data[..4].copy_from_slice(&(i as u32).to_le_bytes());
+        (format!("k{i}"), data)
+    }))?;
+    let consumer = env.consumer(
+        "big",
+        support::fast_config()
+            .with_buffer_size(100)
+            .with_buffer_bytes(LIMIT),
+    )?;
+    consumer.run()?;
+    // The caller reads nothing for a while: the buffer fills to its byte bound and stays
+    // there (a count bound of 100 alone would let all 20 MiB in).
+    let mut peak = 0;
+    support::wait_for(Duration::from_secs(30), "a full buffer", || {
+        peak = peak.max(consumer.health().buffered_bytes());
+        Ok(peak >= LIMIT - RECORD)
+    })?;
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(1) {
+        peak = peak.max(consumer.health().buffered_bytes());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    println!("buffered at most {peak} bytes of {} written", N * RECORD);
+    assert!(peak <= LIMIT, "{peak} bytes buffered, bound {LIMIT}");
+    // Then everything arrives, once.
+    let mut seen = std::collections::HashSet::new();
+    let mut records = consumer.records();
+    while seen.len() < N {
+        match records.next_timeout(Duration::from_secs(30)) {
+            kinsumer::Polled::Record(r) => {
+                let id = u32::from_le_bytes(r.data()[..4].try_into()?);
+                assert!(seen.insert(id), "record {id} twice");
+            }
+            other => return Err(format!("after {} records: {other:?}", seen.len()).into()),
+        }
+    }
+    consumer.close()?;
+    Ok(())
+}
