@@ -24,6 +24,7 @@ use crate::bridge::Bridge;
 use crate::clock;
 use crate::config::InitialPosition;
 use crate::error::{Error, ErrorKind};
+use crate::liveness::{self, Liveness, Version};
 use crate::retry;
 use crate::tables;
 use crate::watermark::{Checkpoint, Partial};
@@ -78,12 +79,23 @@ pub(crate) struct Captured {
 #[derive(Debug)]
 pub(crate) enum Capture {
     Captured(Captured),
-    /// Another client holds a fresh lease.
+    /// Another client holds a lease that is not (yet) stale.
     HeldBy {
         holder: Option<String>,
-        /// When the holder last wrote the row (Unix ns).
-        last_update: Option<i64>,
+        /// The row's owner and `LastUpdate`, when it has both.
+        version: Option<Version>,
     },
+}
+
+/// What a consistent read of a lease row found ([`Leases::capturable`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum LeaseState {
+    /// Unowned, ours, missing or malformed: a plain capture takes it.
+    Free,
+    /// Held, but stale: a capture conditional on this version takes it.
+    Stale(Version),
+    /// Held by a client that looks alive.
+    Held,
 }
 
 /// A conditional write failed.
@@ -162,9 +174,16 @@ pub(crate) struct Leases<'a> {
 }
 
 impl Leases<'_> {
-    /// Takes the lease on `shard` if it is unowned, ours, or last updated more than `ttl`
-    /// ago. Creates the row if there is none.
-    pub(crate) fn capture(&self, shard: &str, ttl: Duration) -> Result<Capture, WriteError> {
+    /// Takes the lease on `shard` if it is unowned or ours, if it still has the `stale`
+    /// version this client observed as stale ([`Leases::capturable`]), or if it was last
+    /// written so long ago that no clock skew explains it. Creates the row if there is
+    /// none.
+    pub(crate) fn capture(
+        &self,
+        shard: &str,
+        ttl: Duration,
+        stale: Option<&Version>,
+    ) -> Result<Capture, WriteError> {
         let now = clock::now_nanos();
         let req = self
             .bridge
@@ -177,12 +196,17 @@ impl Leases<'_> {
             )
             // The last two clauses take a row whose owner or time has a type no client
             // writes (hand-edited, or corrupt): it could never be captured otherwise.
-            .condition_expression(
+            .condition_expression(format!(
                 "attribute_not_exists(OwnerID) OR attribute_type(OwnerID, :null) \
                  OR OwnerID = :me OR LastUpdate < :cutoff \
                  OR (NOT attribute_type(OwnerID, :str) AND NOT attribute_type(OwnerID, :null)) \
-                 OR (attribute_exists(LastUpdate) AND NOT attribute_type(LastUpdate, :num))",
-            )
+                 OR (attribute_exists(LastUpdate) AND NOT attribute_type(LastUpdate, :num)){}",
+                if stale.is_some() {
+                    " OR (OwnerID = :seenowner AND LastUpdate = :seenlast)"
+                } else {
+                    ""
+                }
+            ))
             .expression_attribute_values(":str", s("S"))
             .expression_attribute_values(":num", s("N"))
             .expression_attribute_values(":me", s(&self.owner.id))
@@ -190,10 +214,16 @@ impl Leases<'_> {
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":rfc", s(&clock::rfc3339(now)))
             .expression_attribute_values(":null", s("NULL"))
-            .expression_attribute_values(":cutoff", n(clock::cutoff_nanos(ttl)))
+            .expression_attribute_values(":cutoff", n(liveness::ancient_cutoff(ttl)))
             // The old row: the capture changes none of the attributes read from it.
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let req = match stale {
+            Some(v) => req
+                .expression_attribute_values(":seenowner", s(&v.owner))
+                .expression_attribute_values(":seenlast", n(v.last_update)),
+            None => req,
+        };
         match self.bridge.block_on(req.send()) {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
@@ -212,20 +242,22 @@ impl Leases<'_> {
                 });
                 Ok(Capture::HeldBy {
                     holder: old.and_then(|item| string_attr(item, "OwnerName")),
-                    last_update: old.and_then(|item| match item.get("LastUpdate") {
-                        Some(AttributeValue::N(v)) => v.parse().ok(),
-                        _ => None,
-                    }),
+                    version: old.and_then(version_of),
                 })
             }
             Err(e) => Err(self.other(format!("capturing the lease of shard {shard}"), e)),
         }
     }
 
-    /// Whether `shard` can be captured now — unowned, ours, or not written for `ttl` —
-    /// by a consistent read: waiting for a lease costs reads, not failed conditional
+    /// Whether `shard` can be captured now — unowned, ours, or stale as `liveness` sees
+    /// it — by a consistent read: waiting for a lease costs reads, not failed conditional
     /// writes (which consume write capacity on provisioned tables).
-    pub(crate) fn capturable(&self, shard: &str, ttl: Duration) -> Result<bool, WriteError> {
+    pub(crate) fn capturable(
+        &self,
+        shard: &str,
+        ttl: Duration,
+        liveness: &Liveness,
+    ) -> Result<LeaseState, WriteError> {
         let out = self
             .bridge
             .block_on(
@@ -240,14 +272,17 @@ impl Leases<'_> {
             )
             .map_err(|e| self.other(format!("reading the lease of shard {shard}"), e))?;
         let Some(item) = out.item else {
-            return Ok(true);
+            return Ok(LeaseState::Free);
         };
-        let owner = string_attr(&item, "OwnerID");
-        let last = match item.get("LastUpdate") {
-            Some(AttributeValue::N(v)) => v.parse::<i64>().unwrap_or(0),
-            _ => 0,
-        };
-        Ok(owner.is_none_or(|o| o == self.owner.id) || last < clock::cutoff_nanos(ttl))
+        if string_attr(&item, "OwnerID").is_none_or(|o| o == self.owner.id) {
+            return Ok(LeaseState::Free);
+        }
+        Ok(match version_of(&item) {
+            // An owner or time of a type no client writes: the capture repairs it.
+            None => LeaseState::Free,
+            Some(v) if liveness.lease_is_stale(shard, &v, ttl) => LeaseState::Stale(v),
+            Some(_) => LeaseState::Held,
+        })
     }
 
     /// Starts heartbeating the lease and, with `checkpoint`, moving the checkpoint,
@@ -371,6 +406,17 @@ impl Leases<'_> {
             transient: retry::is_transient(&e),
             error: Error::aws(format!("{what} in table {}", self.table), e),
         }
+    }
+}
+
+/// A held row's owner and `LastUpdate`, if both have the types clients write.
+fn version_of(item: &HashMap<String, AttributeValue>) -> Option<Version> {
+    match (item.get("OwnerID"), item.get("LastUpdate")) {
+        (Some(AttributeValue::S(owner)), Some(AttributeValue::N(t))) => Some(Version {
+            owner: owner.clone(),
+            last_update: t.parse().ok()?,
+        }),
+        _ => None,
     }
 }
 

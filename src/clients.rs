@@ -1,8 +1,9 @@
 //! The `<app>_clients` table: who is in the fleet.
 //!
 //! Each client puts its row (`ID`, `Name`, `LastUpdate` ns, `LastUpdateRFC`) at start and
-//! at every shard check, and deletes it on a clean stop. A row older than the lease TTL
-//! (5 × shard check frequency) belongs to a client that is gone.
+//! at every shard check, and deletes it on a clean stop. A row that has not changed for
+//! the lease TTL (5 × shard check frequency), as this client observes it
+//! ([`Liveness`]), belongs to a client that is gone.
 //!
 //! Rust clients add [`SCHEME_ATTRIBUTE`] to their row; the Go library ignores attributes
 //! it does not know, so a live row without it is a Go client's (see
@@ -16,6 +17,7 @@ use crate::bridge::Bridge;
 use crate::checkpoints::Owner;
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::liveness::Liveness;
 use crate::tables;
 
 /// The attribute that marks a Rust client's row, and its value: the assignment scheme
@@ -87,11 +89,17 @@ pub(crate) struct Clients {
 /// Rows this old belong to clients that will not come back.
 pub(crate) const ANCIENT: Duration = Duration::from_secs(48 * 3600);
 
-/// Reads every client row (consistent, paginated scan).
-pub(crate) fn scan(bridge: &Bridge, table: &str, ttl: Duration) -> Result<Clients> {
-    let cutoff = clock::cutoff_nanos(ttl);
+/// Reads every client row (consistent, paginated scan), telling `liveness` which
+/// clients are gone.
+pub(crate) fn scan(
+    bridge: &Bridge,
+    table: &str,
+    ttl: Duration,
+    liveness: &Liveness,
+) -> Result<Clients> {
     let ancient = clock::cutoff_nanos(ANCIENT);
     let mut clients = Clients::default();
+    let mut dead = std::collections::HashSet::new();
     tables::scan_all(bridge, table, None, |item| {
         let Some(AttributeValue::S(id)) = item.get("ID") else {
             return;
@@ -100,15 +108,19 @@ pub(crate) fn scan(bridge: &Bridge, table: &str, ttl: Duration) -> Result<Client
             Some(AttributeValue::N(v)) => v.parse::<i64>().unwrap_or(0),
             _ => 0,
         };
-        if updated > cutoff {
+        if !liveness.is_stale(&format!("client/{id}"), None, updated, ttl) {
             clients.live.push(id.clone());
             if !matches!(item.get(SCHEME_ATTRIBUTE), Some(AttributeValue::S(v)) if v == SCHEME) {
                 clients.go.push(id.clone());
             }
-        } else if updated < ancient {
-            clients.ancient.push(id.clone());
+        } else {
+            dead.insert(id.clone());
+            if updated < ancient {
+                clients.ancient.push(id.clone());
+            }
         }
     })?;
     clients.live.sort_unstable();
+    liveness.set_dead_clients(dead);
     Ok(clients)
 }

@@ -14,7 +14,25 @@ pub(crate) fn unix_nanos(t: SystemTime) -> i64 {
 }
 
 pub(crate) fn now_nanos() -> i64 {
-    unix_nanos(SystemTime::now())
+    unix_nanos(SystemTime::now()).saturating_add(test_offset())
+}
+
+/// Test builds only (feature `testing`): `KINSUMER_TESTING_CLOCK_OFFSET_MS` shifts this
+/// process's timestamps, to run a fleet member whose clock is wrong.
+#[cfg(feature = "testing")]
+fn test_offset() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var("KINSUMER_TESTING_CLOCK_OFFSET_MS")
+            .ok()
+            .and_then(|v| v.parse::<i64>().ok())
+            .map_or(0, |ms| ms.saturating_mul(1_000_000))
+    })
+}
+
+#[cfg(not(feature = "testing"))]
+fn test_offset() -> i64 {
+    0
 }
 
 /// Nanoseconds `age` before now: rows last updated before this are stale.

@@ -341,6 +341,7 @@ impl Kinsumer {
             bridge: self.bridge.clone(),
             records: self.records_tx.clone(),
             budget: Arc::clone(&self.budget),
+            liveness: Arc::default(),
             notices: Notices::new(
                 self.fatal_tx.clone(),
                 Arc::clone(self.config.stats()),

@@ -97,6 +97,8 @@ pub(crate) struct CoordinatorParts {
     pub(crate) records: Sender<Record>,
     /// The byte bound on the records channel.
     pub(crate) budget: Arc<crate::budget::Budget>,
+    /// What this client has seen of the fleet's rows (staleness on its own clock).
+    pub(crate) liveness: Arc<crate::liveness::Liveness>,
     pub(crate) notices: Notices,
     pub(crate) commands: Receiver<Command>,
     /// Where a commanded shutdown reports what it could not finish.
@@ -383,7 +385,16 @@ impl<'a> Coordinator<'a> {
     /// shards are assigned to this client.
     fn refresh(&mut self) -> Result<usize> {
         let names = Arc::clone(&self.parts.names);
-        let clients = clients::scan(self.bridge, &names.clients, self.parts.config.lease_ttl())?;
+        let clients = clients::scan(
+            self.bridge,
+            &names.clients,
+            self.parts.config.lease_ttl(),
+            &self.parts.liveness,
+        )?;
+        // Rows looked at every shard check stay; those of shards long handed off go.
+        self.parts
+            .liveness
+            .forget_unobserved(self.parts.config.lease_ttl().saturating_mul(4));
         let live = clients.live;
         if !live.contains(&self.parts.owner.id) {
             return Err(
@@ -445,6 +456,7 @@ impl<'a> Coordinator<'a> {
                 bridge: self.bridge.clone(),
                 records: self.parts.records.clone(),
                 budget: Arc::clone(&self.parts.budget),
+                liveness: Arc::clone(&self.parts.liveness),
                 notices: self.parts.notices.clone(),
                 exits: self.exits_tx.clone(),
                 abandon: Arc::clone(&self.abandon),
@@ -529,6 +541,7 @@ impl<'a> Coordinator<'a> {
                 &names.metadata,
                 &self.parts.owner,
                 self.parts.config.lease_ttl(),
+                &self.parts.liveness,
             )?
         } else {
             if self.leader {

@@ -59,6 +59,7 @@ mod fanout;
 mod fleet;
 mod health;
 mod lineage;
+mod liveness;
 mod metadata;
 mod record;
 mod retry;

@@ -1,8 +1,8 @@
 //! The `<app>_metadata` table: the fleet's leader and its shared shard list.
 //!
 //! Item `Leader` (`ID`, `Name`, `LastUpdate` ns, `LastUpdateRFC`) is held by conditional
-//! put — it succeeds if the item has no ID, is ours, or is stale — and refreshed at every
-//! shard check. Item `ShardCache` (`ShardIDs`: sorted list of strings, `LastUpdate`,
+//! put — it succeeds if the item has no ID, is ours, or is stale as this client observes
+//! it ([`Liveness`]) — and refreshed at every shard check. Item `ShardCache` (`ShardIDs`: sorted list of strings, `LastUpdate`,
 //! `LastUpdateRFC`) is written by the leader and read by every client, so all clients
 //! assign from the same shard list without each calling ListShards. Item
 //! `AssignmentMode` (`Mode`: `go` or `rendezvous`, `LastUpdate`, `LastUpdateRFC`) is this
@@ -17,7 +17,10 @@ use crate::bridge::Bridge;
 use crate::checkpoints::Owner;
 use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
+use crate::liveness::{self, Liveness, Version};
 use crate::retry;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 
 /// DynamoDB's item size limit is 400 KB; stay clear of it.
 const MAX_CACHE_BYTES: usize = 390 * 1024;
@@ -26,40 +29,87 @@ fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.to_owned())
 }
 
-/// Takes or keeps the leadership. `Ok(false)` if another live client holds it.
+/// Takes or keeps the leadership. `Ok(false)` if another live client holds it. The
+/// holder's row is judged stale by `liveness` (on this client's clock), and taken only
+/// if it still has the version observed as stale.
 pub(crate) fn claim_leadership(
     bridge: &Bridge,
     table: &str,
     me: &Owner,
     ttl: Duration,
+    liveness: &Liveness,
 ) -> Result<bool> {
-    let now = clock::now_nanos();
-    let req = bridge
-        .dynamodb()
-        .put_item()
-        .table_name(table)
-        .item("Key", s("Leader"))
-        .item("ID", s(&me.id))
-        .item("Name", s(&me.name))
-        .item("LastUpdate", AttributeValue::N(now.to_string()))
-        .item("LastUpdateRFC", s(&clock::rfc3339(now)))
-        .condition_expression(
+    let mut stale: Option<Version> = None;
+    loop {
+        let now = clock::now_nanos();
+        let mut condition = String::from(
             "attribute_not_exists(#id) OR attribute_type(#id, :null) OR #id = :me OR LastUpdate < :cutoff",
-        )
-        .expression_attribute_names("#id", "ID")
-        .expression_attribute_values(":me", s(&me.id))
-        .expression_attribute_values(":null", s("NULL"))
-        .expression_attribute_values(
-            ":cutoff",
-            AttributeValue::N(clock::cutoff_nanos(ttl).to_string()),
         );
-    match bridge.block_on(req.send()) {
-        Ok(_) => Ok(true),
-        Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
-        Err(e) => Err(Error::aws(
-            format!("claiming the leadership in table {table}"),
-            e,
-        )),
+        let mut req = bridge
+            .dynamodb()
+            .put_item()
+            .table_name(table)
+            .item("Key", s("Leader"))
+            .item("ID", s(&me.id))
+            .item("Name", s(&me.name))
+            .item("LastUpdate", AttributeValue::N(now.to_string()))
+            .item("LastUpdateRFC", s(&clock::rfc3339(now)))
+            .expression_attribute_names("#id", "ID")
+            .expression_attribute_values(":me", s(&me.id))
+            .expression_attribute_values(":null", s("NULL"))
+            .expression_attribute_values(
+                ":cutoff",
+                AttributeValue::N(liveness::ancient_cutoff(ttl).to_string()),
+            )
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(v) = &stale {
+            condition.push_str(" OR (#id = :seenid AND LastUpdate = :seenlast)");
+            req = req
+                .expression_attribute_values(":seenid", s(&v.owner))
+                .expression_attribute_values(
+                    ":seenlast",
+                    AttributeValue::N(v.last_update.to_string()),
+                );
+        }
+        match bridge.block_on(req.condition_expression(condition).send()) {
+            Ok(_) => return Ok(true),
+            Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
+                let holder = e.as_service_error().and_then(|se| match se {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item.as_ref(),
+                    _ => None,
+                });
+                let version =
+                    holder.and_then(|item| match (item.get("ID"), item.get("LastUpdate")) {
+                        (Some(AttributeValue::S(id)), Some(AttributeValue::N(t))) => {
+                            Some(Version {
+                                owner: id.clone(),
+                                last_update: t.parse().ok()?,
+                            })
+                        }
+                        _ => None,
+                    });
+                match version {
+                    Some(v)
+                        if stale.is_none()
+                            && (liveness.is_stale(
+                                "leader",
+                                Some(&v.owner),
+                                v.last_update,
+                                ttl,
+                            ) || liveness.is_dead(&v.owner)) =>
+                    {
+                        stale = Some(v);
+                    }
+                    _ => return Ok(false),
+                }
+            }
+            Err(e) => {
+                return Err(Error::aws(
+                    format!("claiming the leadership in table {table}"),
+                    e,
+                ));
+            }
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError
 
 use crate::aggregate;
 use crate::bridge::Bridge;
-use crate::checkpoints::{Capture, Leases, Owner, WriteError};
+use crate::checkpoints::{Capture, LeaseState, Leases, Owner, WriteError};
 use crate::config::{Config, InitialPosition};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::FanOut;
@@ -120,6 +120,8 @@ pub(crate) struct ShardContext {
     pub(crate) records: Sender<Record>,
     /// The byte bound on the records channel.
     pub(crate) budget: Arc<crate::budget::Budget>,
+    /// What this client has seen of the fleet's rows.
+    pub(crate) liveness: Arc<crate::liveness::Liveness>,
     pub(crate) notices: Notices,
     pub(crate) exits: Sender<(Arc<str>, ShardExit)>,
     /// Set before a simulated crash: exit without releasing or committing.
@@ -464,8 +466,10 @@ impl<'a> Worker<'a> {
         let ttl = self.ctx.config.lease_ttl();
         let mut backoff =
             Backoff::new(self.throttle(), Duration::from_secs(2).max(self.throttle()));
+        // A version of the row this client saw go stale: the capture may take it.
+        let mut stale: Option<crate::liveness::Version> = None;
         loop {
-            match self.leases().capture(self.shard(), ttl) {
+            match self.leases().capture(self.shard(), ttl, stale.as_ref()) {
                 Ok(Capture::Captured(found)) => {
                     log::info!(
                         "client {}: acquired the lease of shard {} (checkpoint {:?})",
@@ -494,43 +498,38 @@ impl<'a> Worker<'a> {
                     let start = found.start;
                     return Some(Ok(self.start_from(found.checkpoint, start)));
                 }
-                Ok(Capture::HeldBy {
-                    holder,
-                    last_update,
-                }) => {
+                Ok(Capture::HeldBy { holder, version }) => {
                     log::debug!(
-                        "client {}: shard {} is leased by {}; retrying",
+                        "client {}: shard {} is leased by {}; waiting",
                         self.ctx.owner.name,
                         self.shard(),
                         holder.as_deref().unwrap_or("another client")
                     );
-                    // A live holder releases at its next shard check: retry at the
-                    // throttle delay. One silent for longer than that is probably gone:
-                    // wait (up to a shard check) for its lease to go stale instead of
-                    // spending writes.
-                    let silent = last_update
-                        .map(|t| {
-                            Duration::from_nanos(
-                                crate::clock::now_nanos().saturating_sub(t).max(0) as u64
-                            )
-                        })
-                        .unwrap_or_default();
-                    let check = self.ctx.config.shard_check_frequency();
-                    let delay = if silent > check + self.ctx.config.commit_frequency() {
-                        ttl.saturating_sub(silent).min(check).max(self.throttle())
-                    } else {
-                        self.throttle()
-                    };
-                    // Wait by reading, and write again only once the row is free.
-                    loop {
+                    let liveness = Arc::clone(&self.ctx.liveness);
+                    stale = version.filter(|v| liveness.lease_is_stale(self.shard(), v, ttl));
+                    if stale.is_some() {
+                        continue;
+                    }
+                    // Wait by reading, and write again only once the row is free or
+                    // stale. A live holder releases at its next shard check: poll from
+                    // the throttle delay, slowing to 2 s (or the shard check).
+                    let most = self
+                        .ctx
+                        .config
+                        .shard_check_frequency()
+                        .min(Duration::from_secs(2))
+                        .max(self.throttle());
+                    let mut delay = self.throttle();
+                    stale = loop {
                         if self.stop_within(delay) {
                             return None;
                         }
-                        match self.leases().capturable(self.shard(), ttl) {
-                            Ok(false) => {}
-                            Ok(true) | Err(_) => break,
+                        match self.leases().capturable(self.shard(), ttl, &liveness) {
+                            Ok(LeaseState::Held) => delay = (delay * 2).min(most),
+                            Ok(LeaseState::Stale(v)) => break Some(v),
+                            Ok(LeaseState::Free) | Err(_) => break None,
                         }
-                    }
+                    };
                     continue;
                 }
                 Err(WriteError::Other {

@@ -32,7 +32,18 @@ fn spawn_member(
     index: usize,
     log: &Arc<parking_lot::Mutex<Vec<(usize, String)>>>,
 ) -> TestResult<Process> {
+    spawn_member_with_clock(env, index, log, 0)
+}
+
+/// A member whose clock is `offset_ms` off (the test kit's clock hook).
+fn spawn_member_with_clock(
+    env: &Env,
+    index: usize,
+    log: &Arc<parking_lot::Mutex<Vec<(usize, String)>>>,
+    offset_ms: i64,
+) -> TestResult<Process> {
     let mut child = Command::new(std::env::current_exe()?)
+        .env("KINSUMER_TESTING_CLOCK_OFFSET_MS", offset_ms.to_string())
         .args([
             "--ignored",
             "--exact",
@@ -193,6 +204,66 @@ fn sigkill_of_one_process_loses_nothing_and_duplicates_only_its_window() -> Test
             who.contains(&0),
             "duplicate {record} not from the killed process: {who:?}"
         );
+    }
+    Ok(())
+}
+
+/// A member whose clock runs 10 minutes fast, then one running 10 minutes slow, shares
+/// 4 shards with an in-process client: no lease moves while both live (a fast clock
+/// would see the other as dead and take its leases; a slow one would have its own taken),
+/// and when the skewed member is SIGKILLed its shards fail over as usual.
+#[test]
+fn clock_skew_takes_no_live_lease_and_a_dead_skewed_member_fails_over() -> TestResult {
+    support::init_logging();
+    if std::env::var_os(MEMBER).is_some() {
+        return Ok(());
+    }
+    for offset_ms in [600_000i64, -600_000] {
+        let mut env = Env::new(4)?;
+        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let deliveries: support::Deliveries = Arc::default();
+        let local = support::Member::start(
+            9,
+            env.consumer("local", support::fast_config())?,
+            deliveries,
+        )?;
+        let mut skewed = spawn_member_with_clock(&env, 0, &log, offset_ms)?;
+        support::wait_for(Duration::from_secs(60), "two leases each", || {
+            let owners = env.owners()?;
+            let local_n = owners.values().filter(|o| **o == local.id).count();
+            Ok(owners.len() == 4 && local_n == 2)
+        })?;
+        let settled = env.owners()?;
+        // Twice the lease time (5 s): every row has gone without change for longer than
+        // any lease time by one of the two clocks.
+        let watch = std::time::Instant::now();
+        while watch.elapsed() < Duration::from_secs(10) {
+            let now = env.owners()?;
+            assert_eq!(
+                now, settled,
+                "a lease moved between live clients with a clock {offset_ms} ms off"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        skewed.child.kill()?;
+        skewed.child.wait()?;
+        let killed = std::time::Instant::now();
+        support::wait_for(
+            Duration::from_secs(60),
+            "the local client owning all",
+            || {
+                let owners = env.owners()?;
+                Ok(owners.len() == 4 && owners.values().all(|o| *o == local.id))
+            },
+        )?;
+        let failover = killed.elapsed();
+        println!("clock {offset_ms:+} ms: the dead member's shards moved after {failover:?}");
+        // The lease time is 5 s, a shard check 1 s: the normal failover.
+        assert!(
+            failover < Duration::from_secs(15),
+            "failover took {failover:?} with a clock {offset_ms} ms off"
+        );
+        local.stop()?;
     }
     Ok(())
 }
