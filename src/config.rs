@@ -90,6 +90,7 @@ pub struct Config {
     leader_action_frequency: Duration,
     buffer_size: usize,
     buffer_bytes: usize,
+    max_unmarked: u64,
     dynamo_read_capacity: i64,
     dynamo_write_capacity: i64,
     dynamo_waiter_delay: Duration,
@@ -134,6 +135,7 @@ impl Default for Config {
             leader_action_frequency: Duration::from_secs(60),
             buffer_size: 100,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
+            max_unmarked: 10_000,
             dynamo_read_capacity: 10,
             dynamo_write_capacity: 10,
             dynamo_waiter_delay: Duration::from_secs(3),
@@ -163,6 +165,7 @@ impl fmt::Debug for Config {
             .field("leader_action_frequency", &self.leader_action_frequency)
             .field("buffer_size", &self.buffer_size)
             .field("buffer_bytes", &self.buffer_bytes)
+            .field("max_unmarked", &self.max_unmarked)
             .field("dynamo_read_capacity", &self.dynamo_read_capacity)
             .field("dynamo_write_capacity", &self.dynamo_write_capacity)
             .field("dynamo_waiter_delay", &self.dynamo_waiter_delay)
@@ -512,6 +515,35 @@ impl Config {
     pub fn buffer_bytes(&self) -> usize {
         self.buffer_bytes
     }
+
+    /// How many records of one shard may be handed out past the oldest one not yet
+    /// processed (default 10,000; at least 1).
+    ///
+    /// In [`CheckpointMode::Manual`], a record never marked holds its shard's checkpoint
+    /// back, and every later mark has to be remembered until it is. At this bound the
+    /// shard stops handing out records — it pauses, the other shards go on, its lease
+    /// stays alive — until the oldest is marked; a closed shard does not finish (and its
+    /// children do not start) while a record of it is unmarked. From one shard check on,
+    /// the hold-up is logged and reported to
+    /// [`Stats::records_held_back`](crate::Stats::records_held_back) with its age. In
+    /// auto mode records are processed in order and this bound is never reached.
+    ///
+    /// ```
+    /// let config = kinsumer::Config::default()
+    ///     .with_checkpoint_mode(kinsumer::CheckpointMode::Manual)
+    ///     .with_max_unmarked(500);
+    /// assert_eq!(config.max_unmarked(), 500);
+    /// assert!(kinsumer::Config::default().with_max_unmarked(0).validate().is_err());
+    /// ```
+    pub fn with_max_unmarked(mut self, records: u64) -> Self {
+        self.max_unmarked = records;
+        self
+    }
+
+    /// The bound on records handed out past the oldest unprocessed one, per shard.
+    pub fn max_unmarked(&self) -> u64 {
+        self.max_unmarked
+    }
     /// The DynamoDB read capacity.
     pub fn dynamo_read_capacity(&self) -> i64 {
         self.dynamo_read_capacity
@@ -603,7 +635,11 @@ impl Config {
         {
             return fail(ErrorKind::InvalidLeaderActionFrequency);
         }
-        if self.buffer_size == 0 || self.buffer_size > MAX_BUFFER_SIZE || self.buffer_bytes == 0 {
+        if self.buffer_size == 0
+            || self.buffer_size > MAX_BUFFER_SIZE
+            || self.buffer_bytes == 0
+            || self.max_unmarked == 0
+        {
             return fail(ErrorKind::InvalidBufferSize);
         }
         if self.dynamo_read_capacity <= 0 || self.dynamo_write_capacity <= 0 {

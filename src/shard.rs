@@ -344,6 +344,8 @@ struct Worker<'a> {
     last_write: Instant,
     /// The commit in flight, if any.
     in_flight: Option<InFlight>,
+    /// No report of held-back records before this.
+    next_held_back_report: Instant,
 }
 
 /// A commit sent and not yet answered.
@@ -372,6 +374,7 @@ impl<'a> Worker<'a> {
             checkpoint: None,
             last_write: now,
             in_flight: None,
+            next_held_back_report: now,
         }
     }
 
@@ -746,6 +749,7 @@ impl<'a> Worker<'a> {
         progress: &ShardProgress,
         reader: &mut Reader<'_>,
     ) -> Result<(), Interrupt> {
+        self.wait_for_marks(progress)?;
         let size = record.buffered_size();
         self.wait_for_room(size, progress)?;
         let sent = self.send_counted(record, progress, reader);
@@ -753,6 +757,36 @@ impl<'a> Worker<'a> {
             self.ctx.budget.release(size);
         }
         sent
+    }
+
+    /// Waits (committing on schedule) while `max_unmarked` records of this shard are
+    /// handed out past the oldest one not yet processed.
+    fn wait_for_marks(&mut self, progress: &ShardProgress) -> Result<(), Interrupt> {
+        let max = self.ctx.config.max_unmarked();
+        let mut warned = false;
+        loop {
+            let processed = progress.processed_since(u64::MAX).0;
+            let outstanding = self.delivered.saturating_sub(processed);
+            if outstanding < max {
+                return Ok(());
+            }
+            if !warned {
+                log::warn!(
+                    "shard {}: {outstanding} records handed out past the oldest one not yet \
+                     marked processed (the bound, max_unmarked); pausing the shard until it is",
+                    self.shard()
+                );
+                warned = true;
+            }
+            self.commit_if_due(progress)?;
+            if !matches!(self.stop.try_recv(), Err(TryRecvError::Empty)) {
+                return Err(Interrupt::Stop);
+            }
+            let deadline = self
+                .next_commit
+                .min(Instant::now() + Duration::from_millis(100));
+            progress.wait_for_mark(deadline);
+        }
     }
 
     /// Reserves `size` bytes of the buffer's byte bound, waiting (and committing on
@@ -874,6 +908,7 @@ impl<'a> Worker<'a> {
             return Ok(());
         }
         self.next_commit = now + self.ctx.config.commit_frequency();
+        self.report_held_back(progress, now);
         let unrenewed = now.duration_since(self.last_write);
         let limit = self
             .ctx
@@ -922,6 +957,31 @@ impl<'a> Worker<'a> {
             sent: now,
         });
         Ok(())
+    }
+
+    /// Once per shard check, says so if a record handed out a shard check ago or more
+    /// still holds the checkpoint back.
+    fn report_held_back(&mut self, progress: &ShardProgress, now: Instant) {
+        let check = self.ctx.config.shard_check_frequency();
+        let Some(age) = progress.held_back_for().filter(|a| *a >= check) else {
+            return;
+        };
+        if now < self.next_held_back_report {
+            return;
+        }
+        self.next_held_back_report = now + check;
+        let outstanding = self
+            .delivered
+            .saturating_sub(progress.processed_since(u64::MAX).0);
+        log::warn!(
+            "shard {}: the oldest of {outstanding} records handed out has not been processed \
+             for {age:?}; the checkpoint waits for it",
+            self.shard()
+        );
+        self.ctx
+            .config
+            .stats()
+            .records_held_back(self.shard(), outstanding, age);
     }
 
     /// Takes a finished commit's outcome.

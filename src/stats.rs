@@ -104,6 +104,14 @@ pub trait Stats: Send + Sync + fmt::Debug {
         let _ = (shard_id, in_flight_for);
     }
 
+    /// `count` records of a shard were handed out and the oldest of them has held the
+    /// checkpoint back for `age` without being processed (called once per shard check
+    /// while it lasts, from one shard check on). In manual mode, a record that is never
+    /// marked; see [`Config::with_max_unmarked`](crate::Config::with_max_unmarked).
+    fn records_held_back(&self, shard_id: &str, count: u64, age: Duration) {
+        let _ = (shard_id, count, age);
+    }
+
     /// Something went wrong that the consumer retries or works around (a failed call, a
     /// shard that will be restarted, a commit that will be tried again). Such errors never
     /// reach the record iterator, which yields only errors that end consumption; see also

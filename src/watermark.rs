@@ -177,6 +177,9 @@ struct ProgressState {
     /// One past the highest index handed to the caller.
     handed_out: u64,
     phase: Phase,
+    /// Since when the oldest record handed out and not yet processed has held the
+    /// checkpoint back (`None` when every record handed out is processed).
+    held_back_since: Option<Instant>,
 }
 
 /// One lease's delivery state, shared by its shard thread and the caller's threads.
@@ -199,6 +202,7 @@ impl ShardProgress {
                 watermark: Watermark::default(),
                 handed_out: 0,
                 phase: Phase::Delivering,
+                held_back_since: None,
             }),
             marked: Condvar::new(),
         }
@@ -216,16 +220,36 @@ impl ShardProgress {
             return false;
         }
         st.handed_out = st.handed_out.max(index + 1);
+        if st.held_back_since.is_none() {
+            st.held_back_since = Some(Instant::now());
+        }
         true
     }
 
     pub(crate) fn mark(&self, index: u64, seq: &str, part: Option<&AggregatePart>) {
         let mut st = self.state.lock();
         if st.phase != Phase::Sealed {
+            let before = st.watermark.processed_count();
             st.watermark.mark(index, seq, part);
+            let after = st.watermark.processed_count();
+            if after != before {
+                st.held_back_since = (st.handed_out > after).then(Instant::now);
+            }
             drop(st);
             self.marked.notify_all();
         }
+    }
+
+    /// How long the oldest record handed out and not yet processed has held the
+    /// checkpoint back, if one does.
+    pub(crate) fn held_back_for(&self) -> Option<std::time::Duration> {
+        self.state.lock().held_back_since.map(|t| t.elapsed())
+    }
+
+    /// Waits until a record is marked or `deadline` passes.
+    pub(crate) fn wait_for_mark(&self, deadline: Instant) {
+        let mut st = self.state.lock();
+        let _ = self.marked.wait_until(&mut st, deadline);
     }
 
     /// Stops hand-outs (records still in the channel are dropped), keeping marks.

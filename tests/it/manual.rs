@@ -68,3 +68,80 @@ fn out_of_order_marks_from_threads_checkpoint_the_contiguous_prefix() -> TestRes
     consumer.stop();
     Ok(())
 }
+
+/// Counts `Stats::records_held_back` reports.
+#[derive(Debug, Default)]
+struct HeldBack {
+    reports: std::sync::atomic::AtomicU64,
+    oldest_ms: std::sync::atomic::AtomicU64,
+}
+
+impl kinsumer::Stats for HeldBack {
+    fn records_held_back(&self, _shard: &str, _count: u64, age: Duration) {
+        use std::sync::atomic::Ordering;
+        self.reports.fetch_add(1, Ordering::SeqCst);
+        self.oldest_ms
+            .fetch_max(age.as_millis() as u64, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_record_never_marked_pauses_its_shard_at_the_bound_and_is_reported() -> TestResult {
+    use std::sync::atomic::Ordering;
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    const N: u64 = 300;
+    const BOUND: u64 = 50;
+    env.put_numbered(0, N, 5)?;
+    let stats = std::sync::Arc::new(HeldBack::default());
+    let config = support::fast_config()
+        .with_checkpoint_mode(CheckpointMode::Manual)
+        .with_max_unmarked(BOUND)
+        .with_stats(stats.clone());
+    let consumer = env.consumer("forgetful", config)?;
+    consumer.run()?;
+    // The first record is kept and never marked; every other one is marked at once.
+    let mut records = consumer.records();
+    let first = match records.next_timeout(Duration::from_secs(30)) {
+        Polled::Record(r) => r,
+        other => return Err(format!("expected a record, got {other:?}").into()),
+    };
+    let mut received = 1u64;
+    // The shard hands out up to the bound past the unmarked record, then pauses.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while received < BOUND {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {received} records"
+        );
+        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(100)) {
+            r.mark_processed();
+            received += 1;
+        }
+    }
+    // The hold-up is reported once it is a shard check (1 s) old …
+    support::wait_for(Duration::from_secs(30), "the hold-up reported", || {
+        Ok(stats.reports.load(Ordering::SeqCst) > 0)
+    })?;
+    assert!(stats.oldest_ms.load(Ordering::SeqCst) >= 1_000);
+    // … and nothing more comes meanwhile.
+    assert!(
+        records
+            .next_timeout(Duration::from_millis(300))
+            .is_timed_out(),
+        "a record handed out past the bound"
+    );
+    // Marking it lets the shard go on: everything arrives.
+    first.mark_processed();
+    while received < N {
+        match records.next_timeout(Duration::from_secs(30)) {
+            Polled::Record(r) => {
+                r.mark_processed();
+                received += 1;
+            }
+            other => return Err(format!("after {received}: {other:?}").into()),
+        }
+    }
+    consumer.close()?;
+    Ok(())
+}
