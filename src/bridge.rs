@@ -449,6 +449,19 @@ impl<T, E> Call<T, E> {
         }
     }
 
+    /// Waits up to `slice` for the answer: `None` if it has not come yet (the call goes on).
+    #[allow(
+        clippy::result_large_err,
+        reason = "passes the SDK's own result type through unchanged"
+    )]
+    pub(crate) fn wait_for(&self, slice: Duration) -> Option<Result<T, SdkError<E>>> {
+        match self.answer.recv_timeout(slice) {
+            Ok(answer) => Some(answer),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Some(Err(lost())),
+        }
+    }
+
     /// The answer if it has come (`Some(Err(…))` if the runtime lost the call).
     #[allow(
         clippy::result_large_err,

@@ -287,12 +287,29 @@ impl Leases<'_> {
 
     /// Starts heartbeating the lease and, with `checkpoint`, moving the checkpoint,
     /// without waiting: the shard keeps reading while the write is in flight.
+    ///
+    /// One attempt, of at most `attempt` (the next commit interval sends a fresh write): a
+    /// write hung on a dead connection must not hold back the next renewal for the SDK's
+    /// retries. Only one commit is in flight per shard, so they land in order.
     pub(crate) fn start_commit(
         &self,
         shard: &str,
         checkpoint: Option<&Checkpoint>,
+        attempt: Duration,
     ) -> PendingWrite {
-        let req = self.owned_update_request(shard, COMMIT_SET, checkpoint);
+        let req = self
+            .owned_update_request(shard, COMMIT_SET, checkpoint)
+            .customize()
+            .config_override(
+                aws_sdk_dynamodb::config::Builder::default()
+                    .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+                    .timeout_config(
+                        aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                            .operation_attempt_timeout(attempt)
+                            .operation_timeout(attempt)
+                            .build(),
+                    ),
+            );
         PendingWrite {
             call: self.bridge.call(req.send()),
             what: format!(

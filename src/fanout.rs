@@ -509,7 +509,12 @@ where
 }
 
 impl RecordSource for FanOut {
-    fn next_batch(&mut self, bridge: &Bridge, _limit: i32) -> Result<Batch, SourceError> {
+    fn next_batch(
+        &mut self,
+        bridge: &Bridge,
+        _limit: i32,
+        _tick: crate::source::Tick<'_>,
+    ) -> Result<Batch, SourceError> {
         let empty = || Batch {
             records: Vec::new(),
             millis_behind_latest: None,

@@ -248,7 +248,12 @@ pub(crate) fn idle_delay(throttle: Duration, idle_poll: Duration, streak: u32) -
 }
 
 impl Reader<'_> {
-    fn fetch(&mut self, bridge: &Bridge, limit: i32) -> Result<Batch, SourceError> {
+    fn fetch(
+        &mut self,
+        bridge: &Bridge,
+        limit: i32,
+        tick: crate::source::Tick<'_>,
+    ) -> Result<Batch, SourceError> {
         if self.current.len() == 0 {
             // Free the spent batch's buffer before the next one arrives.
             self.current = Vec::new().into_iter();
@@ -256,7 +261,7 @@ impl Reader<'_> {
         let started = Instant::now();
         let result = self
             .source
-            .next_batch(bridge, limit.clamp(1, self.max_records));
+            .next_batch(bridge, limit.clamp(1, self.max_records), tick);
         self.next_fetch = started + self.throttle;
         if self.source.pushes() {
             // Pushed records arrive when they arrive: nothing to pace.
@@ -308,9 +313,9 @@ impl Reader<'_> {
 
     /// Fetches the next batch ahead. A failure is left for the main path to meet
     /// again, with its retries and reporting.
-    fn prefetch(&mut self, bridge: &Bridge) {
+    fn prefetch(&mut self, bridge: &Bridge, tick: crate::source::Tick<'_>) {
         let remaining = i32::try_from(self.current.len()).unwrap_or(self.max_records);
-        match self.fetch(bridge, self.max_records - remaining) {
+        match self.fetch(bridge, self.max_records - remaining, tick) {
             Ok(batch) => self.next = Some(batch),
             Err(_) => log::debug!(
                 "shard {}: prefetch failed; fetching again later",
@@ -355,6 +360,8 @@ struct InFlight {
     count: u64,
     checkpoint: Option<Checkpoint>,
     sent: Instant,
+    /// Its lag was logged.
+    warned: bool,
 }
 
 impl<'a> Worker<'a> {
@@ -408,6 +415,7 @@ impl<'a> Worker<'a> {
             Err(exit) => return exit,
         };
         let progress = Arc::new(ShardProgress::new(Arc::clone(&self.ctx.shard_id)));
+        progress.renew(self.last_write + self.lease_margin());
         let mut source: Box<dyn RecordSource> = match &self.ctx.consumer {
             Some(consumer) => Box::new(FanOut::new(
                 ShardRef {
@@ -705,10 +713,19 @@ impl<'a> Worker<'a> {
                     if let Err(i) = waited {
                         return i;
                     }
-                    match reader.fetch(self.bridge, reader.max_records) {
+                    let (bridge, limit) = (self.bridge, reader.max_records);
+                    let mut interrupted = None;
+                    let fetched = {
+                        let mut tick = || self.tick(progress, &mut interrupted);
+                        reader.fetch(bridge, limit, &mut tick)
+                    };
+                    match fetched {
                         Ok(batch) => {
                             backoff.reset();
                             batch
+                        }
+                        Err(SourceError::Interrupted) => {
+                            return interrupted.unwrap_or(Interrupt::Stop);
                         }
                         Err(SourceError::Transient(error)) => {
                             let delay = backoff.next_delay();
@@ -826,7 +843,15 @@ impl<'a> Worker<'a> {
             let mut deadline = self.next_commit;
             if let Some(at) = reader.prefetch_at() {
                 if Instant::now() >= at {
-                    reader.prefetch(self.bridge);
+                    let bridge = self.bridge;
+                    let mut interrupted = None;
+                    {
+                        let mut tick = || self.tick(progress, &mut interrupted);
+                        reader.prefetch(bridge, &mut tick);
+                    }
+                    if let Some(i) = interrupted {
+                        return Err(i);
+                    }
                     continue;
                 }
                 deadline = deadline.min(at);
@@ -874,6 +899,21 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// What a source waiting on a slow Kinesis call does every [`TICK`](crate::source::TICK):
+    /// commit on schedule (so a stalled read never stalls the lease) and watch for a stop.
+    /// `false`, with the reason in `interrupted`, ends the wait.
+    fn tick(&mut self, progress: &ShardProgress, interrupted: &mut Option<Interrupt>) -> bool {
+        if let Err(i) = self.commit_if_due(progress) {
+            *interrupted = Some(i);
+            return false;
+        }
+        if !matches!(self.stop.try_recv(), Err(TryRecvError::Empty)) {
+            *interrupted = Some(Interrupt::Stop);
+            return false;
+        }
+        true
+    }
+
     /// Waits until a pushing source has something, committing on schedule; `Err` on stop
     /// or a lost lease.
     fn wait_pushed(
@@ -901,7 +941,7 @@ impl<'a> Worker<'a> {
         if let Some(outcome) = self.in_flight.as_ref().and_then(|f| f.write.outcome())
             && let Some(done) = self.in_flight.take()
         {
-            self.settle(done, outcome)?;
+            self.settle(done, outcome, progress)?;
         }
         let now = Instant::now();
         if now < self.next_commit {
@@ -910,12 +950,7 @@ impl<'a> Worker<'a> {
         self.next_commit = now + self.ctx.config.commit_frequency();
         self.report_held_back(progress, now);
         let unrenewed = now.duration_since(self.last_write);
-        let limit = self
-            .ctx
-            .config
-            .lease_ttl()
-            .saturating_sub(self.ctx.config.shard_check_frequency());
-        if unrenewed >= limit {
+        if unrenewed >= self.lease_margin() {
             let e = Error::new(ErrorKind::LeaseLost).with_context(format!(
                 "shard {}: the lease was not renewed for {unrenewed:?} (DynamoDB unreachable?); \
                  stopped delivering the shard before another client may take it",
@@ -925,7 +960,7 @@ impl<'a> Worker<'a> {
             self.ctx.notices.report(e);
             return Err(Interrupt::LeaseExpired);
         }
-        if let Some(f) = &self.in_flight {
+        if let Some(f) = &mut self.in_flight {
             let age = now.duration_since(f.sent);
             if age
                 >= self
@@ -934,12 +969,17 @@ impl<'a> Worker<'a> {
                     .commit_frequency()
                     .max(Duration::from_secs(1))
             {
-                log::warn!(
-                    "shard {}: a checkpoint write has been in flight for {age:?} (lease last \
-                     renewed {unrenewed:?} ago); reading goes on",
-                    self.shard()
-                );
-                self.ctx.config.stats().commit_lagging(self.shard(), age);
+                if !std::mem::replace(&mut f.warned, true) {
+                    log::warn!(
+                        "shard {}: a checkpoint write has been in flight for {age:?} (lease \
+                         last renewed {unrenewed:?} ago); reading goes on",
+                        self.ctx.shard_id
+                    );
+                }
+                self.ctx
+                    .config
+                    .stats()
+                    .commit_lagging(&self.ctx.shard_id, age);
             }
             return Ok(());
         }
@@ -949,12 +989,15 @@ impl<'a> Worker<'a> {
             return Ok(());
         }
         self.in_flight = Some(InFlight {
-            write: self
-                .leases()
-                .start_commit(self.shard(), checkpoint.as_ref()),
+            write: self.leases().start_commit(
+                self.shard(),
+                checkpoint.as_ref(),
+                self.commit_attempt(),
+            ),
             count,
             checkpoint,
             sent: now,
+            warned: false,
         });
         Ok(())
     }
@@ -984,17 +1027,36 @@ impl<'a> Worker<'a> {
             .records_held_back(self.shard(), outstanding, age);
     }
 
+    /// A commit's one attempt: 2 s or the commit interval, whichever is longer, within
+    /// a quarter of the lease time.
+    fn commit_attempt(&self) -> Duration {
+        Duration::from_secs(2)
+            .max(self.ctx.config.commit_frequency())
+            .min(self.ctx.config.lease_ttl() / 4)
+    }
+
+    /// How long after its last renewal a lease is still surely this client's: the lease
+    /// time less one shard check.
+    fn lease_margin(&self) -> Duration {
+        self.ctx
+            .config
+            .lease_ttl()
+            .saturating_sub(self.ctx.config.shard_check_frequency())
+    }
+
     /// Takes a finished commit's outcome.
     fn settle(
         &mut self,
         done: InFlight,
         outcome: std::result::Result<(), WriteError>,
+        progress: &ShardProgress,
     ) -> Result<(), Interrupt> {
         match outcome {
             Ok(()) => {
                 self.committed = self.committed.max(done.count);
                 // The row says the lease was renewed when the write was sent.
                 self.last_write = self.last_write.max(done.sent);
+                progress.renew(self.last_write + self.lease_margin());
                 if let Some(c) = done.checkpoint {
                     log::debug!("shard {}: checkpoint {c:?}", self.shard());
                     self.report_commit(&c);
@@ -1043,7 +1105,8 @@ impl<'a> Worker<'a> {
     fn finish(&mut self, progress: &ShardProgress) -> Interrupt {
         // Everything delivered is processed: sealing waits for nothing.
         let (_, checkpoint) = progress.drain_and_seal(Instant::now(), self.committed);
-        match self.leases().finish(self.shard(), checkpoint.as_ref()) {
+        let shard = Arc::clone(&self.ctx.shard_id);
+        match self.final_write(|leases| leases.finish(&shard, checkpoint.as_ref())) {
             Ok(()) => {
                 log::info!(
                     "client {}: shard {} finished and released",
@@ -1064,10 +1127,38 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// A lease's last write (release or finish): transient failures are retried with
+    /// back-off for up to [`FINAL_WRITE_PATIENCE`], and never once the lease may have
+    /// run out. Giving up leaves the lease to go stale, and the next owner re-reads what
+    /// was processed since the last commit: worth a few seconds of a DynamoDB blip.
+    fn final_write(
+        &mut self,
+        write: impl Fn(&Leases<'_>) -> std::result::Result<(), WriteError>,
+    ) -> std::result::Result<(), WriteError> {
+        let deadline =
+            (Instant::now() + FINAL_WRITE_PATIENCE).min(self.last_write + self.lease_margin());
+        let mut backoff =
+            Backoff::new(self.throttle(), Duration::from_secs(2).max(self.throttle()));
+        loop {
+            match write(&self.leases()) {
+                Err(WriteError::Other {
+                    error,
+                    transient: true,
+                }) if Instant::now() + self.throttle() < deadline => {
+                    let delay = backoff
+                        .next_delay()
+                        .min(deadline.saturating_duration_since(Instant::now()));
+                    log::warn!("{error}; retrying in {delay:?}");
+                    std::thread::sleep(delay);
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
     /// Final commit and release. Stops handing out this shard's records, gives the
     /// caller a moment to finish the ones it holds (so a clean handover re-delivers
-    /// nothing), then writes. Retries transient failures briefly: a lease left behind
-    /// only delays the next owner until it goes stale.
+    /// nothing), then writes ([`final_write`](Worker::final_write)).
     /// `Err` with the last failure if the lease could not be released (it then expires on
     /// its own, delaying the next owner).
     fn release(&mut self, progress: &ShardProgress) -> Result<(), String> {
@@ -1076,45 +1167,42 @@ impl<'a> Worker<'a> {
         let deadline = Instant::now() + self.ctx.config.handover_grace();
         let (_, checkpoint) = progress.drain_and_seal(deadline, self.committed);
         self.ctx.config.listener().revoked(self.shard());
-        let mut last = String::new();
-        for attempt in 0..3 {
-            match self.leases().release(self.shard(), checkpoint.as_ref()) {
-                Ok(()) => {
-                    log::info!(
-                        "client {}: released the lease of shard {} (checkpoint {:?})",
-                        self.ctx.owner.name,
-                        self.shard(),
-                        checkpoint.as_ref().or(self.checkpoint.as_ref())
-                    );
-                    if let Some(c) = &checkpoint {
-                        self.report_commit(c);
-                    }
-                    self.ctx.config.stats().lease_released(self.shard());
-                    self.ctx.left_behind.lock().remove(self.shard());
-                    return Ok(());
+        let shard = Arc::clone(&self.ctx.shard_id);
+        match self.final_write(|leases| leases.release(&shard, checkpoint.as_ref())) {
+            Ok(()) => {
+                log::info!(
+                    "client {}: released the lease of shard {} (checkpoint {:?})",
+                    self.ctx.owner.name,
+                    self.shard(),
+                    checkpoint.as_ref().or(self.checkpoint.as_ref())
+                );
+                if let Some(c) = &checkpoint {
+                    self.report_commit(c);
                 }
-                Err(WriteError::LeaseLost) => {
-                    self.ctx.config.stats().lease_lost(self.shard());
-                    self.ctx.left_behind.lock().remove(self.shard());
-                    return Ok(());
-                }
-                Err(WriteError::Other { error, transient }) => {
-                    log::warn!("{error} (attempt {})", attempt + 1);
-                    last = error.to_string();
-                    if !transient {
-                        break;
-                    }
-                    std::thread::sleep(self.throttle());
-                }
+                self.ctx.config.stats().lease_released(self.shard());
+                self.ctx.left_behind.lock().remove(self.shard());
+                Ok(())
+            }
+            Err(WriteError::LeaseLost) => {
+                self.ctx.config.stats().lease_lost(self.shard());
+                self.ctx.left_behind.lock().remove(self.shard());
+                Ok(())
+            }
+            Err(WriteError::Other { error, .. }) => {
+                log::warn!("{error}; leaving the lease to expire");
+                let last = error.to_string();
+                self.ctx
+                    .left_behind
+                    .lock()
+                    .insert(Arc::clone(&self.ctx.shard_id), last.clone());
+                Err(last)
             }
         }
-        self.ctx
-            .left_behind
-            .lock()
-            .insert(Arc::clone(&self.ctx.shard_id), last.clone());
-        Err(last)
     }
 }
+
+/// How long a lease's last write retries transient failures.
+const FINAL_WRITE_PATIENCE: Duration = Duration::from_secs(15);
 
 #[cfg(test)]
 mod tests {

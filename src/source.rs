@@ -33,6 +33,42 @@ pub(crate) enum SourceError {
     Transient(Error),
     /// This shard cannot be read by this thread (stream gone, access denied, …).
     Fatal(Error),
+    /// The worker's [`Tick`] asked to give up waiting (a stop, a lost lease).
+    Interrupted,
+}
+
+/// What a source calls while it waits on a slow call, about every [`TICK`]: the worker
+/// keeps its lease alive (commits, renewals) meanwhile. `false` means stop waiting.
+pub(crate) type Tick<'t> = &'t mut dyn FnMut() -> bool;
+
+/// How often a waiting source ticks.
+pub(crate) const TICK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Runs an SDK call, ticking while it is in flight. `Err(None)` if the tick gave up.
+#[allow(
+    clippy::result_large_err,
+    reason = "passes the SDK's own result type through unchanged"
+)]
+pub(crate) fn call_ticking<T, E>(
+    bridge: &Bridge,
+    future: impl std::future::Future<Output = Result<T, aws_sdk_kinesis::error::SdkError<E>>>
+    + Send
+    + 'static,
+    tick: Tick<'_>,
+) -> Result<Result<T, aws_sdk_kinesis::error::SdkError<E>>, SourceError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    let call = bridge.call(future);
+    loop {
+        if let Some(answer) = call.wait_for(TICK) {
+            return Ok(answer);
+        }
+        if !tick() {
+            return Err(SourceError::Interrupted);
+        }
+    }
 }
 
 /// How a wait for a pushing source ended.
@@ -51,7 +87,12 @@ pub(crate) trait RecordSource {
     /// The next batch (possibly empty) of at most `limit` records. After a batch with
     /// `end_of_shard`, not called again. A pushing source never blocks here: it returns
     /// what has arrived (possibly nothing).
-    fn next_batch(&mut self, bridge: &Bridge, limit: i32) -> Result<Batch, SourceError>;
+    fn next_batch(
+        &mut self,
+        bridge: &Bridge,
+        limit: i32,
+        tick: Tick<'_>,
+    ) -> Result<Batch, SourceError>;
 
     /// Whether records are pushed (enhanced fan-out): the worker then waits with
     /// [`wait_ready`](RecordSource::wait_ready) instead of pacing calls itself.
@@ -221,7 +262,7 @@ impl Polling {
         }
     }
 
-    fn get_iterator(&mut self, bridge: &Bridge) -> Result<String, SourceError> {
+    fn get_iterator(&mut self, bridge: &Bridge, tick: Tick<'_>) -> Result<String, SourceError> {
         let req = bridge
             .kinesis()
             .get_shard_iterator()
@@ -245,7 +286,7 @@ impl Polling {
                 .timestamp(DateTime::from(*t)),
         };
         let asked = std::time::SystemTime::now();
-        let result = bridge.block_on(req.send());
+        let result = call_ticking(bridge, req.send(), &mut *tick)?;
         if result.is_ok() && matches!(self.position, StartAt::Initial(InitialPosition::Latest)) {
             // An iterator renewed before the first record must not jump to the tip again,
             // skipping what arrived meanwhile: from now on "latest" means "since then".
@@ -265,25 +306,36 @@ impl Polling {
                 ) && matches!(self.position, StartAt::After(_) | StartAt::At(_)) =>
             {
                 self.at.checkpoint_rejected(bridge, &mut self.position, e)?;
-                self.get_iterator(bridge)
+                self.get_iterator(bridge, tick)
             }
             Err(e) => Err(self.at.classify("GetShardIterator", e)),
         }
     }
 
-    fn fetch(&mut self, bridge: &Bridge, limit: i32, renewed: bool) -> Result<Batch, SourceError> {
+    fn fetch(
+        &mut self,
+        bridge: &Bridge,
+        limit: i32,
+        renewed: bool,
+        tick: Tick<'_>,
+    ) -> Result<Batch, SourceError> {
         let iterator = match self.iterator.take() {
             Some(it) => it,
-            None => self.get_iterator(bridge)?,
+            None => self.get_iterator(bridge, &mut *tick)?,
         };
-        let result = bridge.block_on(
-            bridge
-                .kinesis()
-                .get_records()
-                .shard_iterator(&iterator)
-                .limit(limit)
-                .send(),
-        );
+        let request = bridge
+            .kinesis()
+            .get_records()
+            .shard_iterator(&iterator)
+            .limit(limit)
+            .send();
+        let result = match call_ticking(bridge, request, &mut *tick) {
+            Ok(result) => result,
+            Err(interrupted) => {
+                self.iterator = Some(iterator);
+                return Err(interrupted);
+            }
+        };
         match result {
             Ok(out) => {
                 if let Some(last) = out.records.last() {
@@ -311,7 +363,7 @@ impl Polling {
                     self.position
                 );
                 self.stats.iterator_renewed(&self.at.shard);
-                self.fetch(bridge, limit, true)
+                self.fetch(bridge, limit, true, tick)
             }
             Err(e) => {
                 let err = self.at.classify("GetRecords", e);
@@ -325,7 +377,12 @@ impl Polling {
 }
 
 impl RecordSource for Polling {
-    fn next_batch(&mut self, bridge: &Bridge, limit: i32) -> Result<Batch, SourceError> {
-        self.fetch(bridge, limit, false)
+    fn next_batch(
+        &mut self,
+        bridge: &Bridge,
+        limit: i32,
+        tick: Tick<'_>,
+    ) -> Result<Batch, SourceError> {
+        self.fetch(bridge, limit, false, tick)
     }
 }

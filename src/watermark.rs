@@ -180,6 +180,9 @@ struct ProgressState {
     /// Since when the oldest record handed out and not yet processed has held the
     /// checkpoint back (`None` when every record handed out is processed).
     held_back_since: Option<Instant>,
+    /// Past this the lease may belong to another client: nothing is handed out (the
+    /// shard thread renews it on every successful commit).
+    valid_until: Option<Instant>,
 }
 
 /// One lease's delivery state, shared by its shard thread and the caller's threads.
@@ -203,6 +206,7 @@ impl ShardProgress {
                 handed_out: 0,
                 phase: Phase::Delivering,
                 held_back_since: None,
+                valid_until: None,
             }),
             marked: Condvar::new(),
         }
@@ -217,6 +221,11 @@ impl ShardProgress {
     pub(crate) fn hand_out(&self, index: u64) -> bool {
         let mut st = self.state.lock();
         if st.phase != Phase::Delivering {
+            return false;
+        }
+        // A process that was suspended (SIGSTOP, a VM pause) past its lease must not hand
+        // out a single record before its shard thread notices.
+        if st.valid_until.is_some_and(|t| Instant::now() > t) {
             return false;
         }
         st.handed_out = st.handed_out.max(index + 1);
@@ -238,6 +247,12 @@ impl ShardProgress {
             drop(st);
             self.marked.notify_all();
         }
+    }
+
+    /// Records that the lease is safe to deliver from until `until`.
+    pub(crate) fn renew(&self, until: Instant) {
+        let mut st = self.state.lock();
+        st.valid_until = Some(st.valid_until.map_or(until, |t| t.max(until)));
     }
 
     /// How long the oldest record handed out and not yet processed has held the

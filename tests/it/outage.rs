@@ -210,3 +210,47 @@ fn a_client_cut_off_from_dynamodb_stops_delivering_before_its_shards_move() -> T
     println!("{} records, {} read twice", written, repeated.len());
     Ok(())
 }
+
+#[test]
+fn a_kinesis_stall_does_not_stop_lease_renewals() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let outage = Outage::blackhole()?;
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        env.kinesis
+            .config()
+            .to_builder()
+            .interceptor(outage.clone())
+            .build(),
+    );
+    let stats = Arc::new(support::Recorder::default());
+    let dynamodb = env.dynamodb.clone();
+    // Lease time 5 s, given up locally after 4 s without a renewal.
+    let consumer = env.consumer_with(
+        &kinesis,
+        &dynamodb,
+        "patient",
+        support::fast_config().with_stats(stats.clone()),
+    )?;
+    consumer.run()?;
+    env.put_numbered(0, 10, 3)?;
+    let mut log = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 10)?;
+    // Every Kinesis call hangs for 7 s: longer than the lease may go unrenewed.
+    outage.arm(true);
+    support::let_time_pass(Duration::from_secs(7))?;
+    outage.arm(false);
+    env.put_numbered(10, 20, 3)?;
+    log.extend(support::collect_until(
+        &consumer,
+        Duration::from_secs(60),
+        |s| s.len() >= 10,
+    )?);
+    consumer.close()?;
+    support::check_per_key_order(&log, 20)?;
+    assert_eq!(
+        support::Recorder::get(&stats.lost),
+        0,
+        "the lease was given up while Kinesis stalled"
+    );
+    Ok(())
+}

@@ -14,6 +14,8 @@ use aws_smithy_types::config_bag::ConfigBag;
 #[derive(Debug, Clone)]
 pub struct Outage {
     pub armed: Arc<AtomicBool>,
+    /// Also armed while this file exists (another process controls the outage).
+    flag: Option<std::path::PathBuf>,
     target: String,
     _blackhole: Option<Arc<std::net::TcpListener>>,
 }
@@ -23,6 +25,7 @@ impl Outage {
     pub fn refused() -> Outage {
         Outage {
             armed: Arc::default(),
+            flag: None,
             target: "http://127.0.0.1:1".into(),
             _blackhole: None,
         }
@@ -33,9 +36,17 @@ impl Outage {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         Ok(Outage {
             armed: Arc::default(),
+            flag: None,
             target: format!("http://{}", listener.local_addr()?),
             _blackhole: Some(Arc::new(listener)),
         })
+    }
+
+    /// Armed while `flag` exists, too.
+    #[must_use]
+    pub fn while_file_exists(mut self, flag: std::path::PathBuf) -> Outage {
+        self.flag = Some(flag);
+        self
     }
 
     pub fn arm(&self, on: bool) {
@@ -54,7 +65,7 @@ impl Intercept for Outage {
         _rc: &RuntimeComponents,
         _cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        if self.armed.load(Ordering::SeqCst) {
+        if self.armed.load(Ordering::SeqCst) || self.flag.as_ref().is_some_and(|f| f.exists()) {
             context.request_mut().set_uri(format!("{}/", self.target))?;
         }
         Ok(())
