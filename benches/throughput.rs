@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench throughput -- <scenario> [--shards S] [--records N] [--bytes B] [--seconds T]
-//!     [--aggregated K] [--idle-poll MS] [--shard-check SECONDS] [--throttle MS]
+//!     [--aggregated K] [--idle-poll MS] [--shard-check SECONDS] [--throttle MS] [--io-threads N]
 //!     [--read polling|fan-out|both]
 //! ```
 //!
@@ -60,6 +60,8 @@ struct Args {
     read: String,
     /// `--throttle MS`: the throttle delay (default 200).
     throttle: Option<u64>,
+    /// `--io-threads N`: the consumer's I/O threads (default 1).
+    io_threads: Option<usize>,
 }
 
 fn parse_args() -> BenchResult<Args> {
@@ -74,6 +76,7 @@ fn parse_args() -> BenchResult<Args> {
         shard_check: None,
         read: "polling".into(),
         throttle: None,
+        io_threads: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -88,6 +91,7 @@ fn parse_args() -> BenchResult<Args> {
             }
             "--read" => args.read = it.next().ok_or("--read polling|fan-out|both")?,
             "--fan-out" => args.read = "fan-out".into(),
+            "--io-threads" => args.io_threads = Some(it.next().ok_or("--io-threads N")?.parse()?),
             "--throttle" => args.throttle = Some(it.next().ok_or("--throttle MS")?.parse()?),
             "--idle-poll" => args.idle_poll = Some(it.next().ok_or("--idle-poll MS")?.parse()?),
             "--aggregated" => {
@@ -120,10 +124,17 @@ impl Stats for Counters {
 
 /// CPU time (ns) of the library's threads and of the calling thread.
 fn client_cpu_ns() -> u64 {
+    let [io, shards, other, caller] = client_cpu_by_thread();
+    io + shards + other + caller
+}
+
+/// CPU time (ns) by thread group: the I/O threads (`kinsumer-io*`), the shard threads,
+/// the other library threads (the coordinator), and the calling thread.
+fn client_cpu_by_thread() -> [u64; 4] {
     let me = current_tid();
-    let mut total = 0;
+    let mut groups = [0u64; 4];
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
+        return groups;
     };
     for task in tasks.flatten() {
         let path = task.path();
@@ -133,16 +144,25 @@ fn client_cpu_ns() -> u64 {
             .to_string_lossy()
             .parse::<u64>()
             .unwrap_or(0);
-        if comm.starts_with("kinsumer-") || tid == me {
-            let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
-            total += stat
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0);
-        }
+        let group = if tid == me {
+            3
+        } else if comm.starts_with("kinsumer-io") {
+            0
+        } else if comm.starts_with("kinsumer-shard") {
+            1
+        } else if comm.starts_with("kinsumer-") {
+            2
+        } else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        groups[group] += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
     }
-    total
+    groups
 }
 
 fn current_tid() -> u64 {
@@ -237,6 +257,10 @@ fn bench_config(args: &Args, counters: &Arc<Counters>) -> kinsumer::Config {
     let config = support::fast_config()
         .with_commit_frequency(Duration::from_secs(1))
         .with_stats(counters.clone());
+    let config = match args.io_threads {
+        Some(n) => config.with_io_threads(n),
+        None => config,
+    };
     let config = match args.throttle {
         Some(ms) => config.with_throttle_delay(Duration::from_millis(ms)),
         None => config,
@@ -306,6 +330,7 @@ fn drain(args: &Args, default_shards: i32) -> BenchResult {
     let mut seen = vec![false; n as usize];
     let (mut lost, mut duplicates, mut count) = (n, 0u64, 0u64);
     let cpu_before = client_cpu_ns();
+    let groups_before = client_cpu_by_thread();
     let start = Instant::now();
     consumer.run()?;
     let mut first = None;
@@ -331,10 +356,17 @@ fn drain(args: &Args, default_shards: i32) -> BenchResult {
     }
     let wall = start.elapsed();
     let cpu = client_cpu_ns().saturating_sub(cpu_before);
+    let groups = client_cpu_by_thread();
+    let group_ms = |i: usize| groups[i].saturating_sub(groups_before[i]) as f64 / 1e6;
     let hwm = status_kib("VmHWM");
     consumer.stop();
     Report::new("drain")
         .num("read", quoted(&args.read))
+        .num("io_threads", args.io_threads.unwrap_or(1))
+        .f("cpu_io_ms", group_ms(0))
+        .f("cpu_shards_ms", group_ms(1))
+        .f("cpu_coordinator_ms", group_ms(2))
+        .f("cpu_caller_ms", group_ms(3))
         .num("aggregated", args.aggregated.unwrap_or(1))
         .num("shards", shards)
         .num("records", n)

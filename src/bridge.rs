@@ -9,9 +9,12 @@
 //! on a sleeping runtime.
 //!
 //! One runtime and one pool keep memory and sockets flat as shards grow (a runtime and
-//! client set per thread was measured and dropped: see the CHANGELOG). The price is that
-//! HTTP and JSON decoding for all shards run on one thread; at the throttle delays
-//! Kinesis allows, that thread has room to spare (see the README's drain figures).
+//! client set per thread was measured and dropped: see the CHANGELOG). By default HTTP
+//! and JSON decoding for all shards run on that one thread; at the throttle delays
+//! Kinesis allows a few shards, it has room to spare (see the README's drain figures).
+//! With [`Config::with_io_threads`](crate::Config::with_io_threads) above 1 the runtime
+//! is multi-threaded: the I/O thread still drives it (inside `block_on`), and calls run
+//! on that many workers (`kinsumer-io-worker`), sharing the one pool.
 //!
 //! Shared clients are safe here precisely because one runtime drives them all. A
 //! caller-supplied HTTP client on the SDK config is used as given; clients the caller
@@ -221,14 +224,23 @@ fn attempt_timeout(config: &Config) -> Duration {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Error::new(ErrorKind::Internal)
-                .with_context("building a tokio runtime")
-                .with_source(e)
-        })
+    io_runtime(1)
+}
+
+/// The I/O runtime: one thread (the one that drives it), or `threads` workers.
+fn io_runtime(threads: usize) -> Result<tokio::runtime::Runtime> {
+    let mut builder = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads).thread_name("kinsumer-io-worker");
+        b
+    };
+    builder.enable_all().build().map_err(|e| {
+        Error::new(ErrorKind::Internal)
+            .with_context("building a tokio runtime")
+            .with_source(e)
+    })
 }
 
 /// Resolves once [`Shutdown::trigger`] was called: the I/O thread's `block_on` target.
@@ -323,15 +335,16 @@ impl std::fmt::Debug for Bridge {
 }
 
 impl Bridge {
-    /// Starts the I/O thread (returning once its runtime is built) and the clients.
-    pub(crate) fn new(configs: &ClientConfigs) -> Result<Self> {
+    /// Starts the I/O thread (returning once its runtime is built, with `threads`
+    /// workers if more than one) and the clients.
+    pub(crate) fn new(configs: &ClientConfigs, threads: usize) -> Result<Self> {
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let shutdown = Arc::new(Shutdown::default());
         let stop = ShutdownFuture(Arc::clone(&shutdown));
         let join = std::thread::Builder::new()
             .name("kinsumer-io".into())
-            .spawn(move || match runtime() {
+            .spawn(move || match io_runtime(threads) {
                 Ok(rt) => {
                     let _done = done_tx;
                     let _ = ready_tx.send(Ok(rt.handle().clone()));

@@ -753,7 +753,7 @@ pub(crate) fn connect(configs: &ClientConfigs, config: &Config) -> Result<Bridge
              (5 x shard check frequency)",
         ));
     }
-    Bridge::new(&configs)
+    Bridge::new(&configs, config.io_threads())
 }
 
 // The public handles may move between and be shared by threads.

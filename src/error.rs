@@ -120,6 +120,8 @@ pub enum ErrorKind {
     ConsumerAccessDenied,
     /// A role or consumer ARN is not an ARN of the right kind.
     InvalidArn,
+    /// The number of I/O threads is outside 1..=64.
+    InvalidIoThreads,
     /// STS refused to let this client assume the configured role
     /// ([`with_role_arn`](crate::Config::with_role_arn)).
     AssumeRoleFailed,
@@ -183,6 +185,7 @@ impl ErrorKind {
             ErrorKind::ConsumerNotActive => "the enhanced fan-out consumer is not active",
             ErrorKind::ConsumerAccessDenied => "access to the enhanced fan-out consumer was denied",
             ErrorKind::InvalidArn => "invalid ARN",
+            ErrorKind::InvalidIoThreads => "the number of I/O threads must be 1..=64",
             ErrorKind::AssumeRoleFailed => "assuming the configured IAM role failed",
         }
     }
@@ -334,6 +337,7 @@ impl Error {
                 | ErrorKind::InvalidDuration
                 | ErrorKind::InvalidInitialPosition
                 | ErrorKind::InvalidArn
+                | ErrorKind::InvalidIoThreads
         )
     }
 

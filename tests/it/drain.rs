@@ -42,3 +42,26 @@ fn drains_a_four_shard_stream_without_loss_or_duplicates() -> TestResult {
     }
     Ok(())
 }
+
+#[test]
+fn drains_with_two_io_threads() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(4)?;
+    const N: u64 = 1_000;
+    env.put_numbered(0, N, 37)?;
+    let consumer = env.consumer("wide", support::fast_config().with_io_threads(2))?;
+    consumer.run()?;
+    let seen = support::collect_until(&consumer, Duration::from_secs(60), |s| s.len() as u64 >= N)?;
+    // The runtime has its two workers (named so; only this test asks for them).
+    let workers = std::fs::read_dir("/proc/self/task")?
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.starts_with("kinsumer-io-wor"))
+        })
+        .count();
+    assert_eq!(workers, 2);
+    consumer.close()?;
+    support::check_per_key_order(&seen, N)?;
+    Ok(())
+}
