@@ -120,16 +120,7 @@ fn status(bridge: &Bridge, arn: &str) -> Result<ConsumerStatus> {
 
 /// The stream's ARN.
 fn stream_arn(bridge: &Bridge, stream: &str) -> Result<String> {
-    let out = bridge
-        .block_on(
-            bridge
-                .kinesis()
-                .describe_stream_summary()
-                .stream_name(stream)
-                .send(),
-        )
-        .map_err(|e| crate::stream::stream_error(format!("describing stream {stream}"), e))?;
-    out.stream_description_summary
+    crate::stream::summary(bridge, stream)?
         .map(|s| s.stream_arn)
         .ok_or_else(|| {
             Error::new(ErrorKind::Aws).with_context(format!(

@@ -795,15 +795,21 @@ impl<'a> Worker<'a> {
                 );
                 warned = true;
             }
-            self.commit_if_due(progress)?;
-            if !matches!(self.stop.try_recv(), Err(TryRecvError::Empty)) {
-                return Err(Interrupt::Stop);
-            }
-            let deadline = self
-                .next_commit
-                .min(Instant::now() + Duration::from_millis(100));
+            let deadline = self.between_waits(progress)?;
             progress.wait_for_mark(deadline);
         }
+    }
+
+    /// Between two short waits for the caller: commits on schedule, checks for a stop,
+    /// and says how long the next wait may be (the stop is checked every 100 ms).
+    fn between_waits(&mut self, progress: &ShardProgress) -> Result<Instant, Interrupt> {
+        self.commit_if_due(progress)?;
+        if !matches!(self.stop.try_recv(), Err(TryRecvError::Empty)) {
+            return Err(Interrupt::Stop);
+        }
+        Ok(self
+            .next_commit
+            .min(Instant::now() + Duration::from_millis(100)))
     }
 
     /// Reserves `size` bytes of the buffer's byte bound, waiting (and committing on
@@ -813,15 +819,8 @@ impl<'a> Worker<'a> {
             if self.ctx.budget.try_reserve(size) {
                 return Ok(());
             }
-            self.commit_if_due(progress)?;
-            if !matches!(self.stop.try_recv(), Err(TryRecvError::Empty)) {
-                return Err(Interrupt::Stop);
-            }
-            // Woken by the caller taking records; the stop signal is checked at least
-            // every 100 ms.
-            let deadline = self
-                .next_commit
-                .min(Instant::now() + Duration::from_millis(100));
+            // Woken by the caller taking records.
+            let deadline = self.between_waits(progress)?;
             self.ctx.budget.wait(deadline);
         }
     }
@@ -903,15 +902,13 @@ impl<'a> Worker<'a> {
     /// commit on schedule (so a stalled read never stalls the lease) and watch for a stop.
     /// `false`, with the reason in `interrupted`, ends the wait.
     fn tick(&mut self, progress: &ShardProgress, interrupted: &mut Option<Interrupt>) -> bool {
-        if let Err(i) = self.commit_if_due(progress) {
-            *interrupted = Some(i);
-            return false;
+        match self.between_waits(progress) {
+            Ok(_) => true,
+            Err(i) => {
+                *interrupted = Some(i);
+                false
+            }
         }
-        if !matches!(self.stop.try_recv(), Err(TryRecvError::Empty)) {
-            *interrupted = Some(Interrupt::Stop);
-            return false;
-        }
-        true
     }
 
     /// Waits until a pushing source has something, committing on schedule; `Err` on stop

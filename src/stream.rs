@@ -19,7 +19,7 @@ pub(crate) struct ShardInfo {
 }
 
 /// Maps the stream-level error codes to the Go sentinels' kinds.
-pub(crate) fn stream_error<E>(what: String, err: aws_sdk_kinesis::error::SdkError<E>) -> Error
+fn stream_error<E>(what: String, err: aws_sdk_kinesis::error::SdkError<E>) -> Error
 where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
@@ -116,9 +116,12 @@ fn readiness(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<Rea
     }
 }
 
-/// The stream's retention period.
-pub(crate) fn retention(bridge: &Bridge, stream: &str) -> Result<Duration> {
-    let out = bridge
+/// The stream's summary (DescribeStreamSummary).
+pub(crate) fn summary(
+    bridge: &Bridge,
+    stream: &str,
+) -> Result<Option<aws_sdk_kinesis::types::StreamDescriptionSummary>> {
+    bridge
         .block_on(
             bridge
                 .kinesis()
@@ -126,10 +129,13 @@ pub(crate) fn retention(bridge: &Bridge, stream: &str) -> Result<Duration> {
                 .stream_name(stream)
                 .send(),
         )
-        .map_err(|e| stream_error(format!("describing stream {stream}"), e))?;
-    let hours = out
-        .stream_description_summary()
-        .map_or(24, |s| s.retention_period_hours());
+        .map(|out| out.stream_description_summary)
+        .map_err(|e| stream_error(format!("describing stream {stream}"), e))
+}
+
+/// The stream's retention period.
+pub(crate) fn retention(bridge: &Bridge, stream: &str) -> Result<Duration> {
+    let hours = summary(bridge, stream)?.map_or(24, |s| s.retention_period_hours());
     Ok(Duration::from_secs(
         u64::try_from(hours).unwrap_or(24) * 3600,
     ))

@@ -189,13 +189,7 @@ fn split_and_merge_while_subscribed_keep_per_key_order() -> TestResult {
     let open = env.open_shards()?;
     env.merge(&open[1], &open[2])?;
     log.extend(take(&consumer, 200)?);
-    let written = producer.stop()?;
-    let have = log.len();
-    log.extend(support::collect_until(
-        &consumer,
-        Duration::from_secs(60),
-        |s| (have + s.len()) as u64 >= written,
-    )?);
+    let written = producer.stop_and_catch_up(&consumer, &mut log)?;
     consumer.close()?;
     let delivered = support::check_per_key_order(&log, written)?;
     assert_eq!(delivered as u64, written);
@@ -225,13 +219,7 @@ fn subscriptions_cut_by_the_server_resume_without_loss_or_repeats() -> TestResul
     let mut log = support::collect_until(&consumer, Duration::from_secs(60), |_| {
         calls.count("SubscribeToShard") >= 10
     })?;
-    let written = producer.stop()?;
-    let have = log.len();
-    log.extend(support::collect_until(
-        &consumer,
-        Duration::from_secs(60),
-        |s| (have + s.len()) as u64 >= written,
-    )?);
+    let written = producer.stop_and_catch_up(&consumer, &mut log)?;
     consumer.close()?;
     support::check_per_key_order(&log, written)?;
     println!(

@@ -63,13 +63,7 @@ fn reading_goes_on_while_dynamodb_stalls() -> TestResult {
     gaps.push(last.elapsed());
     outage.arm(false);
     let during = gaps.len() - 1;
-    let written = producer.stop()?;
-    let have = log.len();
-    log.extend(support::collect_until(
-        &consumer,
-        Duration::from_secs(60),
-        |s| (have + s.len()) as u64 >= written,
-    )?);
+    let written = producer.stop_and_catch_up(&consumer, &mut log)?;
     consumer.close()?;
     support::check_per_key_order(&log, written)?;
     let longest = gaps.iter().max().copied().unwrap_or_default();

@@ -66,13 +66,7 @@ fn kinesis_uses_the_role_and_dynamodb_the_base_credentials_renewed_without_a_pau
     let mut log = support::collect_until(&consumer, Duration::from_secs(60), |_| {
         sts.issued.load(Ordering::SeqCst) >= 3
     })?;
-    let written = producer.stop()?;
-    let have = log.len();
-    log.extend(support::collect_until(
-        &consumer,
-        Duration::from_secs(60),
-        |s| (have + s.len()) as u64 >= written,
-    )?);
+    let written = producer.stop_and_catch_up(&consumer, &mut log)?;
     consumer.close()?;
     support::check_per_key_order(&log, written)?;
 

@@ -496,6 +496,19 @@ impl Producer {
     }
 }
 
+impl Producer {
+    /// Stops writing, then reads from `consumer` into `log` until every record written
+    /// is there (the caller checks for repeats); returns how many were written.
+    pub fn stop_and_catch_up(self, consumer: &Kinsumer, log: &mut Vec<String>) -> TestResult<u64> {
+        let written = self.stop()?;
+        let have = log.len();
+        log.extend(collect_until(consumer, Duration::from_secs(60), |s| {
+            (have + s.len()) as u64 >= written
+        })?);
+        Ok(written)
+    }
+}
+
 impl Drop for Producer {
     fn drop(&mut self) {
         self.stop.take();
