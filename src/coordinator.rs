@@ -33,6 +33,10 @@ use crate::tables::Names;
 /// How long a stop waits for shard threads to commit and release.
 const SHARD_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How often a client looks for fleet changes (joins, clean leaves) between shard checks:
+/// one consistent read of a small item.
+const FLEET_POLL: Duration = Duration::from_secs(1);
+
 /// How many times in a row a shard may fail with an error that retrying does not fix
 /// (access denied, a rejected argument) before the consumer gives up with a fatal error
 /// rather than restart it at every shard check forever.
@@ -222,6 +226,8 @@ struct Coordinator<'a> {
     /// The assignment scheme in use; `None` before the first refresh.
     phase: Option<Phase>,
     next_leader_action: Instant,
+    /// The fleet-change epoch last seen ([`metadata::fleet_epoch`]).
+    fleet_epoch: Option<i64>,
 }
 
 impl<'a> Coordinator<'a> {
@@ -240,6 +246,7 @@ impl<'a> Coordinator<'a> {
             leader: false,
             phase: None,
             next_leader_action: Instant::now(),
+            fleet_epoch: None,
         }
     }
 
@@ -249,6 +256,7 @@ impl<'a> Coordinator<'a> {
 
     fn startup(&mut self) -> Result<()> {
         clients::register(self.bridge, &self.parts.names.clients, &self.parts.owner)?;
+        self.announce();
         if self.refresh()? == 0 {
             // Normal in a fleet with more clients than shards, or while a departed
             // client's row is still fresh: not an error for the caller (unlike Go's
@@ -261,10 +269,20 @@ impl<'a> Coordinator<'a> {
     fn run(&mut self) {
         let interval = self.parts.config.shard_check_frequency();
         let mut next_check = Instant::now() + interval;
+        // Between shard checks, the fleet-change epoch is polled this often.
+        let poll = FLEET_POLL.min(interval);
+        let mut next_poll = Instant::now() + poll;
         // Failed shard checks in a row whose error retrying does not fix.
         let mut hopeless = 0;
         loop {
-            match self.next_event(next_check) {
+            match self.next_event(next_check.min(next_poll)) {
+                Event::Tick if Instant::now() < next_check => {
+                    next_poll = Instant::now() + poll;
+                    if self.fleet_changed() {
+                        log::info!("client {}: the fleet changed; checking now", self.name());
+                        next_check = Instant::now();
+                    }
+                }
                 Event::Command(command) => {
                     let problems = self.shutdown(matches!(command, Command::Abandon));
                     let _ = self.parts.closed.try_send(problems);
@@ -299,6 +317,33 @@ impl<'a> Coordinator<'a> {
                     log::warn!("client {}: {e}", self.name());
                     self.parts.notices.report(e);
                 }
+            }
+        }
+    }
+
+    /// Bumps the fleet-change epoch (best effort: others notice at their next check
+    /// anyway), and remembers the epoch it set.
+    fn announce(&mut self) {
+        let table = &self.parts.names.metadata;
+        match metadata::announce_fleet_change(self.bridge, table)
+            .and_then(|()| metadata::fleet_epoch(self.bridge, table))
+        {
+            Ok(epoch) => self.fleet_epoch = epoch,
+            Err(e) => log::debug!("client {}: {e}", self.name()),
+        }
+    }
+
+    /// Whether another client joined or left since the last look.
+    fn fleet_changed(&mut self) -> bool {
+        match metadata::fleet_epoch(self.bridge, &self.parts.names.metadata) {
+            Ok(epoch) if epoch != self.fleet_epoch => {
+                self.fleet_epoch = epoch;
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                log::debug!("client {}: {e}", self.name());
+                false
             }
         }
     }
@@ -645,7 +690,11 @@ impl<'a> Coordinator<'a> {
             self.leader = false;
         }
         match clients::deregister(self.bridge, &self.parts.names.clients, &self.parts.owner) {
-            Ok(()) => log::info!("client {}: stopped and deregistered", self.name()),
+            Ok(()) => {
+                log::info!("client {}: stopped and deregistered", self.name());
+                // The others take its shards now rather than at their next check.
+                self.announce();
+            }
             Err(e) => {
                 log::warn!("client {}: {e}", self.name());
                 problems.push(e.to_string());

@@ -169,6 +169,56 @@ pub(crate) fn delete_shard_cache(bridge: &Bridge, table: &str) -> Result<()> {
         .map_err(|e| Error::aws(format!("deleting the shard cache in table {table}"), e))
 }
 
+/// The metadata item clients bump when they join or leave (this crate's own; the Go
+/// library ignores it).
+const FLEET_CHANGE: &str = "FleetChange";
+
+/// Tells the fleet that this client joined or left: bumps `FleetChange.Epoch`, which
+/// every client polls between shard checks, so shards move in about a second instead of
+/// at the next shard check.
+pub(crate) fn announce_fleet_change(bridge: &Bridge, table: &str) -> Result<()> {
+    let now = clock::now_nanos();
+    bridge
+        .block_on(
+            bridge
+                .dynamodb()
+                .update_item()
+                .table_name(table)
+                .key("Key", s(FLEET_CHANGE))
+                .update_expression(
+                    "SET Epoch = if_not_exists(Epoch, :zero) + :one, LastUpdate = :now, \
+                     LastUpdateRFC = :rfc",
+                )
+                .expression_attribute_values(":zero", AttributeValue::N("0".into()))
+                .expression_attribute_values(":one", AttributeValue::N("1".into()))
+                .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+                .expression_attribute_values(":rfc", s(&clock::rfc3339(now)))
+                .send(),
+        )
+        .map(|_| ())
+        .map_err(|e| Error::aws(format!("announcing a fleet change in table {table}"), e))
+}
+
+/// The fleet-change epoch (`None` before any client announced one).
+pub(crate) fn fleet_epoch(bridge: &Bridge, table: &str) -> Result<Option<i64>> {
+    let out = bridge
+        .block_on(
+            bridge
+                .dynamodb()
+                .get_item()
+                .table_name(table)
+                .key("Key", s(FLEET_CHANGE))
+                .consistent_read(true)
+                .projection_expression("Epoch")
+                .send(),
+        )
+        .map_err(|e| Error::aws(format!("reading the fleet epoch in table {table}"), e))?;
+    Ok(match out.item.as_ref().and_then(|i| i.get("Epoch")) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    })
+}
+
 /// The shard ids the leader last published, if it has.
 pub(crate) fn read_shard_cache(bridge: &Bridge, table: &str) -> Result<Option<Vec<String>>> {
     let out = bridge

@@ -168,3 +168,57 @@ fn per_shard_totals_flushed_on_revoke_count_every_record_once() -> TestResult {
     );
     Ok(())
 }
+
+/// At the default timings (a shard check a minute), a clean join and a clean leave move
+/// shards in seconds: clients announce joins and leaves (the `FleetChange` item) and poll
+/// for them every second between shard checks.
+#[test]
+fn a_clean_join_and_leave_move_shards_within_seconds_at_default_timings() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(4)?;
+    let config = || kinsumer::Config::default().with_dynamo_waiter_delay(Duration::from_millis(50));
+    let log: support::Deliveries = Arc::default();
+    let a = support::Member::start(0, env.consumer("first", config())?, log.clone())?;
+    support::wait_for(
+        Duration::from_secs(30),
+        "the first client owning all",
+        || Ok(env.owners()?.len() == 4),
+    )?;
+    let producer = Producer::start(&env);
+    let joined = std::time::Instant::now();
+    let b = support::Member::start(1, env.consumer("second", config())?, log.clone())?;
+    support::wait_for(
+        Duration::from_secs(30),
+        "two shards each, both delivering",
+        || {
+            let owners = env.owners()?;
+            let b_owns = owners.values().filter(|o| **o == b.id).count();
+            Ok(owners.len() == 4 && b_owns == 2 && log.lock().iter().any(|(m, _)| *m == 1))
+        },
+    )?;
+    let join = joined.elapsed();
+    let left = std::time::Instant::now();
+    let b_id = b.id.clone();
+    b.stop()?;
+    support::wait_for(
+        Duration::from_secs(30),
+        "the first client owning all again",
+        || {
+            let owners = env.owners()?;
+            Ok(owners.len() == 4 && owners.values().all(|o| *o == a.id && *o != b_id))
+        },
+    )?;
+    let leave = left.elapsed();
+    let written = producer.stop()?;
+    support::wait_for(Duration::from_secs(60), "every record", || {
+        let seen: std::collections::HashSet<String> =
+            log.lock().iter().map(|(_, d)| d.clone()).collect();
+        Ok(seen.len() as u64 >= written)
+    })?;
+    a.stop()?;
+    println!("default timings: a join moved shards in {join:?}, a clean leave in {leave:?}");
+    // Without the announcements, both wait for the next shard check: up to a minute.
+    assert!(join < Duration::from_secs(15), "join took {join:?}");
+    assert!(leave < Duration::from_secs(15), "leave took {leave:?}");
+    Ok(())
+}
