@@ -194,8 +194,9 @@ impl Leases<'_> {
             .update_expression(
                 "SET OwnerID = :me, OwnerName = :name, LastUpdate = :now, LastUpdateRFC = :rfc",
             )
-            // The last two clauses take a row whose owner or time has a type no client
-            // writes (hand-edited, or corrupt): it could never be captured otherwise.
+            // The two `attribute_type` clauses take a row whose owner or time has a type
+            // no client writes (hand-edited, or corrupt): it could never be captured
+            // otherwise. The last one takes a row this client saw go stale, unchanged.
             .condition_expression(format!(
                 "attribute_not_exists(OwnerID) OR attribute_type(OwnerID, :null) \
                  OR OwnerID = :me OR LastUpdate < :cutoff \
