@@ -553,11 +553,45 @@ impl<'a> Worker<'a> {
                 }
                 Err(WriteError::Other { error, .. }) => {
                     log::warn!("{error}; retrying");
+                    // The write may have reached the table all the same (a timed-out
+                    // answer): the lease may be ours.
+                    if self.stop_within(backoff.next_delay()) {
+                        self.give_up_uncertain_capture();
+                        return None;
+                    }
+                    continue;
                 }
                 Err(WriteError::LeaseLost) => {}
             }
             if self.stop_within(backoff.next_delay()) {
                 return None;
+            }
+        }
+    }
+
+    /// Told to stop after a capture whose outcome is unknown: releases the lease in case
+    /// the capture took it (a no-op if it did not, the write being conditional on this
+    /// client owning the row), and records a failure for `close()`.
+    fn give_up_uncertain_capture(&mut self) {
+        let shard = Arc::clone(&self.ctx.shard_id);
+        match self.final_write(|leases| leases.release(&shard, None)) {
+            Ok(()) => {
+                log::info!(
+                    "client {}: released the lease of shard {} (taken as the stop came)",
+                    self.ctx.owner.name,
+                    self.shard()
+                );
+                self.ctx.left_behind.lock().remove(self.shard());
+            }
+            Err(WriteError::LeaseLost) => {
+                self.ctx.left_behind.lock().remove(self.shard());
+            }
+            Err(WriteError::Other { error, .. }) => {
+                log::warn!("{error}; the lease, if taken, is left to expire");
+                self.ctx
+                    .left_behind
+                    .lock()
+                    .insert(Arc::clone(&self.ctx.shard_id), error.to_string());
             }
         }
     }

@@ -162,6 +162,8 @@ fn close_reports_shards_whose_release_failed() -> TestResult {
     let consumer = env.consumer("clean", support::fast_config())?;
     consumer.run()?;
     consumer.close()?;
+    // … and leaves no lease behind, even one whose capture was still in flight.
+    assert!(env.owners()?.is_empty(), "a clean close left leases");
 
     let armed = Arc::new(AtomicBool::new(false));
     let dynamodb = aws_sdk_dynamodb::Client::from_conf(
@@ -183,8 +185,10 @@ fn close_reports_shards_whose_release_failed() -> TestResult {
         .with_commit_frequency(Duration::from_secs(10));
     let consumer = env.consumer_with(&kinesis, &dynamodb, "denied", quiet)?;
     consumer.run()?;
-    support::wait_for(Duration::from_secs(30), "both shards leased", || {
-        Ok(env.owners()?.len() == 2)
+    let me = consumer.client_id().to_owned();
+    support::wait_for(Duration::from_secs(30), "both shards leased by it", || {
+        let owners = env.owners()?;
+        Ok(owners.len() == 2 && owners.values().all(|o| *o == me))
     })?;
     armed.store(true, Ordering::SeqCst);
     let err = consumer.close().expect_err("close hid the failed releases");
