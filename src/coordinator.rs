@@ -269,15 +269,23 @@ impl<'a> Coordinator<'a> {
     fn run(&mut self) {
         let interval = self.parts.config.shard_check_frequency();
         let mut next_check = Instant::now() + interval;
-        // Between shard checks, the fleet-change epoch is polled this often.
-        let poll = FLEET_POLL.min(interval);
-        let mut next_poll = Instant::now() + poll;
+        // Between shard checks, the fleet-change epoch is polled every `FLEET_POLL` (not
+        // at all when shard checks are that frequent).
+        let polling = FLEET_POLL < interval;
+        let next_poll_after = |now: Instant, next_check: Instant| {
+            if polling {
+                now + FLEET_POLL
+            } else {
+                next_check
+            }
+        };
+        let mut next_poll = next_poll_after(Instant::now(), next_check);
         // Failed shard checks in a row whose error retrying does not fix.
         let mut hopeless = 0;
         loop {
             match self.next_event(next_check.min(next_poll)) {
                 Event::Tick if Instant::now() < next_check => {
-                    next_poll = Instant::now() + poll;
+                    next_poll = next_poll_after(Instant::now(), next_check);
                     if self.fleet_changed() {
                         log::info!("client {}: the fleet changed; checking now", self.name());
                         next_check = Instant::now();
@@ -300,6 +308,7 @@ impl<'a> Coordinator<'a> {
                 },
                 Event::Tick => {
                     next_check = Instant::now() + interval;
+                    next_poll = next_poll_after(Instant::now(), next_check);
                     let Err(e) = self.heartbeat_and_refresh() else {
                         hopeless = 0;
                         continue;
