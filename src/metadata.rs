@@ -201,22 +201,15 @@ pub(crate) fn announce_fleet_change(bridge: &Bridge, table: &str) -> Result<()> 
 
 /// The fleet-change epoch (`None` before any client announced one).
 pub(crate) fn fleet_epoch(bridge: &Bridge, table: &str) -> Result<Option<i64>> {
-    let out = bridge
-        .block_on(
-            bridge
-                .dynamodb()
-                .get_item()
-                .table_name(table)
-                .key("Key", s(FLEET_CHANGE))
-                .consistent_read(true)
-                .projection_expression("Epoch")
-                .send(),
-        )
-        .map_err(|e| Error::aws(format!("reading the fleet epoch in table {table}"), e))?;
-    Ok(match out.item.as_ref().and_then(|i| i.get("Epoch")) {
-        Some(AttributeValue::N(n)) => n.parse().ok(),
-        _ => None,
-    })
+    Ok(
+        match read_item(bridge, table, FLEET_CHANGE)?
+            .as_ref()
+            .and_then(|i| i.get("Epoch"))
+        {
+            Some(AttributeValue::N(n)) => n.parse().ok(),
+            _ => None,
+        },
+    )
 }
 
 /// The shard ids the leader last published, if it has.

@@ -351,6 +351,8 @@ struct Worker<'a> {
     in_flight: Option<InFlight>,
     /// No report of held-back records before this.
     next_held_back_report: Instant,
+    /// The processed-prefix length last read (a lower bound of the current one).
+    processed_seen: u64,
 }
 
 /// A commit sent and not yet answered.
@@ -382,6 +384,7 @@ impl<'a> Worker<'a> {
             last_write: now,
             in_flight: None,
             next_held_back_report: now,
+            processed_seen: 0,
         }
     }
 
@@ -814,10 +817,15 @@ impl<'a> Worker<'a> {
     /// handed out past the oldest one not yet processed.
     fn wait_for_marks(&mut self, progress: &ShardProgress) -> Result<(), Interrupt> {
         let max = self.ctx.config.max_unmarked();
+        // The processed count only grows: a count read earlier is a lower bound, and the
+        // progress lock is taken only when that bound alone would reach the limit.
+        if self.delivered.saturating_sub(self.processed_seen) < max {
+            return Ok(());
+        }
         let mut warned = false;
         loop {
-            let processed = progress.processed_since(u64::MAX).0;
-            let outstanding = self.delivered.saturating_sub(processed);
+            self.processed_seen = progress.processed_since(u64::MAX).0;
+            let outstanding = self.delivered.saturating_sub(self.processed_seen);
             if outstanding < max {
                 return Ok(());
             }

@@ -225,13 +225,12 @@ impl ShardProgress {
         }
         // A process that was suspended (SIGSTOP, a VM pause) past its lease must not hand
         // out a single record before its shard thread notices.
-        if st.valid_until.is_some_and(|t| Instant::now() > t) {
+        let now = Instant::now();
+        if st.valid_until.is_some_and(|t| now > t) {
             return false;
         }
         st.handed_out = st.handed_out.max(index + 1);
-        if st.held_back_since.is_none() {
-            st.held_back_since = Some(Instant::now());
-        }
+        st.held_back_since.get_or_insert(now);
         true
     }
 
