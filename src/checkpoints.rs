@@ -15,7 +15,7 @@
 //! lease, and is reported as [`WriteError::LeaseLost`] so the caller stops at once.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -84,6 +84,8 @@ pub(crate) enum Capture {
         holder: Option<String>,
         /// The row's owner and `LastUpdate`, when it has both.
         version: Option<Version>,
+        /// When the write that found it was sent.
+        asked: Instant,
     },
 }
 
@@ -225,6 +227,7 @@ impl Leases<'_> {
                 .expression_attribute_values(":seenlast", n(v.last_update)),
             None => req,
         };
+        let asked = Instant::now();
         match self.bridge.block_on(req.send()) {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
@@ -244,6 +247,7 @@ impl Leases<'_> {
                 Ok(Capture::HeldBy {
                     holder: old.and_then(|item| string_attr(item, "OwnerName")),
                     version: old.and_then(version_of),
+                    asked,
                 })
             }
             Err(e) => Err(self.other(format!("capturing the lease of shard {shard}"), e)),
@@ -259,6 +263,7 @@ impl Leases<'_> {
         ttl: Duration,
         liveness: &Liveness,
     ) -> Result<LeaseState, WriteError> {
+        let asked = Instant::now();
         let out = self
             .bridge
             .block_on(
@@ -281,7 +286,7 @@ impl Leases<'_> {
         Ok(match version_of(&item) {
             // An owner or time of a type no client writes: the capture repairs it.
             None => LeaseState::Free,
-            Some(v) if liveness.lease_is_stale(shard, &v, ttl) => LeaseState::Stale(v),
+            Some(v) if liveness.lease_is_stale(shard, &v, ttl, asked) => LeaseState::Stale(v),
             Some(_) => LeaseState::Held,
         })
     }
@@ -301,16 +306,7 @@ impl Leases<'_> {
         let req = self
             .owned_update_request(shard, COMMIT_SET, checkpoint)
             .customize()
-            .config_override(
-                aws_sdk_dynamodb::config::Builder::default()
-                    .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-                    .timeout_config(
-                        aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                            .operation_attempt_timeout(attempt)
-                            .operation_timeout(attempt)
-                            .build(),
-                    ),
-            );
+            .config_override(single_attempt(attempt));
         PendingWrite {
             call: self.bridge.call(req.send()),
             what: format!(
@@ -327,11 +323,27 @@ impl Leases<'_> {
         shard: &str,
         checkpoint: Option<&Checkpoint>,
     ) -> Result<(), WriteError> {
-        self.owned_update(
-            shard,
-            "OwnerID = :nullv, LastUpdate = :now, LastUpdateRFC = :rfc",
-            checkpoint,
-            "releasing the lease",
+        self.owned_update(shard, RELEASE_SET, checkpoint, "releasing the lease")
+    }
+
+    /// [`release`](Leases::release) in a single attempt of at most `attempt`, for a lease
+    /// that ran out here: no retries that would outlast it further.
+    pub(crate) fn release_once(
+        &self,
+        shard: &str,
+        checkpoint: Option<&Checkpoint>,
+        attempt: Duration,
+    ) -> Result<(), WriteError> {
+        let req = self
+            .owned_update_request(shard, RELEASE_SET, checkpoint)
+            .customize()
+            .config_override(single_attempt(attempt));
+        interpret_write(
+            self.bridge.block_on(req.send()),
+            format!(
+                "releasing the lease of shard {shard} in table {}",
+                self.table
+            ),
         )
     }
 
@@ -484,6 +496,21 @@ impl PendingWrite {
             .try_result()
             .map(|r| interpret_write(r, self.what.clone()))
     }
+}
+
+/// What a release sets: no owner (a NULL, as the Go library writes it).
+const RELEASE_SET: &str = "OwnerID = :nullv, LastUpdate = :now, LastUpdateRFC = :rfc";
+
+/// A config override for one attempt of at most `attempt`, no retries.
+pub(crate) fn single_attempt(attempt: Duration) -> aws_sdk_dynamodb::config::Builder {
+    aws_sdk_dynamodb::config::Builder::default()
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(attempt)
+                .build(),
+        )
 }
 
 /// The shards whose rows carry `Finished`: read to their end and fully processed.

@@ -1,15 +1,18 @@
 //! The `<app>_clients` table: who is in the fleet.
 //!
-//! Each client puts its row (`ID`, `Name`, `LastUpdate` ns, `LastUpdateRFC`) at start and
-//! at every shard check, and deletes it on a clean stop. A row that has not changed for
-//! the lease TTL (5 × shard check frequency), as this client observes it
-//! ([`Liveness`]), belongs to a client that is gone.
+//! Each client puts its row (`ID`, `Name`, `LastUpdate` ns, `LastUpdateRFC`,
+//! [`FAILOVER_ATTRIBUTE`]) at start and every fifth of its failover time
+//! ([`membership`](crate::membership)), and deletes it on a clean stop. A row that has not
+//! changed for the failover time it states — the lease time, 5 × shard check frequency,
+//! if it states none — as this client observes it ([`Liveness`]), belongs to a client
+//! that is gone.
 //!
 //! Rust clients add [`SCHEME_ATTRIBUTE`] to their row; the Go library ignores attributes
 //! it does not know, so a live row without it is a Go client's (see
 //! [`AssignmentMode`](crate::AssignmentMode)).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -17,7 +20,7 @@ use crate::bridge::Bridge;
 use crate::checkpoints::Owner;
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::liveness::Liveness;
+use crate::liveness::{DeadClient, Liveness};
 use crate::tables;
 
 /// The attribute that marks a Rust client's row, and its value: the assignment scheme
@@ -25,22 +28,37 @@ use crate::tables;
 pub(crate) const SCHEME_ATTRIBUTE: &str = "AssignmentScheme";
 const SCHEME: &str = "rendezvous";
 
-/// Puts (or refreshes) this client's row.
-pub(crate) fn register(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
+/// The attribute in which a Rust client states its failover time, in milliseconds: how
+/// long its row may stay unchanged before it counts as gone. Rows without it (Go
+/// clients, earlier versions of this crate) are judged by the lease time.
+pub(crate) const FAILOVER_ATTRIBUTE: &str = "FailoverMillis";
+
+/// The put of this client's row, stating `failover` (see [`FAILOVER_ATTRIBUTE`]).
+pub(crate) fn put_row(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    me: &Owner,
+    failover: Duration,
+) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
     let now = clock::now_nanos();
-    bridge
-        .block_on(
-            bridge
-                .dynamodb()
-                .put_item()
-                .table_name(table)
-                .item("ID", AttributeValue::S(me.id.clone()))
-                .item("Name", AttributeValue::S(me.name.clone()))
-                .item("LastUpdate", AttributeValue::N(now.to_string()))
-                .item("LastUpdateRFC", AttributeValue::S(clock::rfc3339(now)))
-                .item(SCHEME_ATTRIBUTE, AttributeValue::S(SCHEME.to_owned()))
-                .send(),
+    dynamodb
+        .put_item()
+        .table_name(table)
+        .item("ID", AttributeValue::S(me.id.clone()))
+        .item("Name", AttributeValue::S(me.name.clone()))
+        .item("LastUpdate", AttributeValue::N(now.to_string()))
+        .item("LastUpdateRFC", AttributeValue::S(clock::rfc3339(now)))
+        .item(SCHEME_ATTRIBUTE, AttributeValue::S(SCHEME.to_owned()))
+        .item(
+            FAILOVER_ATTRIBUTE,
+            AttributeValue::N(failover.as_millis().to_string()),
         )
+}
+
+/// Puts (or refreshes) this client's row.
+pub(crate) fn register(bridge: &Bridge, table: &str, me: &Owner, failover: Duration) -> Result<()> {
+    bridge
+        .block_on(put_row(bridge.dynamodb(), table, me, failover).send())
         .map(|_| ())
         .map_err(|e| {
             Error::aws(
@@ -90,7 +108,8 @@ pub(crate) struct Clients {
 pub(crate) const ANCIENT: Duration = Duration::from_secs(48 * 3600);
 
 /// Reads every client row (consistent, paginated scan), telling `liveness` which
-/// clients are gone.
+/// clients are gone: a row unchanged for the failover time it states, or for `ttl` (the
+/// lease time) if it states none.
 pub(crate) fn scan(
     bridge: &Bridge,
     table: &str,
@@ -99,7 +118,8 @@ pub(crate) fn scan(
 ) -> Result<Clients> {
     let ancient = clock::cutoff_nanos(ANCIENT);
     let mut clients = Clients::default();
-    let mut dead = std::collections::HashSet::new();
+    let mut dead = HashMap::new();
+    let asked = Instant::now();
     tables::scan_all(bridge, table, None, |item| {
         let Some(AttributeValue::S(id)) = item.get("ID") else {
             return;
@@ -108,13 +128,27 @@ pub(crate) fn scan(
             Some(AttributeValue::N(v)) => v.parse::<i64>().unwrap_or(0),
             _ => 0,
         };
-        if !liveness.is_stale(&format!("client/{id}"), None, updated, ttl) {
+        let row_ttl = match item.get(FAILOVER_ATTRIBUTE) {
+            Some(AttributeValue::N(v)) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map_or(ttl, Duration::from_millis),
+            _ => ttl,
+        };
+        if !liveness.is_stale(&format!("client/{id}"), None, updated, row_ttl, asked) {
             clients.live.push(id.clone());
             if !matches!(item.get(SCHEME_ATTRIBUTE), Some(AttributeValue::S(v)) if v == SCHEME) {
                 clients.go.push(id.clone());
             }
         } else {
-            dead.insert(id.clone());
+            dead.insert(
+                id.clone(),
+                DeadClient {
+                    last_update: updated,
+                    grace: row_ttl.saturating_sub(row_ttl / 5),
+                },
+            );
             if updated < ancient {
                 clients.ancient.push(id.clone());
             }

@@ -14,6 +14,9 @@ const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// The most records the buffer may hold (its slots are allocated up front).
 const MAX_BUFFER_SIZE: usize = 100_000;
 
+/// How long a client may go silent before others take its shards, by default.
+const DEFAULT_FAILOVER_TIME: Duration = Duration::from_secs(15);
+
 /// The default byte bound on records waiting for the caller.
 const DEFAULT_BUFFER_BYTES: usize = 32 << 20;
 
@@ -63,7 +66,8 @@ pub enum CheckpointMode {
 
 /// Configuration of a [`Kinsumer`](crate::Kinsumer).
 ///
-/// Start from [`Config::default`] (the Go library's defaults) and change what you need
+/// Start from [`Config::default`] (the Go library's defaults, but for a failover time of
+/// 15 s: see [`Config::with_failover_time`] and [`Config::go_defaults`]) and change what you need
 /// with the by-value `with_*` setters. Values are checked by [`Config::validate`], which
 /// every constructor of [`Kinsumer`](crate::Kinsumer) calls.
 ///
@@ -104,6 +108,8 @@ pub struct Config {
     deaggregation: bool,
     handover_grace: Option<Duration>,
     idle_poll_delay: Option<Duration>,
+    /// `None`: the Go library's lease time (5 × shard check).
+    failover_time: Option<Duration>,
     stats: Arc<dyn Stats>,
     listener: Arc<dyn ShardListener>,
     fan_out: Option<FanOutConsumer>,
@@ -150,6 +156,7 @@ impl Default for Config {
             deaggregation: true,
             handover_grace: None,
             idle_poll_delay: None,
+            failover_time: Some(DEFAULT_FAILOVER_TIME),
             stats: Arc::new(NoStats),
             listener: Arc::new(NoListener),
             fan_out: None,
@@ -183,6 +190,7 @@ impl fmt::Debug for Config {
             .field("deaggregation", &self.deaggregation)
             .field("handover_grace", &self.handover_grace())
             .field("idle_poll_delay", &self.idle_poll_delay())
+            .field("failover_time", &self.failover_time())
             .field("stats", &self.stats)
             .field("listener", &self.listener)
             .field("fan_out", &self.fan_out)
@@ -351,6 +359,61 @@ impl Config {
     pub fn with_handover_grace(mut self, grace: Duration) -> Self {
         self.handover_grace = Some(grace);
         self
+    }
+
+    /// How long a client may go silent — crashed, cut off from DynamoDB, suspended —
+    /// before the others take its shards (default 15 s; at least 1 s; capped at the
+    /// lease time, 5 × shard check frequency).
+    ///
+    /// Each client writes its row in the clients table every fifth of this time (so 3 s
+    /// by default, one small write), and reads the others' rows as often; a client whose
+    /// row has not changed for this long, as another client sees it, is gone, and its
+    /// shards move at once. A client that has not managed to write its row for four
+    /// fifths of it stops delivering first, so two clients never deliver a shard at once.
+    /// Lease rows are still heartbeated once per shard check, as the Go library expects.
+    ///
+    /// Each row states its client's failover time, so clients with different settings
+    /// (and Go clients, judged by the Go rule) share a fleet. See the README's "How fast
+    /// shards move" for the trade-off in DynamoDB requests.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = kinsumer::Config::default();
+    /// assert_eq!(config.failover_time(), Duration::from_secs(15));
+    /// let slow = config.with_failover_time(Duration::from_secs(60));
+    /// assert_eq!(slow.failover_time(), Duration::from_secs(60));
+    /// // Never longer than the lease time (5 × the shard check frequency).
+    /// let capped = slow.with_shard_check_frequency(Duration::from_secs(2));
+    /// assert_eq!(capped.failover_time(), Duration::from_secs(10));
+    /// ```
+    pub fn with_failover_time(mut self, time: Duration) -> Self {
+        self.failover_time = Some(time);
+        self
+    }
+
+    /// The failover time in effect.
+    pub fn failover_time(&self) -> Duration {
+        let lease = self.lease_ttl();
+        self.failover_time.map_or(lease, |t| t.min(lease))
+    }
+
+    /// The Go library's defaults *and* timings: a silent client's shards move after the
+    /// lease time (5 × shard check frequency, 5 min), as a Go client moves them, and
+    /// each client writes its row once per shard check. For fleets that must keep the Go
+    /// library's DynamoDB request rate; [`Config::default`] also shares tables with Go
+    /// clients, and moves shards faster.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let go = kinsumer::Config::go_defaults();
+    /// assert_eq!(go.failover_time(), Duration::from_secs(300));
+    /// assert_eq!(go.shard_check_frequency(), Duration::from_secs(60));
+    /// ```
+    pub fn go_defaults() -> Config {
+        Config {
+            failover_time: None,
+            ..Config::default()
+        }
     }
 
     /// The handover grace.
@@ -611,9 +674,23 @@ impl Config {
         &self.stats
     }
 
-    /// How old a client row or lease may get before it counts as abandoned.
+    /// How old a lease, the leader's row or a Go client's row may get before it counts as
+    /// abandoned: 5 × shard check, the Go library's rule.
     pub(crate) fn lease_ttl(&self) -> Duration {
         self.shard_check_frequency.saturating_mul(5)
+    }
+
+    /// How often this client's row is written: a fifth of the failover time.
+    pub(crate) fn membership_interval(&self) -> Duration {
+        self.failover_time() / 5
+    }
+
+    /// How long after its row was last written this client still delivers: the failover
+    /// time less one row interval, so it has stopped before any other client may count
+    /// it gone.
+    pub(crate) fn membership_margin(&self) -> Duration {
+        self.failover_time()
+            .saturating_sub(self.membership_interval())
     }
 
     /// Checks every value with the Go library's rules (plus the GetRecords limit).
@@ -640,6 +717,7 @@ impl Config {
             ("dynamo_waiter_delay", Some(self.dynamo_waiter_delay)),
             ("idle_poll_delay", self.idle_poll_delay),
             ("handover_grace", self.handover_grace),
+            ("failover_time", self.failover_time),
         ] {
             if d.is_some_and(|d| d > MAX_INTERVAL) {
                 return Err(Error::new(ErrorKind::InvalidDuration)
@@ -686,6 +764,12 @@ impl Config {
         }
         if self.handover_grace.is_some_and(|g| g >= self.lease_ttl()) {
             return fail(ErrorKind::InvalidHandoverGrace);
+        }
+        if self
+            .failover_time
+            .is_some_and(|t| t < Duration::from_secs(1))
+        {
+            return fail(ErrorKind::InvalidFailoverTime);
         }
         self.validate_fan_out_and_role()?;
         // Kinesis rejects it at every try: an answer that cannot change.
@@ -934,6 +1018,7 @@ mod tests {
             d().with_shard_check_frequency(Duration::MAX),
             d().with_dynamo_waiter_delay(Duration::MAX),
             d().with_idle_poll_delay(Duration::MAX),
+            d().with_failover_time(Duration::MAX),
         ] {
             assert_eq!(kind(c), Some(ErrorKind::InvalidDuration));
         }
@@ -955,6 +1040,11 @@ mod tests {
             Some(ErrorKind::InvalidIdlePollDelay)
         );
         assert_eq!(kind(d().with_idle_poll_delay(ms(250))), None);
+        assert_eq!(
+            kind(d().with_failover_time(ms(999))),
+            Some(ErrorKind::InvalidFailoverTime)
+        );
+        assert_eq!(kind(d().with_failover_time(ms(1000))), None);
         // Unset, it follows a long throttle delay rather than reject it.
         assert_eq!(
             d().with_throttle_delay(Duration::from_secs(3))

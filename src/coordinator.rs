@@ -1,13 +1,16 @@
 //! The coordinator thread ("kinsumer-coordinator").
 //!
-//! Owns the set of shard threads. Every shard-check interval it heartbeats the client
-//! row, reads the live clients; the first live client (by id) is the leader, which keeps
+//! Owns the set of shard threads and this client's row ([`membership`]: written by a
+//! task on the I/O runtime every fifth of the failover time). Every shard-check interval
+//! it reads the live clients; the first live client (by id) is the leader, which keeps
 //! the shared shard list (`ShardCache`) fresh and removes long-dead clients' rows. Every
 //! client reads that list (or ListShards, before there is one), computes its shards with
 //! [`assignment`](crate::assignment), and starts or stops exactly the shard threads that
 //! changed: the others keep delivering. It also restarts shard threads that exited with
-//! a failure. It never touches the records channel, so a caller that stops pulling
-//! records cannot stall heartbeats, rebalancing or `stop()`.
+//! a failure. Between shard checks it reads the clients table every membership interval
+//! and the fleet-change epoch every second, and checks at once when either moved. It
+//! never touches the records channel, so a caller that stops pulling records cannot
+//! stall heartbeats, rebalancing or `stop()`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use crate::clients;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::lineage;
+use crate::membership::{self, Heartbeat, Membership};
 use crate::metadata;
 use crate::record::Record;
 use crate::scheme::{self, Phase};
@@ -228,13 +232,19 @@ struct Coordinator<'a> {
     next_leader_action: Instant,
     /// The fleet-change epoch last seen ([`metadata::fleet_epoch`]).
     fleet_epoch: Option<i64>,
+    /// Until when this client surely still counts as live; renewed by `heartbeat`.
+    membership: Arc<Membership>,
+    /// Writes this client's row; `None` before startup registered it, and once the row
+    /// is to be deleted (or abandoned).
+    heartbeat: Option<Heartbeat>,
+    /// The live clients the last refresh assigned among.
+    live: Vec<String>,
 }
 
 impl<'a> Coordinator<'a> {
     fn new(parts: CoordinatorParts, bridge: &'a Bridge) -> Self {
         let (exits_tx, exits_rx) = crossbeam_channel::unbounded();
         Coordinator {
-            parts,
             bridge,
             shards: HashMap::new(),
             finished: HashSet::new(),
@@ -247,6 +257,10 @@ impl<'a> Coordinator<'a> {
             phase: None,
             next_leader_action: Instant::now(),
             fleet_epoch: None,
+            membership: Arc::new(Membership::new(parts.config.membership_margin())),
+            heartbeat: None,
+            live: Vec::new(),
+            parts,
         }
     }
 
@@ -255,7 +269,21 @@ impl<'a> Coordinator<'a> {
     }
 
     fn startup(&mut self) -> Result<()> {
-        clients::register(self.bridge, &self.parts.names.clients, &self.parts.owner)?;
+        let sent = Instant::now();
+        clients::register(
+            self.bridge,
+            &self.parts.names.clients,
+            &self.parts.owner,
+            self.parts.config.failover_time(),
+        )?;
+        self.membership.renewed(sent);
+        self.heartbeat = Some(membership::start_heartbeat(
+            self.bridge,
+            &self.parts.names.clients,
+            &self.parts.owner,
+            &self.parts.config,
+            &self.membership,
+        ));
         self.announce();
         if self.refresh()? == 0 {
             // Normal in a fleet with more clients than shards, or while a departed
@@ -269,9 +297,12 @@ impl<'a> Coordinator<'a> {
     fn run(&mut self) {
         let interval = self.parts.config.shard_check_frequency();
         let mut next_check = Instant::now() + interval;
-        // Between shard checks, the fleet-change epoch is polled every `FLEET_POLL` (not
-        // at all when shard checks are that frequent).
+        // Between shard checks, the fleet-change epoch is polled every `FLEET_POLL`, and
+        // the clients table read every membership interval (a client gone silent); not
+        // at all when shard checks are that frequent.
         let polling = FLEET_POLL < interval;
+        let scan_every = self.parts.config.membership_interval();
+        let scanning = scan_every < interval;
         let next_poll_after = |now: Instant, next_check: Instant| {
             if polling {
                 now + FLEET_POLL
@@ -279,16 +310,37 @@ impl<'a> Coordinator<'a> {
                 next_check
             }
         };
+        let next_scan_after = |now: Instant, next_check: Instant| {
+            if scanning {
+                now + scan_every
+            } else {
+                next_check
+            }
+        };
         let mut next_poll = next_poll_after(Instant::now(), next_check);
+        let mut next_scan = next_scan_after(Instant::now(), next_check);
         // Failed shard checks in a row whose error retrying does not fix.
         let mut hopeless = 0;
         loop {
-            match self.next_event(next_check.min(next_poll)) {
+            match self.next_event(next_check.min(next_poll).min(next_scan)) {
                 Event::Tick if Instant::now() < next_check => {
-                    next_poll = next_poll_after(Instant::now(), next_check);
-                    if self.fleet_changed() {
-                        log::info!("client {}: the fleet changed; checking now", self.name());
-                        next_check = Instant::now();
+                    let now = Instant::now();
+                    if now >= next_scan {
+                        next_scan = next_scan_after(now, next_check);
+                        if self.members_changed() {
+                            log::info!(
+                                "client {}: a client went silent or came back; checking now",
+                                self.name()
+                            );
+                            next_check = Instant::now();
+                        }
+                    }
+                    if now >= next_poll {
+                        next_poll = next_poll_after(Instant::now(), next_check);
+                        if self.fleet_changed() {
+                            log::info!("client {}: the fleet changed; checking now", self.name());
+                            next_check = Instant::now();
+                        }
                     }
                 }
                 Event::Command(command) => {
@@ -309,7 +361,8 @@ impl<'a> Coordinator<'a> {
                 Event::Tick => {
                     next_check = Instant::now() + interval;
                     next_poll = next_poll_after(Instant::now(), next_check);
-                    let Err(e) = self.heartbeat_and_refresh() else {
+                    next_scan = next_scan_after(Instant::now(), next_check);
+                    let Err(e) = self.refresh() else {
                         hopeless = 0;
                         continue;
                     };
@@ -430,9 +483,22 @@ impl<'a> Coordinator<'a> {
         Ok(None)
     }
 
-    fn heartbeat_and_refresh(&mut self) -> Result<()> {
-        clients::register(self.bridge, &self.parts.names.clients, &self.parts.owner)?;
-        self.refresh().map(|_| ())
+    /// Whether the live clients differ from those the last refresh assigned among (one
+    /// crashed or was cut off, or came back). A failed scan says no: the next shard
+    /// check sees it.
+    fn members_changed(&mut self) -> bool {
+        match clients::scan(
+            self.bridge,
+            &self.parts.names.clients,
+            self.parts.config.lease_ttl(),
+            &self.parts.liveness,
+        ) {
+            Ok(clients) => clients.live != self.live,
+            Err(e) => {
+                log::debug!("client {}: {e}", self.name());
+                false
+            }
+        }
     }
 
     /// Reconciles running shard threads with this client's assignment. Returns how many
@@ -450,14 +516,19 @@ impl<'a> Coordinator<'a> {
             .liveness
             .forget_unobserved(self.parts.config.lease_ttl().saturating_mul(4));
         let live = clients.live;
+        self.live.clone_from(&live);
         if !live.contains(&self.parts.owner.id) {
-            return Err(
-                Error::new(ErrorKind::ClientNotInTable).with_context(format!(
-                    "client {} in table {}",
+            // Its row could not be written for the failover time: the others count this
+            // client gone, and its shard threads stopped delivering before they could.
+            // It takes part again once a write of its row lands.
+            return Err(Error::new(ErrorKind::ClientNotInTable)
+                .with_context(format!(
+                    "client {} in table {}: its row was not written for the failover time; \
+                     waiting for the next write",
                     self.name(),
                     names.clients
-                )),
-            );
+                ))
+                .transient());
         }
         let first = live.first().is_some_and(|id| *id == self.parts.owner.id);
         let mut cache = metadata::read_shard_cache(self.bridge, &names.metadata)?;
@@ -511,6 +582,7 @@ impl<'a> Coordinator<'a> {
                 records: self.parts.records.clone(),
                 budget: Arc::clone(&self.parts.budget),
                 liveness: Arc::clone(&self.parts.liveness),
+                membership: Arc::clone(&self.membership),
                 notices: self.parts.notices.clone(),
                 exits: self.exits_tx.clone(),
                 abandon: Arc::clone(&self.abandon),
@@ -656,6 +728,10 @@ impl<'a> Coordinator<'a> {
     fn shutdown(&mut self, abandon: bool) -> Vec<String> {
         let mut problems = Vec::new();
         self.abandon.store(abandon, Ordering::Release);
+        if abandon {
+            // A crash writes nothing more, its row included.
+            self.heartbeat = None;
+        }
         for handle in self.shards.values_mut() {
             handle.request_stop();
         }
@@ -697,6 +773,10 @@ impl<'a> Coordinator<'a> {
                 Err(e) => log::warn!("client {}: {e}", self.name()),
             }
             self.leader = false;
+        }
+        // The row is deleted next: no write of it may land after that.
+        if let Some(h) = self.heartbeat.take() {
+            h.stop();
         }
         match clients::deregister(self.bridge, &self.parts.names.clients, &self.parts.owner) {
             Ok(()) => {

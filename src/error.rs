@@ -122,6 +122,8 @@ pub enum ErrorKind {
     InvalidArn,
     /// The number of I/O threads is outside 1..=64.
     InvalidIoThreads,
+    /// The failover time is under 1 s.
+    InvalidFailoverTime,
     /// STS refused to let this client assume the configured role
     /// ([`with_role_arn`](crate::Config::with_role_arn)).
     AssumeRoleFailed,
@@ -186,6 +188,7 @@ impl ErrorKind {
             ErrorKind::ConsumerAccessDenied => "access to the enhanced fan-out consumer was denied",
             ErrorKind::InvalidArn => "invalid ARN",
             ErrorKind::InvalidIoThreads => "the number of I/O threads must be 1..=64",
+            ErrorKind::InvalidFailoverTime => "the failover time must be at least 1 s",
             ErrorKind::AssumeRoleFailed => "assuming the configured IAM role failed",
         }
     }
@@ -338,6 +341,7 @@ impl Error {
                 | ErrorKind::InvalidInitialPosition
                 | ErrorKind::InvalidArn
                 | ErrorKind::InvalidIoThreads
+                | ErrorKind::InvalidFailoverTime
         )
     }
 

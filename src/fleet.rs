@@ -59,7 +59,8 @@ pub struct ClientStatus {
     pub name: String,
     /// Time since its last heartbeat.
     pub age: Duration,
-    /// Whether it counts as live (heartbeat within 5 × shard check frequency).
+    /// Whether it counts as live: its row written within the failover time it states (5 ×
+    /// shard check frequency for Go clients).
     pub live: bool,
 }
 
@@ -236,11 +237,17 @@ impl Fleet {
                 return;
             };
             let age = age_of(&item, "LastUpdate").unwrap_or(Duration::MAX);
+            // A Rust client states how long it may stay silent; a Go client has the
+            // lease time.
+            let silence = match item.get(crate::clients::FAILOVER_ATTRIBUTE) {
+                Some(AttributeValue::N(ms)) => ms.parse().map_or(ttl, Duration::from_millis),
+                _ => ttl,
+            };
             clients.push(ClientStatus {
                 id,
                 name: s_attr(&item, "Name").unwrap_or_default(),
                 age,
-                live: age < ttl,
+                live: age < silence,
             });
         })?;
         clients.sort_by(|a, b| a.id.cmp(&b.id));

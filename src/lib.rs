@@ -60,6 +60,7 @@ mod fleet;
 mod health;
 mod lineage;
 mod liveness;
+mod membership;
 mod metadata;
 mod record;
 mod retry;

@@ -9,7 +9,7 @@
 //! crate's own (the Go library ignores it): the leader's word on which assignment scheme
 //! the fleet uses (see [`AssignmentMode`](crate::AssignmentMode)).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
@@ -71,6 +71,7 @@ pub(crate) fn claim_leadership(
                     AttributeValue::N(v.last_update.to_string()),
                 );
         }
+        let asked = Instant::now();
         match bridge.block_on(req.condition_expression(condition).send()) {
             Ok(_) => return Ok(true),
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
@@ -96,6 +97,7 @@ pub(crate) fn claim_leadership(
                                 Some(&v.owner),
                                 v.last_update,
                                 ttl,
+                                asked,
                             ) || liveness.is_dead(&v.owner)) =>
                     {
                         stale = Some(v);

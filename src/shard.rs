@@ -122,6 +122,8 @@ pub(crate) struct ShardContext {
     pub(crate) budget: Arc<crate::budget::Budget>,
     /// What this client has seen of the fleet's rows.
     pub(crate) liveness: Arc<crate::liveness::Liveness>,
+    /// Until when this client is surely still counted in the fleet.
+    pub(crate) membership: Arc<crate::membership::Membership>,
     pub(crate) notices: Notices,
     pub(crate) exits: Sender<(Arc<str>, ShardExit)>,
     /// Set before a simulated crash: exit without releasing or committing.
@@ -203,7 +205,8 @@ pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 enum Interrupt {
     Stop,
     LeaseLost,
-    /// Not renewed for nearly the lease time: given up locally.
+    /// Not renewed for nearly the lease time, or this client's row not for nearly the
+    /// failover time: given up locally.
     LeaseExpired,
     Finished,
     Failed(String),
@@ -417,7 +420,10 @@ impl<'a> Worker<'a> {
             Ok(start) => start,
             Err(exit) => return exit,
         };
-        let progress = Arc::new(ShardProgress::new(Arc::clone(&self.ctx.shard_id)));
+        let progress = Arc::new(ShardProgress::new(
+            Arc::clone(&self.ctx.shard_id),
+            Arc::clone(&self.ctx.membership),
+        ));
         progress.renew(self.last_write + self.lease_margin());
         let mut source: Box<dyn RecordSource> = match &self.ctx.consumer {
             Some(consumer) => Box::new(FanOut::new(
@@ -445,6 +451,10 @@ impl<'a> Worker<'a> {
         match interrupt {
             Interrupt::LeaseLost | Interrupt::LeaseExpired => {
                 // Records of this lease still in the channel are dropped from here on.
+                progress.stop_handing_out();
+                if matches!(interrupt, Interrupt::LeaseExpired) {
+                    self.hand_back_expired(&progress);
+                }
                 progress.seal();
                 self.ctx.left_behind.lock().remove(self.shard());
                 log::info!(
@@ -483,6 +493,14 @@ impl<'a> Worker<'a> {
         // A version of the row this client saw go stale: the capture may take it.
         let mut stale: Option<crate::liveness::Version> = None;
         loop {
+            // A client that may be counted gone takes nothing: it would only be taken
+            // from it.
+            if !self.ctx.membership.valid_at(Instant::now()) {
+                if self.stop_within(self.throttle()) {
+                    return None;
+                }
+                continue;
+            }
             match self.leases().capture(self.shard(), ttl, stale.as_ref()) {
                 Ok(Capture::Captured(found)) => {
                     log::info!(
@@ -512,7 +530,11 @@ impl<'a> Worker<'a> {
                     let start = found.start;
                     return Some(Ok(self.start_from(found.checkpoint, start)));
                 }
-                Ok(Capture::HeldBy { holder, version }) => {
+                Ok(Capture::HeldBy {
+                    holder,
+                    version,
+                    asked,
+                }) => {
                     log::debug!(
                         "client {}: shard {} is leased by {}; waiting",
                         self.ctx.owner.name,
@@ -520,7 +542,8 @@ impl<'a> Worker<'a> {
                         holder.as_deref().unwrap_or("another client")
                     );
                     let liveness = Arc::clone(&self.ctx.liveness);
-                    stale = version.filter(|v| liveness.lease_is_stale(self.shard(), v, ttl));
+                    stale =
+                        version.filter(|v| liveness.lease_is_stale(self.shard(), v, ttl, asked));
                     if stale.is_some() {
                         continue;
                     }
@@ -989,6 +1012,17 @@ impl<'a> Worker<'a> {
         self.next_commit = now + self.ctx.config.commit_frequency();
         self.report_held_back(progress, now);
         let unrenewed = now.duration_since(self.last_write);
+        if let Some(silent) = self.ctx.membership.lapsed(now) {
+            let e = Error::new(ErrorKind::LeaseLost).with_context(format!(
+                "shard {}: this client's row was not written for {silent:?} (DynamoDB \
+                 unreachable?); stopped delivering the shard before another client may \
+                 count this one gone",
+                self.shard()
+            ));
+            log::warn!("{e}");
+            self.ctx.notices.report(e);
+            return Err(Interrupt::LeaseExpired);
+        }
         if unrenewed >= self.lease_margin() {
             let e = Error::new(ErrorKind::LeaseLost).with_context(format!(
                 "shard {}: the lease was not renewed for {unrenewed:?} (DynamoDB unreachable?); \
@@ -1192,6 +1226,33 @@ impl<'a> Worker<'a> {
                 }
                 outcome => return outcome,
             }
+        }
+    }
+
+    /// After the lease ran out here: one attempt to commit what was processed and release
+    /// the lease, without waiting for the caller. Safe whoever holds the lease now: the
+    /// write is conditional on this client still owning it, and if it does, no other
+    /// client has started on the shard. When DynamoDB answers again (or only this
+    /// client's row could not be written), the next owner then starts where this client
+    /// stopped, re-delivering nothing.
+    fn hand_back_expired(&mut self, progress: &ShardProgress) {
+        let (_, checkpoint) = progress.drain_and_seal(Instant::now(), self.committed);
+        match self
+            .leases()
+            .release_once(self.shard(), checkpoint.as_ref(), self.commit_attempt())
+        {
+            Ok(()) => log::info!(
+                "client {}: handed back the lease of shard {} it could no longer renew \
+                 (checkpoint {:?})",
+                self.ctx.owner.name,
+                self.shard(),
+                checkpoint.as_ref().or(self.checkpoint.as_ref())
+            ),
+            Err(e) => log::debug!(
+                "client {}: could not hand back the lease of shard {}: {e:?}",
+                self.ctx.owner.name,
+                self.shard()
+            ),
         }
     }
 

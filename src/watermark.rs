@@ -20,6 +20,8 @@ use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::membership::Membership;
+
 /// A user record's place in its KPL aggregate.
 #[derive(Debug, Clone)]
 pub(crate) struct AggregatePart {
@@ -192,15 +194,18 @@ struct ProgressState {
 #[derive(Debug)]
 pub(crate) struct ShardProgress {
     shard_id: Arc<str>,
+    /// This client's membership of the fleet: past it, nothing is handed out either.
+    membership: Arc<Membership>,
     state: Mutex<ProgressState>,
     /// Signalled on every mark, for a draining shard thread.
     marked: Condvar,
 }
 
 impl ShardProgress {
-    pub(crate) fn new(shard_id: Arc<str>) -> Self {
+    pub(crate) fn new(shard_id: Arc<str>, membership: Arc<Membership>) -> Self {
         ShardProgress {
             shard_id,
+            membership,
             state: Mutex::new(ProgressState {
                 watermark: Watermark::default(),
                 handed_out: 0,
@@ -226,7 +231,7 @@ impl ShardProgress {
         // A process that was suspended (SIGSTOP, a VM pause) past its lease must not hand
         // out a single record before its shard thread notices.
         let now = Instant::now();
-        if st.valid_until.is_some_and(|t| now > t) {
+        if st.valid_until.is_some_and(|t| now > t) || !self.membership.valid_at(now) {
             return false;
         }
         st.handed_out = st.handed_out.max(index + 1);
@@ -387,7 +392,10 @@ mod tests {
 
     #[test]
     fn draining_waits_for_handed_out_records_then_seals() {
-        let p = Arc::new(ShardProgress::new(Arc::from("shard-1")));
+        let p = Arc::new(ShardProgress::new(
+            Arc::from("shard-1"),
+            Arc::new(Membership::unbounded()),
+        ));
         assert!(p.hand_out(0));
         p.mark(0, "a", None);
         assert!(p.hand_out(1));
@@ -413,7 +421,7 @@ mod tests {
 
     #[test]
     fn draining_gives_up_at_the_deadline() {
-        let p = ShardProgress::new(Arc::from("shard-1"));
+        let p = ShardProgress::new(Arc::from("shard-1"), Arc::new(Membership::unbounded()));
         assert!(p.hand_out(0));
         assert!(p.hand_out(1));
         p.mark(0, "a", None);

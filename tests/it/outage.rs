@@ -205,6 +205,110 @@ fn a_client_cut_off_from_dynamodb_stops_delivering_before_its_shards_move() -> T
     Ok(())
 }
 
+/// A client whose lease writes go through but whose row writes do not (a throttled or
+/// half-partitioned table) is counted gone by the others after the failover time, and
+/// they take its leases at once. It must have stopped delivering, and handed its
+/// leases back, before: no record is delivered twice, then or when it comes back.
+#[test]
+fn a_client_that_cannot_write_its_row_hands_its_shards_over_and_repeats_nothing() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    let outage = Outage::refused().only("PutItem");
+    let log: Log = Arc::default();
+    let a = consumer_with_outage(&mut env, "rowless", support::fast_config(), &outage)?;
+    let a_id = a.client_id().to_owned();
+    let a_stop = a.stop_handle();
+    a.run()?;
+    let reader_a = read_into(0, a, log.clone());
+    let b = env.consumer("healthy", support::fast_config())?;
+    let b_id = b.client_id().to_owned();
+    let b_stop = b.stop_handle();
+    b.run()?;
+    let reader_b = read_into(1, b, log.clone());
+    support::wait_for(Duration::from_secs(30), "one lease each", || {
+        let owners = env.owners()?;
+        Ok(owners.values().filter(|o| **o == a_id).count() == 1
+            && owners.values().filter(|o| **o == b_id).count() == 1)
+    })?;
+    let a_shard = env
+        .owners()?
+        .into_iter()
+        .find(|(_, o)| *o == a_id)
+        .map(|(s, _)| s)
+        .ok_or("no shard for A")?;
+    let producer = Producer::start(&env);
+    support::wait_for(Duration::from_secs(30), "A delivering its shard", || {
+        Ok(log
+            .lock()
+            .iter()
+            .any(|(c, s, _, _)| *c == 0 && *s == a_shard))
+    })?;
+
+    // A's row can no longer be written; its lease writes still go through.
+    outage.arm(true);
+    let cut = Instant::now();
+    support::wait_for(Duration::from_secs(60), "B delivering A's shard", || {
+        Ok(log
+            .lock()
+            .iter()
+            .filter(|(c, s, _, t)| *c == 1 && *s == a_shard && *t > cut)
+            .count()
+            >= 100)
+    })?;
+    let b_took = log
+        .lock()
+        .iter()
+        .filter(|(c, s, _, t)| *c == 1 && *s == a_shard && *t > cut)
+        .map(|e| e.3)
+        .min()
+        .ok_or("B never delivered A's shard")?;
+    let a_last = log
+        .lock()
+        .iter()
+        .filter(|(c, _, _, t)| *c == 0 && *t < b_took)
+        .map(|e| e.3)
+        .max()
+        .ok_or("A never delivered")?;
+    // A's row is written again: it takes its share back by a clean handover.
+    outage.arm(false);
+    let back = Instant::now();
+    support::wait_for(Duration::from_secs(60), "A delivering again", || {
+        Ok(log.lock().iter().any(|(c, _, _, t)| *c == 0 && *t > back))
+    })?;
+    let written = producer.stop()?;
+    support::wait_for(Duration::from_secs(60), "every record", || {
+        let log = log.lock();
+        let distinct: std::collections::HashSet<&String> = log.iter().map(|e| &e.2).collect();
+        Ok(distinct.len() as u64 >= written)
+    })?;
+    a_stop.stop();
+    b_stop.stop();
+    let _ = reader_a.join();
+    let _ = reader_b.join();
+
+    let log = log.lock();
+    println!(
+        "A delivered until {:?} after its row writes failed; B took its shard {:?} after",
+        a_last.saturating_duration_since(cut),
+        b_took.saturating_duration_since(cut)
+    );
+    assert!(a_last < b_took);
+    let mut per_record: HashMap<&String, Vec<usize>> = HashMap::new();
+    for (c, _, d, _) in log.iter() {
+        per_record.entry(d).or_default().push(*c);
+    }
+    assert_eq!(per_record.len() as u64, written);
+    let repeated: Vec<(&&String, &Vec<usize>)> =
+        per_record.iter().filter(|(_, by)| by.len() > 1).collect();
+    assert!(
+        repeated.is_empty(),
+        "{} records delivered twice (by clients): {:?}",
+        repeated.len(),
+        repeated.iter().take(5).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
 #[test]
 fn a_kinesis_stall_does_not_stop_lease_renewals() -> TestResult {
     support::init_logging();

@@ -366,11 +366,13 @@ impl kinsumer::Stats for Announcer {
     }
 }
 
-/// The chaos run's timings: a lease time (35 s) longer than its 20 s DynamoDB outage.
+/// The chaos run's timings: a lease and failover time (35 s) longer than its 20 s
+/// DynamoDB outage.
 fn chaos_config() -> kinsumer::Config {
     support::fast_config()
         .with_shard_check_frequency(Duration::from_secs(7))
         .with_leader_action_frequency(Duration::from_secs(7))
+        .with_failover_time(Duration::from_secs(35))
 }
 
 /// Not a test: the body of one fleet member process, run by the test above.
@@ -449,6 +451,54 @@ fn fleet_member_process() -> TestResult {
     }
     consumer.stop();
     Ok(())
+}
+
+/// What a failing chaos run prints about one record: the stops, and every capture of
+/// the record's shard and delivery of the record, in ms from the kill.
+fn chaos_timeline(
+    events: &[Event],
+    record: &str,
+    killed_at: u64,
+    paused_at: u64,
+    resumed_at: u64,
+) -> String {
+    let ms = |at: u64| (at as i128 - killed_at as i128) as f64 / 1e6;
+    let shard = events.iter().find_map(|e| match e {
+        Event::Record { data, shard, .. } if data == record => Some(shard.clone()),
+        _ => None,
+    });
+    let mut out = format!(
+        "killed member 0 at 0 ms, paused member 1 at {:.0} ms, resumed it at {:.0} ms\n",
+        ms(paused_at),
+        ms(resumed_at)
+    );
+    for e in events {
+        match e {
+            Event::Acquired {
+                member,
+                shard: s,
+                at,
+            } if Some(s) == shard.as_ref() => {
+                out.push_str(&format!(
+                    "{:>10.1} ms member {member} acquired {s}\n",
+                    ms(*at)
+                ));
+            }
+            Event::Record {
+                member,
+                data,
+                shard: s,
+                at,
+            } if data == record => {
+                out.push_str(&format!(
+                    "{:>10.1} ms member {member} delivered {data} of {s}\n",
+                    ms(*at)
+                ));
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`) to a child.
@@ -603,12 +653,16 @@ fn chaos_loses_nothing_keeps_order_and_repeats_only_the_dead_and_paused_windows(
     let repeated: Vec<(&&str, &Vec<(usize, u64)>)> =
         by_record.iter().filter(|(_, d)| d.len() > 1).collect();
     for (record, deliveries) in &repeated {
-        assert!(
-            deliveries
-                .iter()
-                .any(|(m, at)| (*m == 0 && *at <= killed_at) || (*m == 1 && *at <= paused_at)),
-            "record {record} repeated, not from a stopped member's window: {deliveries:?}"
-        );
+        if !deliveries
+            .iter()
+            .any(|(m, at)| (*m == 0 && *at <= killed_at) || (*m == 1 && *at <= paused_at))
+        {
+            return Err(format!(
+                "record {record} repeated, not from a stopped member's window: {deliveries:?}\n{}",
+                chaos_timeline(&events, record, killed_at, paused_at, resumed_at)
+            )
+            .into());
+        }
     }
     // The resumed member delivers a shard only after capturing it anew.
     let mut held_since_resume: HashSet<&str> = HashSet::new();

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
@@ -18,6 +19,8 @@ pub struct Outage {
     flag: Option<std::path::PathBuf>,
     target: String,
     _blackhole: Option<Arc<std::net::TcpListener>>,
+    /// Only requests of this operation (`PutItem`, …) are cut off.
+    only: Option<&'static str>,
 }
 
 impl Outage {
@@ -28,6 +31,7 @@ impl Outage {
             flag: None,
             target: "http://127.0.0.1:1".into(),
             _blackhole: None,
+            only: None,
         }
     }
 
@@ -39,6 +43,7 @@ impl Outage {
             flag: None,
             target: format!("http://{}", listener.local_addr()?),
             _blackhole: Some(Arc::new(listener)),
+            only: None,
         })
     }
 
@@ -46,6 +51,13 @@ impl Outage {
     #[must_use]
     pub fn while_file_exists(mut self, flag: std::path::PathBuf) -> Outage {
         self.flag = Some(flag);
+        self
+    }
+
+    /// Cuts off only requests of `operation` (as the SDK names it: `PutItem`).
+    #[must_use]
+    pub fn only(mut self, operation: &'static str) -> Outage {
+        self.only = Some(operation);
         self
     }
 
@@ -63,8 +75,13 @@ impl Intercept for Outage {
         &self,
         context: &mut BeforeTransmitInterceptorContextMut<'_>,
         _rc: &RuntimeComponents,
-        _cfg: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        if let Some(only) = self.only
+            && cfg.load::<Metadata>().is_none_or(|m| m.name() != only)
+        {
+            return Ok(());
+        }
         if self.armed.load(Ordering::SeqCst) || self.flag.as_ref().is_some_and(|f| f.exists()) {
             context.request_mut().set_uri(format!("{}/", self.target))?;
         }
