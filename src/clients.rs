@@ -11,7 +11,7 @@
 //! it does not know, so a live row without it is a Go client's (see
 //! [`AssignmentMode`](crate::AssignmentMode)).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -78,6 +78,31 @@ pub(crate) fn deregister(bridge: &Bridge, table: &str, me: &Owner) -> Result<()>
     })
 }
 
+/// Deletes the row of client `id` if it is still the version last written at
+/// `last_update`: a client found gone but back since keeps its new row. `Ok(false)` if
+/// the row had changed.
+pub(crate) fn delete_if_unchanged(
+    bridge: &Bridge,
+    table: &str,
+    id: &str,
+    last_update: i64,
+) -> Result<bool> {
+    match bridge.block_on(
+        bridge
+            .dynamodb()
+            .delete_item()
+            .table_name(table)
+            .key("ID", AttributeValue::S(id.to_owned()))
+            .condition_expression("LastUpdate = :seen")
+            .expression_attribute_values(":seen", AttributeValue::N(last_update.to_string()))
+            .send(),
+    ) {
+        Ok(_) => Ok(true),
+        Err(e) if crate::retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(Error::aws(format!("deleting client {id} from table {table}"), e)),
+    }
+}
+
 /// Deletes the row of client `id`.
 pub(crate) fn delete(bridge: &Bridge, table: &str, id: &str) -> Result<()> {
     bridge
@@ -96,16 +121,14 @@ pub(crate) fn delete(bridge: &Bridge, table: &str, id: &str) -> Result<()> {
 /// The clients table as seen by one scan.
 #[derive(Debug, Default)]
 pub(crate) struct Clients {
-    /// Ids of the clients whose rows are fresher than the TTL, sorted.
+    /// Ids of the clients whose rows are fresher than their failover time, sorted.
     pub(crate) live: Vec<String>,
     /// Those of them whose rows lack the scheme mark: Go clients.
     pub(crate) go: Vec<String>,
-    /// Ids of rows not updated for [`ANCIENT`]: the leader deletes them.
-    pub(crate) ancient: Vec<String>,
+    /// Clients found gone, with their rows' `LastUpdate`: the leader deletes the rows,
+    /// so clients that start later never count them.
+    pub(crate) gone: Vec<(String, i64)>,
 }
-
-/// Rows this old belong to clients that will not come back.
-pub(crate) const ANCIENT: Duration = Duration::from_secs(48 * 3600);
 
 /// Reads every client row (consistent, paginated scan), telling `liveness` which
 /// clients are gone: a row unchanged for the failover time it states, or for `ttl` (the
@@ -116,14 +139,15 @@ pub(crate) fn scan(
     ttl: Duration,
     liveness: &Liveness,
 ) -> Result<Clients> {
-    let ancient = clock::cutoff_nanos(ANCIENT);
     let mut clients = Clients::default();
     let mut dead = HashMap::new();
+    let mut present = HashSet::new();
     let asked = Instant::now();
     tables::scan_all(bridge, table, None, |item| {
         let Some(AttributeValue::S(id)) = item.get("ID") else {
             return;
         };
+        present.insert(id.clone());
         let updated = match item.get("LastUpdate") {
             Some(AttributeValue::N(v)) => v.parse::<i64>().unwrap_or(0),
             _ => 0,
@@ -149,12 +173,12 @@ pub(crate) fn scan(
                     grace: row_ttl.saturating_sub(row_ttl / 5),
                 },
             );
-            if updated < ancient {
-                clients.ancient.push(id.clone());
-            }
+            clients.gone.push((id.clone(), updated));
         }
     })?;
     clients.live.sort_unstable();
-    liveness.set_dead_clients(dead);
+    // A deleted dead client's leases may not have moved yet: it stays dead here for a
+    // few lease times, by when its leases are stale on their own.
+    liveness.set_dead_clients(dead, &present, ttl.saturating_mul(4));
     Ok(clients)
 }

@@ -532,7 +532,7 @@ impl<'a> Coordinator<'a> {
         }
         let first = live.first().is_some_and(|id| *id == self.parts.owner.id);
         let mut cache = metadata::read_shard_cache(self.bridge, &names.metadata)?;
-        match self.lead(first, &clients.ancient, &mut cache) {
+        match self.lead(first, &clients.gone, &mut cache) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::NoSuchStream => return Err(e),
             // Leadership is best effort: the shard list below still works without it.
@@ -651,13 +651,14 @@ impl<'a> Coordinator<'a> {
     }
 
     /// Claims or keeps the leadership if this client is first among the live ones,
-    /// resigns it otherwise, and as the leader rebuilds the shard cache when due or as
-    /// soon as a cached shard has finished (its children may be ready), updating
-    /// `cache` to what was written.
+    /// resigns it otherwise, and as the leader deletes the rows of clients found `gone`
+    /// (so clients starting later do not count them live for a failover time) and
+    /// rebuilds the shard cache when due or as soon as a cached shard has finished (its
+    /// children may be ready), updating `cache` to what was written.
     fn lead(
         &mut self,
         first: bool,
-        ancient: &[String],
+        gone: &[(String, i64)],
         cache: &mut Option<Vec<String>>,
     ) -> Result<()> {
         let names = Arc::clone(&self.parts.names);
@@ -688,6 +689,14 @@ impl<'a> Coordinator<'a> {
         if !self.leader {
             return Ok(());
         }
+        for (id, last_update) in gone {
+            if clients::delete_if_unchanged(self.bridge, &names.clients, id, *last_update)? {
+                log::info!(
+                    "client {}: removed client {id}, silent for its failover time",
+                    self.name()
+                );
+            }
+        }
         let due = Instant::now() >= self.next_leader_action;
         let stale = match cache.as_deref() {
             None => true,
@@ -710,13 +719,6 @@ impl<'a> Coordinator<'a> {
         );
         *cache = Some(ids);
         written?;
-        for id in ancient {
-            log::info!(
-                "client {}: removing client {id}, silent for 48 h",
-                self.name()
-            );
-            clients::delete(self.bridge, &names.clients, id)?;
-        }
         Ok(())
     }
 

@@ -30,8 +30,9 @@ pub(crate) const SKEW_ALLOWANCE: Duration = Duration::from_secs(15 * 60);
 #[derive(Debug, Default)]
 pub(crate) struct Liveness {
     seen: Mutex<HashMap<String, Seen>>,
-    /// Clients whose rows were stale at the last scan of the clients table.
-    dead: Mutex<HashMap<String, DeadClient>>,
+    /// Clients whose rows were stale at the last scan of the clients table, or found
+    /// stale earlier and deleted since (by the leader), with when they were first found.
+    dead: Mutex<HashMap<String, (DeadClient, Instant)>>,
 }
 
 #[derive(Debug)]
@@ -142,12 +143,28 @@ impl Liveness {
     }
 
     fn dead_client(&self, id: &str) -> Option<DeadClient> {
-        self.dead.lock().get(id).copied()
+        self.dead.lock().get(id).map(|(d, _)| *d)
     }
 
-    /// Records which clients the last scan of the clients table found stale.
-    pub(crate) fn set_dead_clients(&self, dead: HashMap<String, DeadClient>) {
-        *self.dead.lock() = dead;
+    /// Records which clients a scan of the clients table found stale. Clients found
+    /// stale before whose rows are gone now (`present` lists every row the scan saw) stay
+    /// dead for `remember` — the leader deletes the rows of dead clients, and their
+    /// leases may not have moved yet; a row seen again, live, clears its client.
+    pub(crate) fn set_dead_clients(
+        &self,
+        found: HashMap<String, DeadClient>,
+        present: &std::collections::HashSet<String>,
+        remember: Duration,
+    ) {
+        let now = Instant::now();
+        let mut dead = self.dead.lock();
+        dead.retain(|id, (_, since)| {
+            !present.contains(id) && now.duration_since(*since) < remember
+        });
+        for (id, d) in found {
+            let since = dead.get(&id).map_or(now, |(_, since)| *since);
+            dead.insert(id, (d, since));
+        }
     }
 
     /// Forgets rows not looked at for `age` (shards long gone, clients deleted).
@@ -221,17 +238,47 @@ mod tests {
         let ttl = Duration::from_secs(60);
         let now = Instant::now();
         assert!(!l.lease_is_stale("s", &lease(Duration::from_secs(5)), ttl, now));
-        l.set_dead_clients(HashMap::from([(
-            "gone".to_owned(),
-            DeadClient {
-                last_update: row,
-                grace: Duration::from_secs(12),
-            },
-        )]));
+        let present = std::collections::HashSet::from(["gone".to_owned()]);
+        let hour = Duration::from_secs(3600);
+        l.set_dead_clients(
+            HashMap::from([(
+                "gone".to_owned(),
+                DeadClient {
+                    last_update: row,
+                    grace: Duration::from_secs(12),
+                },
+            )]),
+            &present,
+            hour,
+        );
         assert!(l.is_dead("gone"));
         // Written within its grace after the row: it stopped delivering since.
         assert!(l.lease_is_stale("s", &lease(Duration::from_secs(5)), ttl, now));
         // Written later: the client was back (a pause, a partition) when it wrote it.
         assert!(!l.lease_is_stale("t", &lease(Duration::from_secs(30)), ttl, now));
+        // Its row deleted (by the leader): still dead.
+        l.set_dead_clients(HashMap::new(), &std::collections::HashSet::new(), hour);
+        assert!(l.is_dead("gone"));
+        // Its row back and live: alive.
+        l.set_dead_clients(HashMap::new(), &present, hour);
+        assert!(!l.is_dead("gone"));
+        // Forgotten after the time given.
+        l.set_dead_clients(
+            HashMap::from([(
+                "gone".to_owned(),
+                DeadClient {
+                    last_update: row,
+                    grace: Duration::ZERO,
+                },
+            )]),
+            &present,
+            hour,
+        );
+        l.set_dead_clients(
+            HashMap::new(),
+            &std::collections::HashSet::new(),
+            Duration::ZERO,
+        );
+        assert!(!l.is_dead("gone"));
     }
 }

@@ -46,6 +46,11 @@ struct MemberOptions {
     outage_file: Option<std::path::PathBuf>,
     /// The chaos test's timings instead of `fast_config`.
     chaos: bool,
+    /// `Config::default()`'s timings instead of `fast_config`.
+    defaults: bool,
+    /// All its AWS calls (Kinesis and DynamoDB) time out while this file exists: a
+    /// network partition.
+    partition_file: Option<std::path::PathBuf>,
     /// Every record (with its shard and time) and lease acquisition it reports.
     events: Option<Events>,
 }
@@ -90,6 +95,12 @@ fn spawn_member_with(
     }
     if options.chaos {
         command.env("KINSUMER_MEMBER_CHAOS", "1");
+    }
+    if options.defaults {
+        command.env("KINSUMER_MEMBER_DEFAULTS", "1");
+    }
+    if let Some(file) = &options.partition_file {
+        command.env("KINSUMER_MEMBER_PARTITION_FILE", file);
     }
     let mut child = command
         .args([
@@ -407,12 +418,21 @@ fn fleet_member_process() -> TestResult {
             crate::support::outage::Outage::blackhole()?.while_file_exists(file.into()),
         );
     }
+    if let Ok(file) = var("KINSUMER_MEMBER_PARTITION_FILE") {
+        let file = std::path::PathBuf::from(file);
+        kb = kb.interceptor(
+            crate::support::outage::Outage::blackhole()?.while_file_exists(file.clone()),
+        );
+        db = db.interceptor(crate::support::outage::Outage::blackhole()?.while_file_exists(file));
+    }
     let (kinesis, dynamodb) = (
         aws_sdk_kinesis::Client::from_conf(kb.build()),
         aws_sdk_dynamodb::Client::from_conf(db.build()),
     );
     let config = if var("KINSUMER_MEMBER_CHAOS").is_ok() {
         chaos_config()
+    } else if var("KINSUMER_MEMBER_DEFAULTS").is_ok() {
+        kinsumer::Config::default().with_dynamo_waiter_delay(Duration::from_millis(50))
     } else {
         support::fast_config()
     };
@@ -707,5 +727,247 @@ fn chaos_loses_nothing_keeps_order_and_repeats_only_the_dead_and_paused_windows(
          deliveries per member {per_member:?}; {polls} checkpoint polls, none backwards",
         repeated.len()
     );
+    Ok(())
+}
+
+/// One handover, from the parent's view: how long after the event the moved shards
+/// delivered again (the slowest of them), and the longest pause in any moved shard's
+/// deliveries (its old owner's last record to its new owner's first).
+#[derive(Debug, Clone, Copy)]
+struct Handover {
+    after_event: Duration,
+    pause: Duration,
+}
+
+/// The events so far, oldest first.
+fn sorted_events(events: &Events) -> Vec<Event> {
+    let mut all = events.lock().clone();
+    all.sort_by_key(|e| match e {
+        Event::Record { at, .. } | Event::Acquired { at, .. } => *at,
+    });
+    all
+}
+
+/// The shards `member` held at `at`: those it was the last to acquire.
+fn held_by(events: &[Event], member: usize, at: u64) -> HashSet<String> {
+    let mut owner: HashMap<&str, usize> = HashMap::new();
+    for e in events {
+        if let Event::Acquired {
+            member: m,
+            shard,
+            at: t,
+        } = e
+            && *t < at
+        {
+            owner.insert(shard, *m);
+        }
+    }
+    owner
+        .into_iter()
+        .filter(|(_, m)| *m == member)
+        .map(|(s, _)| s.to_owned())
+        .collect()
+}
+
+/// When `shards` first delivered again after `from`, on members `heir` accepts; `None`
+/// until every one of them has.
+fn handover(
+    events: &[Event],
+    shards: &HashSet<String>,
+    from: u64,
+    heir: impl Fn(usize) -> bool,
+) -> Option<Handover> {
+    let (mut after_event, mut pause) = (Duration::ZERO, Duration::ZERO);
+    for shard in shards {
+        let first = events.iter().find_map(|e| match e {
+            Event::Record {
+                member,
+                shard: s,
+                at,
+                ..
+            } if s == shard && *at > from && heir(*member) => Some((*member, *at)),
+            _ => None,
+        })?;
+        let last_before = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Record {
+                    member,
+                    shard: s,
+                    at,
+                    ..
+                } if s == shard && *at < first.1 && *member != first.0 => Some(*at),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(from);
+        after_event = after_event.max(Duration::from_nanos(first.1.saturating_sub(from)));
+        pause = pause.max(Duration::from_nanos(first.1.saturating_sub(last_before)));
+    }
+    Some(Handover { after_event, pause })
+}
+
+/// Waits until `shards` deliver on a member `heir` accepts after `from`.
+fn await_handover(
+    events: &Events,
+    shards: &HashSet<String>,
+    from: u64,
+    heir: impl Fn(usize) -> bool + Copy,
+    what: &str,
+) -> TestResult<Handover> {
+    let mut found = None;
+    support::wait_for(Duration::from_secs(120), what, || {
+        found = handover(&sorted_events(events), shards, from, heir);
+        Ok(found.is_some())
+    })?;
+    found.ok_or_else(|| format!("{what}: no handover").into())
+}
+
+/// The member at `index` joins at `from`: waits until it delivers from `share` shards.
+fn await_join(events: &Events, index: usize, share: usize, from: u64) -> TestResult<Handover> {
+    let mut shards = HashSet::new();
+    support::wait_for(
+        Duration::from_secs(120),
+        "the joining member delivering its share",
+        || {
+            shards = sorted_events(events)
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Record {
+                        member, shard, at, ..
+                    } if *member == index && *at > from => Some(shard.clone()),
+                    _ => None,
+                })
+                .collect();
+            Ok(shards.len() >= share)
+        },
+    )?;
+    await_handover(events, &shards, from, |m| m == index, "the join")
+}
+
+/// `(p50, p99, max)` by nearest rank.
+fn percentiles(mut v: Vec<Duration>) -> (Duration, Duration, Duration) {
+    v.sort();
+    let rank = |p: f64| v[((p * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+    (rank(0.5), rank(0.99), v[v.len() - 1])
+}
+
+/// How soon shards flow again after each kind of handover, between member processes at
+/// `Config::default()` timings (4 shards, an anchor member and one that comes and goes):
+/// a join, a clean leave (stdin closed: `stop()`), a crash (SIGKILL), and a network
+/// partition (every AWS call of the member times out). Prints the README's "How fast
+/// shards move" table. One round by default; `KINSUMER_HANDOVER_TRIALS=N` runs N (the
+/// README's figures). Checks what holds whatever the timings: every moved shard moves,
+/// and nothing written is lost.
+#[test]
+fn handover_times_at_default_timings() -> TestResult {
+    support::init_logging();
+    if std::env::var_os(MEMBER).is_some() {
+        return Ok(());
+    }
+    let trials: usize = std::env::var("KINSUMER_HANDOVER_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut env = Env::new(4)?;
+    env.consumer(
+        "table-maker",
+        kinsumer::Config::default().with_dynamo_waiter_delay(Duration::from_millis(50)),
+    )?;
+    let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let events: Events = Arc::default();
+    let partition = std::env::temp_dir().join(support::unique_name("partition"));
+    let options = MemberOptions {
+        defaults: true,
+        events: Some(events.clone()),
+        ..MemberOptions::default()
+    };
+    let partitionable = MemberOptions {
+        partition_file: Some(partition.clone()),
+        ..options.clone()
+    };
+    let producer = Producer::start(&env);
+    let anchor = spawn_member_with(&env, 0, &log, &options)?;
+    support::wait_for(Duration::from_secs(60), "the anchor delivering", || {
+        Ok(held_by(&sorted_events(&events), 0, unix_ns()).len() == 4)
+    })?;
+    let mut cases: HashMap<&str, Vec<Handover>> = HashMap::new();
+    let mut index = 0;
+    let anchor_only = |m: usize| m == 0;
+    for _ in 0..trials {
+        for case in ["leave", "crash", "partition"] {
+            index += 1;
+            let opts = if case == "partition" {
+                &partitionable
+            } else {
+                &options
+            };
+            let from = unix_ns();
+            let mut member = Some(spawn_member_with(&env, index, &log, opts)?);
+            let joined = await_join(&events, index, 2, from)?;
+            cases.entry("join").or_default().push(joined);
+            let from = unix_ns();
+            let moved = held_by(&sorted_events(&events), index, from);
+            match (case, member.as_mut()) {
+                ("leave", _) => member.take().ok_or("no member")?.stop()?,
+                ("crash", Some(m)) => {
+                    m.child.kill()?;
+                    m.child.wait()?;
+                }
+                _ => std::fs::write(&partition, b"cut off")?,
+            }
+            let moved_over = await_handover(&events, &moved, from, anchor_only, case)?;
+            cases.entry(case).or_default().push(moved_over);
+            if case == "partition" {
+                // Healed: it comes back, takes its share again, and leaves cleanly.
+                std::fs::remove_file(&partition)?;
+                let healed = unix_ns();
+                support::wait_for(Duration::from_secs(120), "the healed member back", || {
+                    Ok(held_by(&sorted_events(&events), index, unix_ns()).len() == 2
+                        && handover(
+                            &sorted_events(&events),
+                            &held_by(&sorted_events(&events), index, unix_ns()),
+                            healed,
+                            |m| m == index,
+                        )
+                        .is_some())
+                })?;
+                let from = unix_ns();
+                let moved = held_by(&sorted_events(&events), index, from);
+                member.take().ok_or("no member")?.stop()?;
+                let moved_over =
+                    await_handover(&events, &moved, from, anchor_only, "leave after healing")?;
+                cases.entry("leave").or_default().push(moved_over);
+            }
+        }
+    }
+    let written = producer.stop()?;
+    support::wait_for(Duration::from_secs(120), "every record", || {
+        let seen: HashSet<String> = log.lock().iter().map(|(_, d)| d.clone()).collect();
+        Ok(seen.len() as u64 >= written)
+    })?;
+    anchor.stop()?;
+    let _ = std::fs::remove_file(&partition);
+
+    println!("handovers at Config::default(), {trials} round(s), {written} records, none lost:");
+    println!("| event | n | after the event p50 / p99 / max | longest pause p50 / p99 / max |");
+    println!("|---|---|---|---|");
+    for case in ["join", "leave", "crash", "partition"] {
+        let Some(samples) = cases.get(case) else {
+            continue;
+        };
+        let (a50, a99, amax) = percentiles(samples.iter().map(|h| h.after_event).collect());
+        let (p50, p99, pmax) = percentiles(samples.iter().map(|h| h.pause).collect());
+        println!(
+            "| {case} | {} | {:.1} / {:.1} / {:.1} s | {:.1} / {:.1} / {:.1} s |",
+            samples.len(),
+            a50.as_secs_f64(),
+            a99.as_secs_f64(),
+            amax.as_secs_f64(),
+            p50.as_secs_f64(),
+            p99.as_secs_f64(),
+            pmax.as_secs_f64()
+        );
+    }
     Ok(())
 }
