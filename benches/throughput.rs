@@ -16,7 +16,10 @@
 //! apart), `latency-busy` (the same while the other shards take 10,000 records/s),
 //! `idle-scale` (256 idle shards for 30 s; reports GetRecords calls per second),
 //! `latency-after-idle` (20 shards quiet for 60 s, then one record each), `slow-caller` (a caller sleeping 1 ms
-//! per record for 20 s over a 4-shard backlog), `all`. `--idle-poll MS` sets the idle poll
+//! per record for 20 s over a 4-shard backlog), `dynamo-cost` (DynamoDB requests per hour
+//! of a 3-client fleet over 32 shards, idle and busy, at `Config::default()` and
+//! `Config::go_defaults()`), `join-writes` (DynamoDB requests while a 4th client joins a
+//! 3-client fleet over 64 shards), `all`. `--idle-poll MS` sets the idle poll
 //! delay (250 = the throttle delay: adaptive polling off, the old behaviour). Each prints a table row and one
 //! JSON line.
 //!
@@ -734,6 +737,225 @@ fn both_ways() -> BenchResult {
     Ok(())
 }
 
+/// A fleet of consumers in this process whose DynamoDB requests are all logged.
+struct CostFleet {
+    log: support::calls::CallLog,
+    members: Vec<(kinsumer::StopHandle, std::thread::JoinHandle<()>)>,
+}
+
+impl CostFleet {
+    fn new() -> Self {
+        CostFleet {
+            log: support::calls::CallLog::default(),
+            members: Vec::new(),
+        }
+    }
+
+    /// Starts one more client, draining its records on a thread of its own.
+    fn join(&mut self, env: &mut support::Env, config: kinsumer::Config) -> BenchResult {
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            env.dynamodb
+                .config()
+                .to_builder()
+                .interceptor(self.log.clone())
+                .build(),
+        );
+        let kinesis = env.kinesis.clone();
+        let name = format!("cost-{}", self.members.len());
+        let consumer = env.consumer_with(&kinesis, &dynamodb, &name, config)?;
+        consumer.run()?;
+        let stop = consumer.stop_handle();
+        let thread = std::thread::spawn(move || for _ in consumer.records() {});
+        self.members.push((stop, thread));
+        Ok(())
+    }
+
+    /// Requests sent so far, by operation.
+    fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut counts = std::collections::BTreeMap::new();
+        for call in self.log.calls() {
+            *counts.entry(call.operation).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    fn stop(self) {
+        for (stop, _) in &self.members {
+            stop.stop();
+        }
+        for (_, thread) in self.members {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Requests between two snapshots: `(writes, reads, "Op=n ...")`.
+fn request_delta(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> (u64, u64, String) {
+    let (mut writes, mut reads, mut by_op) = (0, 0, String::new());
+    for (op, n) in after {
+        let n = n - before.get(op).copied().unwrap_or(0);
+        if n == 0 {
+            continue;
+        }
+        match op.as_str() {
+            "PutItem" | "UpdateItem" | "DeleteItem" => writes += n,
+            _ => reads += n,
+        }
+        let _ = write!(by_op, "{op}={n} ");
+    }
+    (writes, reads, by_op.trim_end().to_owned())
+}
+
+/// Writes `per_shard` records a second to each of the stream's shards until `stop`.
+fn spread_load(
+    env: &support::Env,
+    shards: i32,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<BenchResult> {
+    let client = aws_sdk_kinesis::Client::from_conf(env.kinesis.config().clone());
+    let stream = env.stream.clone();
+    std::thread::spawn(move || -> BenchResult {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            // Many distinct keys: every shard gets records every round.
+            let entries = (0..shards * 4)
+                .map(|_| {
+                    n += 1;
+                    PutRecordsRequestEntry::builder()
+                        .partition_key(format!("k{n}"))
+                        .data(Blob::new(n.to_string()))
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            rt.block_on(
+                client
+                    .put_records()
+                    .stream_name(&stream)
+                    .set_records(Some(entries))
+                    .send(),
+            )?;
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        Ok(())
+    })
+}
+
+/// Waits until `clients` clients hold every one of `shards` leases, each its share.
+fn await_balance(env: &support::Env, shards: i32, clients: usize) -> BenchResult {
+    let least = shards as usize / clients;
+    support::wait_for(Duration::from_secs(300), "a balanced fleet", || {
+        let owners = env.owners()?;
+        let mut per: std::collections::HashMap<&String, usize> = Default::default();
+        for o in owners.values() {
+            *per.entry(o).or_default() += 1;
+        }
+        Ok(owners.len() == shards as usize
+            && per.len() == clients
+            && per.values().all(|n| *n >= least))
+    })?;
+    Ok(())
+}
+
+/// DynamoDB requests of a 3-client fleet over `--shards` shards (default 32), measured
+/// for `--seconds` (default 60) once the fleet is balanced: at `Config::default()` and
+/// `Config::go_defaults()`, idle and busy (every shard taking records). Prints requests
+/// per hour for the fleet, per client and per shard, by operation.
+fn dynamo_cost(args: &Args) -> BenchResult {
+    let shards = args.shards.unwrap_or(32);
+    let seconds = args.seconds.unwrap_or(60);
+    let clients = 3;
+    for (timing, base) in [
+        ("default", kinsumer::Config::default()),
+        ("go_defaults", kinsumer::Config::go_defaults()),
+    ] {
+        for busy in [false, true] {
+            let mut env = support::Env::new(shards)?;
+            let config = base
+                .clone()
+                .with_dynamo_waiter_delay(Duration::from_millis(50));
+            let mut fleet = CostFleet::new();
+            for _ in 0..clients {
+                fleet.join(&mut env, config.clone())?;
+            }
+            await_balance(&env, shards, clients)?;
+            let stop_load = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let load = busy.then(|| spread_load(&env, shards, stop_load.clone()));
+            // Past the rebalancing and, when busy, into a steady rate of commits.
+            support::let_time_pass(Duration::from_secs(10))?;
+            let before = fleet.counts();
+            let measured = Instant::now();
+            support::let_time_pass(Duration::from_secs(seconds))?;
+            let (writes, reads, by_op) = request_delta(&before, &fleet.counts());
+            let hours = measured.elapsed().as_secs_f64() / 3600.0;
+            stop_load.store(true, Ordering::Relaxed);
+            if let Some(load) = load {
+                load.join().map_err(|_| "load thread panicked")??;
+            }
+            fleet.stop();
+            let per_hour = |n: u64| n as f64 / hours;
+            Report::new("dynamo-cost")
+                .num("timing", quoted(timing))
+                .num("load", quoted(if busy { "busy" } else { "idle" }))
+                .num("clients", clients)
+                .num("shards", shards)
+                .f("writes_per_hour", per_hour(writes))
+                .f("reads_per_hour", per_hour(reads))
+                .f("writes_per_client_hour", per_hour(writes) / clients as f64)
+                .f("reads_per_client_hour", per_hour(reads) / clients as f64)
+                .f(
+                    "writes_per_shard_hour",
+                    per_hour(writes) / f64::from(shards),
+                )
+                .f("reads_per_shard_hour", per_hour(reads) / f64::from(shards))
+                .num("requests", quoted(&by_op))
+                .f("seconds", hours * 3600.0)
+                .print("DynamoDB requests of the whole fleet in the window, scaled to an hour");
+        }
+    }
+    Ok(())
+}
+
+/// DynamoDB requests while a 4th client joins a balanced 3-client fleet over
+/// `--shards` shards (default 64), at `Config::default()`: from its start until it holds
+/// its share, plus 5 s.
+fn join_writes(args: &Args) -> BenchResult {
+    let shards = args.shards.unwrap_or(64);
+    let mut env = support::Env::new(shards)?;
+    let config = kinsumer::Config::default().with_dynamo_waiter_delay(Duration::from_millis(50));
+    let mut fleet = CostFleet::new();
+    for _ in 0..3 {
+        fleet.join(&mut env, config.clone())?;
+    }
+    await_balance(&env, shards, 3)?;
+    support::let_time_pass(Duration::from_secs(5))?;
+    let before = fleet.counts();
+    let started = Instant::now();
+    fleet.join(&mut env, config)?;
+    await_balance(&env, shards, 4)?;
+    let balanced = started.elapsed();
+    support::let_time_pass(Duration::from_secs(5))?;
+    let (writes, reads, by_op) = request_delta(&before, &fleet.counts());
+    let window = started.elapsed().as_secs_f64();
+    fleet.stop();
+    Report::new("join-writes")
+        .num("shards", shards)
+        .f("balanced_s", balanced.as_secs_f64())
+        .f("window_s", window)
+        .num("writes", writes)
+        .num("reads", reads)
+        .f("writes_per_s", writes as f64 / window)
+        .f("reads_per_s", reads as f64 / window)
+        .num("requests", quoted(&by_op))
+        .print("a 4th client joins a balanced 3-client fleet at Config::default()");
+    Ok(())
+}
+
 fn main() -> BenchResult {
     let args = parse_args()?;
     match args.read.as_str() {
@@ -748,6 +970,8 @@ fn main() -> BenchResult {
         "idle-scale" => idle_scale(&args)?,
         "latency-after-idle" => latency_after_idle(&args)?,
         "slow-caller" => slow_caller(&args)?,
+        "dynamo-cost" => dynamo_cost(&args)?,
+        "join-writes" => join_writes(&args)?,
         "all" => {
             drain(&args, 1)?;
             drain(&args, 4)?;
@@ -759,7 +983,7 @@ fn main() -> BenchResult {
         other => {
             return Err(format!(
                 "unknown scenario {other:?}: drain, latency, latency-busy, latency-after-idle, \
-                 idle-scale, slow-caller, all"
+                 idle-scale, slow-caller, dynamo-cost, join-writes, all"
             )
             .into());
         }

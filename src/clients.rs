@@ -99,7 +99,10 @@ pub(crate) fn delete_if_unchanged(
     ) {
         Ok(_) => Ok(true),
         Err(e) if crate::retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
-        Err(e) => Err(Error::aws(format!("deleting client {id} from table {table}"), e)),
+        Err(e) => Err(Error::aws(
+            format!("deleting client {id} from table {table}"),
+            e,
+        )),
     }
 }
 

@@ -13,8 +13,8 @@
 //!
 //! The row is written by a task on the I/O runtime, not by the coordinator thread, so
 //! nothing the coordinator waits on (a slow ListShards, a long scan) can hold it up. Each
-//! write is one attempt bounded by the interval; a failed one is retried a third of an
-//! interval later.
+//! write is one attempt of at most half the failover time; a failed one is retried a
+//! third of an interval later.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -126,6 +126,9 @@ pub(crate) fn start_heartbeat(
     let (table, owner, membership) = (table.to_owned(), Arc::clone(owner), Arc::clone(membership));
     let every = config.membership_interval();
     let failover = config.failover_time();
+    // A slow answer still counts from its send time: wait for it well past the interval
+    // (a loaded server must not look like an unreachable one), within the margin.
+    let attempt = failover / 2;
     let retry_after = (every / 3).max(Duration::from_millis(100));
     let stop = Arc::new(tokio::sync::Notify::new());
     let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
@@ -151,8 +154,8 @@ pub(crate) fn start_heartbeat(
                         .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
                         .timeout_config(
                             aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                                .operation_attempt_timeout(every)
-                                .operation_timeout(every)
+                                .operation_attempt_timeout(attempt)
+                                .operation_timeout(attempt)
                                 .build(),
                         ),
                 )
@@ -169,7 +172,7 @@ pub(crate) fn start_heartbeat(
                         );
                     }
                     failing = 0;
-                    next = sent + every;
+                    next = (sent + every).max(Instant::now());
                 }
                 Err(e) => {
                     failing += 1;
@@ -190,7 +193,7 @@ pub(crate) fn start_heartbeat(
     Heartbeat {
         stop,
         done,
-        attempt: every,
+        attempt,
     }
 }
 

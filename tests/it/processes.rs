@@ -923,14 +923,16 @@ fn handover_times_at_default_timings() -> TestResult {
                 std::fs::remove_file(&partition)?;
                 let healed = unix_ns();
                 support::wait_for(Duration::from_secs(120), "the healed member back", || {
-                    Ok(held_by(&sorted_events(&events), index, unix_ns()).len() == 2
-                        && handover(
-                            &sorted_events(&events),
-                            &held_by(&sorted_events(&events), index, unix_ns()),
-                            healed,
-                            |m| m == index,
-                        )
-                        .is_some())
+                    Ok(
+                        held_by(&sorted_events(&events), index, unix_ns()).len() == 2
+                            && handover(
+                                &sorted_events(&events),
+                                &held_by(&sorted_events(&events), index, unix_ns()),
+                                healed,
+                                |m| m == index,
+                            )
+                            .is_some(),
+                    )
                 })?;
                 let from = unix_ns();
                 let moved = held_by(&sorted_events(&events), index, from);
