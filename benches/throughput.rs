@@ -957,6 +957,7 @@ fn join_writes(args: &Args) -> BenchResult {
 }
 
 fn main() -> BenchResult {
+    support::init_logging();
     let args = parse_args()?;
     match args.read.as_str() {
         "polling" | "fan-out" => {}

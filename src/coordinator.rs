@@ -329,7 +329,7 @@ impl<'a> Coordinator<'a> {
                         next_scan = next_scan_after(now, next_check);
                         if self.members_changed() {
                             log::info!(
-                                "client {}: a client went silent or came back; checking now",
+                                "client {}: the live clients changed; checking now",
                                 self.name()
                             );
                             next_check = Instant::now();
