@@ -3,7 +3,7 @@
 //! Owns the set of shard threads and this client's row ([`membership`]: written by a
 //! task on the I/O runtime every fifth of the failover time). Every shard-check interval
 //! it reads the live clients; the first live client (by id) is the leader, which keeps
-//! the shared shard list (`ShardCache`) fresh and removes long-dead clients' rows. Every
+//! the shared shard list (`ShardCache`) fresh and removes the rows of clients found gone. Every
 //! client reads that list (or ListShards, before there is one), computes its shards with
 //! [`assignment`](crate::assignment), and starts or stops exactly the shard threads that
 //! changed: the others keep delivering. It also restarts shard threads that exited with
@@ -690,11 +690,14 @@ impl<'a> Coordinator<'a> {
             return Ok(());
         }
         for (id, last_update) in gone {
-            if clients::delete_if_unchanged(self.bridge, &names.clients, id, *last_update)? {
-                log::info!(
+            // Best effort: the next refresh tries again.
+            match clients::delete_if_unchanged(self.bridge, &names.clients, id, *last_update) {
+                Ok(true) => log::info!(
                     "client {}: removed client {id}, silent for its failover time",
                     self.name()
-                );
+                ),
+                Ok(false) => {}
+                Err(e) => log::debug!("client {}: {e}", self.name()),
             }
         }
         let due = Instant::now() >= self.next_leader_action;
