@@ -548,21 +548,33 @@ impl<'a> Worker<'a> {
                         continue;
                     }
                     // Wait by reading, and write again only once the row is free or
-                    // stale. A live holder releases at its next shard check: poll from
-                    // the throttle delay, slowing to 2 s (or the shard check).
+                    // stale. A live holder told of a join releases within about a
+                    // second (the fleet-change poll), else at its next shard check:
+                    // poll from the throttle delay, every half second at most while a
+                    // prompt handover is likely, then slowing to 2 s (or the shard
+                    // check).
                     let most = self
                         .ctx
                         .config
                         .shard_check_frequency()
                         .min(Duration::from_secs(2))
                         .max(self.throttle());
+                    let prompt = HANDOVER_POLL.max(self.throttle()).min(most);
+                    let waiting = Instant::now();
                     let mut delay = self.throttle();
                     stale = loop {
                         if self.stop_within(delay) {
                             return None;
                         }
                         match self.leases().capturable(self.shard(), ttl, &liveness) {
-                            Ok(LeaseState::Held) => delay = (delay * 2).min(most),
+                            Ok(LeaseState::Held) => {
+                                let cap = if waiting.elapsed() < HANDOVER_WATCH {
+                                    prompt
+                                } else {
+                                    most
+                                };
+                                delay = (delay * 2).min(cap);
+                            }
                             Ok(LeaseState::Stale(v)) => break Some(v),
                             Ok(LeaseState::Free) | Err(_) => break None,
                         }
@@ -1300,6 +1312,12 @@ impl<'a> Worker<'a> {
         }
     }
 }
+
+/// While a held lease is likely to be handed over promptly (a join announced, the holder
+/// polling for it every second), it is read this often...
+const HANDOVER_POLL: Duration = Duration::from_millis(500);
+/// ...for this long; then less often.
+const HANDOVER_WATCH: Duration = Duration::from_secs(4);
 
 /// How long a lease's last write retries transient failures.
 const FINAL_WRITE_PATIENCE: Duration = Duration::from_secs(15);
