@@ -63,3 +63,48 @@ fn crash_redelivers_exactly_the_unprocessed_tail() -> TestResult {
     assert_eq!(rest, expected);
     Ok(())
 }
+
+/// A crashed client's row is removed by the leader once the client is found gone, so a
+/// client starting later never counts it live (it would wait a failover time to).
+#[test]
+fn a_crashed_clients_row_is_removed_once_it_is_found_gone() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    let doomed = env.consumer("doomed", support::fast_config())?;
+    let doomed_id = doomed.client_id().to_owned();
+    doomed.run()?;
+    let survivor = env.consumer("survivor", support::fast_config())?;
+    let survivor_id = survivor.client_id().to_owned();
+    survivor.run()?;
+    support::wait_for(Duration::from_secs(30), "one shard each", || {
+        let owners = env.owners()?;
+        Ok(owners.len() == 2 && owners.values().any(|o| *o == doomed_id))
+    })?;
+    doomed.abandon_for_tests();
+    support::wait_for(Duration::from_secs(60), "the survivor owning both", || {
+        Ok(env
+            .owners()?
+            .values()
+            .filter(|o| **o == survivor_id)
+            .count()
+            == 2)
+    })?;
+    support::wait_for(
+        Duration::from_secs(30),
+        "the crashed client's row gone",
+        || Ok(!env.client_ids()?.contains(&doomed_id)),
+    )?;
+    assert!(env.client_ids()?.contains(&survivor_id));
+    // A client starting now shares the shards with the survivor alone.
+    let late = env.consumer("late", support::fast_config())?;
+    let late_id = late.client_id().to_owned();
+    late.run()?;
+    support::wait_for(Duration::from_secs(30), "one shard each again", || {
+        let owners = env.owners()?;
+        Ok(owners.values().filter(|o| **o == late_id).count() == 1
+            && owners.values().filter(|o| **o == survivor_id).count() == 1)
+    })?;
+    late.close()?;
+    survivor.close()?;
+    Ok(())
+}
