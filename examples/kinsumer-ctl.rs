@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Common options: `--shard-check SECONDS` (the fleet's shard check frequency, default 60:
-//! a client or lease is alive if it wrote within 5 × this). TIME is RFC 3339
+//! a lease, or a Go client, is alive if it wrote within 5 × this; a Rust client's row
+//! states its own failover time). TIME is RFC 3339
 //! (`2026-11-26T10:00:00Z`) or Unix seconds. `rewind` without `--yes` is a dry run.
 //!
 //! AWS access comes from the SDK's standard chain (`AWS_REGION`, credentials, and
