@@ -87,16 +87,22 @@ pub(crate) fn delete_if_unchanged(
     id: &str,
     last_update: i64,
 ) -> Result<bool> {
-    match bridge.block_on(
-        bridge
-            .dynamodb()
-            .delete_item()
-            .table_name(table)
-            .key("ID", AttributeValue::S(id.to_owned()))
-            .condition_expression("LastUpdate = :seen")
+    let req = bridge
+        .dynamodb()
+        .delete_item()
+        .table_name(table)
+        .key("ID", AttributeValue::S(id.to_owned()));
+    // A row without a numeric `LastUpdate` (hand-edited) is read as written at 0.
+    let req = if last_update == 0 {
+        req.condition_expression(
+            "attribute_not_exists(LastUpdate) OR NOT attribute_type(LastUpdate, :n)",
+        )
+        .expression_attribute_values(":n", AttributeValue::S("N".to_owned()))
+    } else {
+        req.condition_expression("LastUpdate = :seen")
             .expression_attribute_values(":seen", AttributeValue::N(last_update.to_string()))
-            .send(),
-    ) {
+    };
+    match bridge.block_on(req.send()) {
         Ok(_) => Ok(true),
         Err(e) if crate::retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
         Err(e) => Err(Error::aws(

@@ -108,3 +108,37 @@ fn a_crashed_clients_row_is_removed_once_it_is_found_gone() -> TestResult {
     survivor.close()?;
     Ok(())
 }
+
+/// A client row the leader cannot date (no numeric `LastUpdate`: hand-edited, or another
+/// tool's) never counts as live, and is removed as well.
+#[test]
+fn an_undated_client_row_is_removed() -> TestResult {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let consumer = env.consumer("leader", support::fast_config())?;
+    let id = consumer.client_id().to_owned();
+    for (stray, last_update) in [
+        ("undated", None),
+        ("text-dated", Some(AttributeValue::S("yesterday".into()))),
+    ] {
+        let mut req = env
+            .dynamodb
+            .put_item()
+            .table_name(format!("{}_clients", env.app))
+            .item("ID", AttributeValue::S(stray.into()))
+            .item("Name", AttributeValue::S(stray.into()));
+        if let Some(v) = last_update {
+            req = req.item("LastUpdate", v);
+        }
+        env.block_on(req.send())?;
+    }
+    consumer.run()?;
+    support::wait_for(Duration::from_secs(30), "the stray rows removed", || {
+        let ids = env.client_ids()?;
+        Ok(!ids.iter().any(|i| i == "undated" || i == "text-dated"))
+    })?;
+    assert_eq!(env.client_ids()?, vec![id]);
+    consumer.close()?;
+    Ok(())
+}
