@@ -149,16 +149,7 @@ pub(crate) fn start_heartbeat(
             let sent = Instant::now();
             let put = clients::put_row(&dynamodb, &table, &owner, failover)
                 .customize()
-                .config_override(
-                    aws_sdk_dynamodb::config::Builder::default()
-                        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-                        .timeout_config(
-                            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                                .operation_attempt_timeout(attempt)
-                                .operation_timeout(attempt)
-                                .build(),
-                        ),
-                )
+                .config_override(crate::checkpoints::single_attempt(attempt))
                 .send()
                 .await;
             match put {
