@@ -434,19 +434,13 @@ fn latency(args: &Args, busy: bool) -> BenchResult {
     let width = u128::MAX / shards as u128;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = busy.then(|| {
-        let (config, stream, done) = (
-            env.kinesis.config().clone(),
-            env.stream.clone(),
+        let mut i = 0u128;
+        put_until(
+            &env,
             Arc::clone(&done),
-        );
-        std::thread::spawn(move || -> BenchResult {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let client = aws_sdk_kinesis::Client::from_conf(config);
-            let mut i = 0u128;
-            while !done.load(Ordering::Relaxed) {
-                let entries = (0..500)
+            Duration::from_millis(50),
+            move || {
+                (0..500)
                     .map(|_| {
                         i += 1;
                         let shard = 1 + i % (shards as u128 - 1);
@@ -456,18 +450,9 @@ fn latency(args: &Args, busy: bool) -> BenchResult {
                             .data(Blob::new(vec![LOAD; 100]))
                             .build()
                     })
-                    .collect::<Result<Vec<_>, _>>()?;
-                rt.block_on(
-                    client
-                        .put_records()
-                        .stream_name(&stream)
-                        .set_records(Some(entries))
-                        .send(),
-                )?;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Ok(())
-        })
+                    .collect()
+            },
+        )
     });
     let kinesis_config = env.kinesis.config().clone();
     let stream = env.stream.clone();
@@ -809,11 +794,15 @@ fn request_delta(
     (writes, reads, by_op.trim_end().to_owned())
 }
 
-/// Writes `per_shard` records a second to each of the stream's shards until `stop`.
-fn spread_load(
+/// Writes a batch from `batch` every `pause` until `stop`, on a thread and runtime of its
+/// own.
+fn put_until(
     env: &support::Env,
-    shards: i32,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    pause: Duration,
+    mut batch: impl FnMut() -> Result<Vec<PutRecordsRequestEntry>, aws_sdk_kinesis::error::BuildError>
+    + Send
+    + 'static,
 ) -> std::thread::JoinHandle<BenchResult> {
     let client = aws_sdk_kinesis::Client::from_conf(env.kinesis.config().clone());
     let stream = env.stream.clone();
@@ -821,28 +810,38 @@ fn spread_load(
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let mut n = 0u64;
         while !stop.load(Ordering::Relaxed) {
-            // Many distinct keys: every shard gets records every round.
-            let entries = (0..shards * 4)
-                .map(|_| {
-                    n += 1;
-                    PutRecordsRequestEntry::builder()
-                        .partition_key(format!("k{n}"))
-                        .data(Blob::new(n.to_string()))
-                        .build()
-                })
-                .collect::<Result<Vec<_>, _>>()?;
             rt.block_on(
                 client
                     .put_records()
                     .stream_name(&stream)
-                    .set_records(Some(entries))
+                    .set_records(Some(batch()?))
                     .send(),
             )?;
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(pause);
         }
         Ok(())
+    })
+}
+
+/// Writes 4 records per shard every 250 ms, spread over the stream's shards by distinct
+/// partition keys, until `stop`.
+fn spread_load(
+    env: &support::Env,
+    shards: i32,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<BenchResult> {
+    let mut n = 0u64;
+    put_until(env, stop, Duration::from_millis(250), move || {
+        (0..shards * 4)
+            .map(|_| {
+                n += 1;
+                PutRecordsRequestEntry::builder()
+                    .partition_key(format!("k{n}"))
+                    .data(Blob::new(n.to_string()))
+                    .build()
+            })
+            .collect()
     })
 }
 

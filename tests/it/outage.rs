@@ -98,40 +98,84 @@ fn read_into(index: usize, consumer: Kinsumer, log: Log) -> std::thread::JoinHan
     })
 }
 
+/// Two clients over two shards under continuous writes, one lease each, delivering into
+/// `log`: A (index 0), whose DynamoDB calls go through an outage, and B (index 1).
+struct TwoClients {
+    log: Log,
+    /// A's shard.
+    a_shard: String,
+    producer: Producer,
+    stops: [kinsumer::StopHandle; 2],
+    readers: [std::thread::JoinHandle<()>; 2],
+}
+
+impl TwoClients {
+    /// Returns once A delivers its shard.
+    fn start(env: &mut Env, a_name: &str, outage: &Outage) -> TestResult<TwoClients> {
+        let log: Log = Arc::default();
+        let a = consumer_with_outage(env, a_name, support::fast_config(), outage)?;
+        let a_id = a.client_id().to_owned();
+        let a_stop = a.stop_handle();
+        a.run()?;
+        let reader_a = read_into(0, a, log.clone());
+        let b = env.consumer("healthy", support::fast_config())?;
+        let b_id = b.client_id().to_owned();
+        let b_stop = b.stop_handle();
+        b.run()?;
+        let reader_b = read_into(1, b, log.clone());
+        support::wait_for(Duration::from_secs(30), "one lease each", || {
+            let owners = env.owners()?;
+            Ok(owners.values().filter(|o| **o == a_id).count() == 1
+                && owners.values().filter(|o| **o == b_id).count() == 1)
+        })?;
+        let a_shard = env
+            .owners()?
+            .into_iter()
+            .find(|(_, o)| *o == a_id)
+            .map(|(s, _)| s)
+            .ok_or("no shard for A")?;
+        let producer = Producer::start(env);
+        support::wait_for(Duration::from_secs(30), "A delivering its shard", || {
+            Ok(log
+                .lock()
+                .iter()
+                .any(|(c, s, _, _)| *c == 0 && *s == a_shard))
+        })?;
+        Ok(TwoClients {
+            log,
+            a_shard,
+            producer,
+            stops: [a_stop, b_stop],
+            readers: [reader_a, reader_b],
+        })
+    }
+
+    /// Stops writing, waits until every record written was delivered, stops both
+    /// clients; returns how many records were written.
+    fn finish(self) -> TestResult<u64> {
+        let written = self.producer.stop()?;
+        support::wait_for(Duration::from_secs(60), "every record", || {
+            let log = self.log.lock();
+            let distinct: std::collections::HashSet<&String> = log.iter().map(|e| &e.2).collect();
+            Ok(distinct.len() as u64 >= written)
+        })?;
+        for stop in &self.stops {
+            stop.stop();
+        }
+        for reader in self.readers {
+            let _ = reader.join();
+        }
+        Ok(written)
+    }
+}
+
 #[test]
 fn a_client_cut_off_from_dynamodb_stops_delivering_before_its_shards_move() -> TestResult {
     support::init_logging();
     let mut env = Env::new(2)?;
     let outage = Outage::refused();
-    let log: Log = Arc::default();
-    let a = consumer_with_outage(&mut env, "cut-off", support::fast_config(), &outage)?;
-    let a_id = a.client_id().to_owned();
-    let a_stop = a.stop_handle();
-    a.run()?;
-    let reader_a = read_into(0, a, log.clone());
-    let b = env.consumer("healthy", support::fast_config())?;
-    let b_id = b.client_id().to_owned();
-    let b_stop = b.stop_handle();
-    b.run()?;
-    let reader_b = read_into(1, b, log.clone());
-    support::wait_for(Duration::from_secs(30), "one lease each", || {
-        let owners = env.owners()?;
-        Ok(owners.values().filter(|o| **o == a_id).count() == 1
-            && owners.values().filter(|o| **o == b_id).count() == 1)
-    })?;
-    let a_shard = env
-        .owners()?
-        .into_iter()
-        .find(|(_, o)| *o == a_id)
-        .map(|(s, _)| s)
-        .ok_or("no shard for A")?;
-    let producer = Producer::start(&env);
-    support::wait_for(Duration::from_secs(30), "A delivering its shard", || {
-        Ok(log
-            .lock()
-            .iter()
-            .any(|(c, s, _, _)| *c == 0 && *s == a_shard))
-    })?;
+    let pair = TwoClients::start(&mut env, "cut-off", &outage)?;
+    let (log, a_shard) = (pair.log.clone(), pair.a_shard.clone());
 
     // A loses DynamoDB: it can neither renew its lease nor learn that it moved.
     outage.arm(true);
@@ -146,16 +190,7 @@ fn a_client_cut_off_from_dynamodb_stops_delivering_before_its_shards_move() -> T
             .count()
             >= 300)
     })?;
-    let written = producer.stop()?;
-    support::wait_for(Duration::from_secs(60), "every record", || {
-        let log = log.lock();
-        let distinct: std::collections::HashSet<&String> = log.iter().map(|e| &e.2).collect();
-        Ok(distinct.len() as u64 >= written)
-    })?;
-    a_stop.stop();
-    b_stop.stop();
-    let _ = reader_a.join();
-    let _ = reader_b.join();
+    let written = pair.finish()?;
 
     let log = log.lock();
     let a_last = log
@@ -214,35 +249,8 @@ fn a_client_that_cannot_write_its_row_hands_its_shards_over_and_repeats_nothing(
     support::init_logging();
     let mut env = Env::new(2)?;
     let outage = Outage::refused().only("PutItem");
-    let log: Log = Arc::default();
-    let a = consumer_with_outage(&mut env, "rowless", support::fast_config(), &outage)?;
-    let a_id = a.client_id().to_owned();
-    let a_stop = a.stop_handle();
-    a.run()?;
-    let reader_a = read_into(0, a, log.clone());
-    let b = env.consumer("healthy", support::fast_config())?;
-    let b_id = b.client_id().to_owned();
-    let b_stop = b.stop_handle();
-    b.run()?;
-    let reader_b = read_into(1, b, log.clone());
-    support::wait_for(Duration::from_secs(30), "one lease each", || {
-        let owners = env.owners()?;
-        Ok(owners.values().filter(|o| **o == a_id).count() == 1
-            && owners.values().filter(|o| **o == b_id).count() == 1)
-    })?;
-    let a_shard = env
-        .owners()?
-        .into_iter()
-        .find(|(_, o)| *o == a_id)
-        .map(|(s, _)| s)
-        .ok_or("no shard for A")?;
-    let producer = Producer::start(&env);
-    support::wait_for(Duration::from_secs(30), "A delivering its shard", || {
-        Ok(log
-            .lock()
-            .iter()
-            .any(|(c, s, _, _)| *c == 0 && *s == a_shard))
-    })?;
+    let pair = TwoClients::start(&mut env, "rowless", &outage)?;
+    let (log, a_shard) = (pair.log.clone(), pair.a_shard.clone());
 
     // A's row can no longer be written; its lease writes still go through.
     outage.arm(true);
@@ -275,16 +283,7 @@ fn a_client_that_cannot_write_its_row_hands_its_shards_over_and_repeats_nothing(
     support::wait_for(Duration::from_secs(60), "A delivering again", || {
         Ok(log.lock().iter().any(|(c, _, _, t)| *c == 0 && *t > back))
     })?;
-    let written = producer.stop()?;
-    support::wait_for(Duration::from_secs(60), "every record", || {
-        let log = log.lock();
-        let distinct: std::collections::HashSet<&String> = log.iter().map(|e| &e.2).collect();
-        Ok(distinct.len() as u64 >= written)
-    })?;
-    a_stop.stop();
-    b_stop.stop();
-    let _ = reader_a.join();
-    let _ = reader_b.join();
+    let written = pair.finish()?;
 
     let log = log.lock();
     println!(
