@@ -420,6 +420,20 @@ mod tests {
     }
 
     #[test]
+    fn nothing_is_handed_out_past_the_lease_or_the_membership() {
+        let lapsed = Arc::new(crate::membership::Membership::new(
+            std::time::Duration::from_secs(12),
+        ));
+        let p = ShardProgress::new(Arc::from("shard-1"), Arc::clone(&lapsed));
+        assert!(!p.hand_out(0), "a membership never renewed is not valid");
+        lapsed.renewed(Instant::now());
+        assert!(p.hand_out(0));
+        let q = ShardProgress::new(Arc::from("shard-2"), Arc::new(Membership::unbounded()));
+        q.renew(Instant::now() - std::time::Duration::from_millis(1));
+        assert!(!q.hand_out(0), "a lease past its renewal deadline");
+    }
+
+    #[test]
     fn draining_gives_up_at_the_deadline() {
         let p = ShardProgress::new(Arc::from("shard-1"), Arc::new(Membership::unbounded()));
         assert!(p.hand_out(0));
