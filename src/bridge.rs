@@ -489,16 +489,37 @@ impl<T, E> Call<T, E> {
     }
 }
 
-fn lost<E>() -> SdkError<E> {
+/// The error of a call the I/O runtime lost (its thread ended, or the call panicked).
+pub(crate) fn lost<E>() -> SdkError<E> {
     SdkError::construction_failure(
         "the kinsumer I/O runtime lost the call (its thread ended, or the call panicked)",
     )
 }
 
+/// The I/O runtime's call slots, for a task that makes calls of its own: each call holds
+/// one of the [`MAX_IN_FLIGHT`] slots while it runs, as calls through [`Bridge::call`] do.
+#[derive(Clone, Debug)]
+pub(crate) struct CallSlots(Arc<tokio::sync::Semaphore>);
+
+impl CallSlots {
+    /// Waits for a free slot; the call runs while the returned guard lives.
+    pub(crate) async fn acquire(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        // The semaphore is never closed.
+        self.0.acquire().await.ok()
+    }
+}
+
 impl Bridge {
-    /// Starts a long-lived task on the I/O runtime (a fan-out subscription), outside the
-    /// [`MAX_IN_FLIGHT`] call slots: it holds its connection for minutes. The task ends
-    /// when the returned handle is aborted (or on its own).
+    /// The call slots, for [`spawn`](Bridge::spawn)ed tasks that make short calls.
+    pub(crate) fn call_slots(&self) -> CallSlots {
+        CallSlots(Arc::clone(&self.io.permits))
+    }
+
+    /// Starts a long-lived task on the I/O runtime (a fan-out subscription, an idle
+    /// shard's polling) outside the [`MAX_IN_FLIGHT`] call slots: a subscription holds
+    /// its connection for minutes; a task making short calls takes a slot for each
+    /// through [`call_slots`](Bridge::call_slots). The task ends when the returned handle
+    /// is aborted (or on its own).
     pub(crate) fn spawn(
         &self,
         task: impl Future<Output = ()> + Send + 'static,

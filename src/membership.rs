@@ -72,6 +72,14 @@ impl Membership {
         self.nanos(now) < self.valid_until.load(Ordering::Acquire)
     }
 
+    /// When the membership runs out unless renewed first (`None`: not within
+    /// `Instant`'s range — never, in practice).
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.base.checked_add(Duration::from_nanos(
+            self.valid_until.load(Ordering::Acquire),
+        ))
+    }
+
     /// How long ago the last write that landed was sent, if the membership has run out
     /// at `now` (`None` while it is valid).
     pub(crate) fn lapsed(&self, now: Instant) -> Option<Duration> {

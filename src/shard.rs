@@ -251,6 +251,15 @@ pub(crate) fn idle_delay(throttle: Duration, idle_poll: Duration, streak: u32) -
 }
 
 impl Reader<'_> {
+    /// The polling interval, once the shard has answered empty at the tip often enough
+    /// for it to have backed off all the way (`None` before that).
+    fn settled_idle(&self) -> Option<Duration> {
+        let ceiling = self.idle_poll.max(self.throttle);
+        (self.idle_streak > 0
+            && idle_delay(self.throttle, self.idle_poll, self.idle_streak) >= ceiling)
+            .then_some(ceiling)
+    }
+
     fn fetch(
         &mut self,
         bridge: &Bridge,
@@ -777,7 +786,17 @@ impl<'a> Worker<'a> {
             let batch = match reader.next.take() {
                 Some(batch) => batch,
                 None => {
-                    let waited = if reader.source.pushes() {
+                    // A shard settled at the tip is polled by the I/O runtime while this
+                    // thread sleeps (see `RecordSource::watch`).
+                    if let Some(period) = reader.settled_idle()
+                        && !reader.source.pushes()
+                    {
+                        let first = reader.next_fetch;
+                        reader
+                            .source
+                            .watch(self.bridge, reader.max_records, first, period);
+                    }
+                    let waited = if reader.source.pushes() || reader.source.watching() {
                         self.wait_pushed(&*reader.source, progress)
                     } else {
                         self.wait_until(reader.next_fetch, progress)
@@ -988,8 +1007,8 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// Waits until a pushing source has something, committing on schedule; `Err` on stop
-    /// or a lost lease.
+    /// Waits until a pushing or watching source has something, committing on schedule;
+    /// `Err` on stop or a lost lease.
     fn wait_pushed(
         &mut self,
         source: &dyn RecordSource,
@@ -997,12 +1016,35 @@ impl<'a> Worker<'a> {
     ) -> Result<(), Interrupt> {
         loop {
             self.commit_if_due(progress)?;
-            match source.wait_ready(&self.stop, self.next_commit) {
+            match source.wait_ready(&self.stop, self.wake_deadline(progress)) {
                 Waited::Ready => return Ok(()),
                 Waited::Stop => return Err(Interrupt::Stop),
                 Waited::Timeout => {}
             }
         }
+    }
+
+    /// When a thread waiting for records must next see to its lease: at the next commit
+    /// slot while a write is in flight or anything handed out is unprocessed or
+    /// uncommitted; otherwise — all committed, so nothing can change until records come —
+    /// when the lease's heartbeat falls due or this client's membership would run out
+    /// (either makes [`commit_if_due`](Worker::commit_if_due) act), never before the next
+    /// commit slot.
+    fn wake_deadline(&self, progress: &ShardProgress) -> Instant {
+        if self.in_flight.is_some() {
+            return self.next_commit;
+        }
+        let (processed, moved) = progress.processed_since(self.committed);
+        if moved.is_some() || processed != self.delivered {
+            return self.next_commit;
+        }
+        let heartbeat = self.last_write + self.ctx.config.shard_check_frequency();
+        let until = self
+            .ctx
+            .membership
+            .deadline()
+            .map_or(heartbeat, |m| m.min(heartbeat));
+        until.max(self.next_commit)
     }
 
     /// Commits the processed prefix if it moved, or heartbeats if the lease has not been

@@ -6,12 +6,15 @@
 //! can implement the same trait.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::error::ProvideErrorMetadata as _;
+use aws_sdk_kinesis::error::{ProvideErrorMetadata as _, SdkError};
+use aws_sdk_kinesis::operation::get_records::{GetRecordsError, GetRecordsOutput};
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{Record as KinesisRecord, ShardIteratorType};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Select};
 
-use crate::bridge::Bridge;
+use crate::bridge::{Bridge, CallSlots};
 use crate::config::InitialPosition;
 use crate::error::{Error, ErrorKind};
 use crate::retry;
@@ -114,6 +117,22 @@ pub(crate) trait RecordSource {
     fn has_pending(&self) -> bool {
         true
     }
+
+    /// Hands the polling of a shard that is empty at the tip to the I/O runtime:
+    /// GetRecords every `period`, the first at `first`, until an answer brings records,
+    /// lag, the shard's end or an error. Meanwhile the worker's thread sleeps in
+    /// [`wait_ready`](RecordSource::wait_ready), and [`next_batch`](RecordSource::next_batch)
+    /// then returns that answer. `false` if this source does not watch (it pushes, or
+    /// holds no iterator yet).
+    fn watch(&mut self, _bridge: &Bridge, _limit: i32, _first: Instant, _period: Duration) -> bool {
+        false
+    }
+
+    /// Whether a [`watch`](RecordSource::watch) is running, or has ended with an answer
+    /// `next_batch` has not taken yet.
+    fn watching(&self) -> bool {
+        false
+    }
 }
 
 /// Where reading (re)starts.
@@ -140,6 +159,83 @@ pub(crate) struct Polling {
     position: StartAt,
     iterator: Option<String>,
     stats: Arc<dyn Stats>,
+    /// An idle shard's polling on the I/O runtime ([`RecordSource::watch`]).
+    watch: Option<Watch>,
+}
+
+/// The polling of an idle shard, running on the I/O runtime. Dropping it ends the task.
+///
+/// Why: a thousand idle shards polled from their own threads cost each call two thread
+/// wake-ups (the shard thread's timer, then the I/O thread's answer) on top of the SDK's
+/// own work, and each shard thread woke again for every commit interval. A task on the
+/// runtime that is awake anyway makes the same calls with neither, and the shard thread
+/// sleeps until records come or its lease needs it.
+#[derive(Debug)]
+struct Watch {
+    answer: Receiver<WatchEnd>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a watch ended: the first answer that was not "empty at the tip", and the
+/// iterator it was asked with (for renewing after an expired or rejected one).
+#[derive(Debug)]
+struct WatchEnd {
+    iterator: String,
+    result: Result<GetRecordsOutput, SdkError<GetRecordsError>>,
+}
+
+/// What a watch needs to make its calls.
+struct WatchCalls {
+    client: aws_sdk_kinesis::Client,
+    slots: CallSlots,
+    shard: Arc<str>,
+    stats: Arc<dyn Stats>,
+    limit: i32,
+    period: Duration,
+}
+
+impl WatchCalls {
+    /// GetRecords on `iterator` at `first`, then every `period` after each call was
+    /// sent, while the answers are empty at the tip (each reported to `Stats` as any
+    /// fetch is); returns the first other answer. Each call holds a call slot.
+    async fn run(self, mut iterator: String, first: Instant) -> WatchEnd {
+        let mut at = first;
+        loop {
+            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            let sent = Instant::now();
+            let result = {
+                let _slot = self.slots.acquire().await;
+                self.client
+                    .get_records()
+                    .shard_iterator(&iterator)
+                    .limit(self.limit)
+                    .send()
+                    .await
+            };
+            // Empty at the tip, and not the shard's end (the worker finishes that).
+            let out = match result {
+                Ok(out)
+                    if out.records.is_empty()
+                        && out.millis_behind_latest == Some(0)
+                        && out.next_shard_iterator.is_some() =>
+                {
+                    out
+                }
+                result => return WatchEnd { iterator, result },
+            };
+            self.stats.records_fetched(&self.shard, 0, Some(0));
+            if let Some(next) = out.next_shard_iterator {
+                iterator = next;
+            }
+            at = sent + self.period;
+        }
+    }
 }
 
 impl ShardRef {
@@ -259,6 +355,7 @@ impl Polling {
             position: start,
             iterator: None,
             stats,
+            watch: None,
         }
     }
 
@@ -336,6 +433,20 @@ impl Polling {
                 return Err(interrupted);
             }
         };
+        self.take_answer(bridge, limit, renewed, iterator, result, tick)
+    }
+
+    /// Takes GetRecords' answer to `iterator`: the batch, or a renewed iterator's
+    /// (once), or the error classified.
+    fn take_answer(
+        &mut self,
+        bridge: &Bridge,
+        limit: i32,
+        renewed: bool,
+        iterator: String,
+        result: Result<GetRecordsOutput, SdkError<GetRecordsError>>,
+        tick: Tick<'_>,
+    ) -> Result<Batch, SourceError> {
         match result {
             Ok(out) => {
                 if let Some(last) = out.records.last() {
@@ -383,6 +494,71 @@ impl RecordSource for Polling {
         limit: i32,
         tick: Tick<'_>,
     ) -> Result<Batch, SourceError> {
-        self.fetch(bridge, limit, false, tick)
+        let Some(watch) = self.watch.take() else {
+            return self.fetch(bridge, limit, false, tick);
+        };
+        let end = loop {
+            match watch.answer.recv_timeout(TICK) {
+                Ok(end) => break end,
+                Err(RecvTimeoutError::Timeout) => {
+                    if !tick() {
+                        self.watch = Some(watch);
+                        return Err(SourceError::Interrupted);
+                    }
+                }
+                // The iterator went with it: the next fetch gets one from the position.
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(self
+                        .at
+                        .classify("GetRecords", crate::bridge::lost::<GetRecordsError>()));
+                }
+            }
+        };
+        self.take_answer(bridge, limit, false, end.iterator, end.result, tick)
+    }
+
+    fn watch(&mut self, bridge: &Bridge, limit: i32, first: Instant, period: Duration) -> bool {
+        if self.watch.is_some() {
+            return true;
+        }
+        let Some(iterator) = self.iterator.take() else {
+            return false;
+        };
+        let calls = WatchCalls {
+            client: bridge.kinesis().clone(),
+            slots: bridge.call_slots(),
+            shard: Arc::clone(&self.at.shard),
+            stats: Arc::clone(&self.stats),
+            limit,
+            period,
+        };
+        let (tx, answer) = crossbeam_channel::bounded(1);
+        let task = bridge.spawn(async move {
+            let _ = tx.send(calls.run(iterator, first).await);
+        });
+        self.watch = Some(Watch { answer, task });
+        true
+    }
+
+    fn watching(&self) -> bool {
+        self.watch.is_some()
+    }
+
+    fn wait_ready(&self, stop: &Receiver<()>, deadline: Instant) -> Waited {
+        let Some(watch) = &self.watch else {
+            return Waited::Ready;
+        };
+        let mut sel = Select::new();
+        let answer = sel.recv(&watch.answer);
+        sel.recv(stop);
+        match sel.ready_deadline(deadline) {
+            Ok(i) if i == answer => Waited::Ready,
+            Ok(_) => Waited::Stop,
+            Err(_) => Waited::Timeout,
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        self.watch.as_ref().is_none_or(|w| !w.answer.is_empty())
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 ///
 /// Every method has an empty default, so implement only what you need. Methods are called
 /// from the library's threads (shard threads, the coordinator, the thread iterating
-/// records): keep them cheap and never block in them.
+/// records, and the I/O thread, which polls idle shards and reports those calls): keep
+/// them cheap and never block in them — a blocked I/O thread holds up every call.
 ///
 /// # Examples
 ///
