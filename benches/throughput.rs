@@ -15,7 +15,9 @@
 //! user record), `latency` (200 puts 20 ms
 //! apart), `latency-busy` (the same while the other shards take 10,000 records/s),
 //! `idle-scale` (256 idle shards for 30 s; reports GetRecords calls per second),
-//! `latency-after-idle` (20 shards quiet for 60 s, then one record each), `slow-caller` (a caller sleeping 1 ms
+//! `latency-after-idle` (20 shards quiet for 60 s, then one record each), `sdk-floor`
+//! (1,000 idle shards polled once a second through the SDK alone, no kinsumer: the CPU
+//! floor under `idle-scale`), `slow-caller` (a caller sleeping 1 ms
 //! per record for 20 s over a 4-shard backlog), `dynamo-cost` (DynamoDB requests per hour
 //! of a 3-client fleet over 32 shards, idle and busy, at `Config::default()` and
 //! `Config::go_defaults()`), `join-writes` (DynamoDB requests while a 4th client joins a
@@ -577,6 +579,129 @@ fn idle_scale(args: &Args) -> BenchResult {
     Ok(())
 }
 
+/// The AWS SDK's own cost of polling idle shards, with no kinsumer in the loop: the
+/// floor under `idle-scale`'s CPU figure. One thread runs a current-thread tokio runtime
+/// (as the consumer's I/O thread does) with a task per shard that calls GetRecords
+/// every `--idle-poll` ms (default 1,000) on an empty shard, at most 64 calls in flight;
+/// the CPU measured is that thread's alone.
+fn sdk_floor(args: &Args) -> BenchResult {
+    let shards = args.shards.unwrap_or(1000);
+    let seconds = args.seconds.unwrap_or(20);
+    let period = Duration::from_millis(args.idle_poll.unwrap_or(1000));
+    let env = support::Env::new(shards)?;
+    let ids = env.shard_ids()?;
+    // The settings a consumer adds to the caller's client (`ClientConfigs::with_defaults`
+    // at the default lease time): a bounded operation and attempt, the SDK's standard
+    // retries capped at 3 attempts.
+    let conf = env
+        .kinesis
+        .config()
+        .to_builder()
+        .timeout_config(
+            aws_sdk_kinesis::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(Duration::from_secs(60))
+                .operation_attempt_timeout(Duration::from_secs(10))
+                .build(),
+        )
+        .retry_config(
+            aws_sdk_kinesis::config::retry::RetryConfig::standard()
+                .with_max_attempts(3)
+                .with_max_backoff(Duration::from_secs(2)),
+        );
+    let client = aws_sdk_kinesis::Client::from_conf(conf.build());
+    let stream = env.stream.clone();
+    let measure = std::thread::spawn(move || -> BenchResult<(u64, u64, f64)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async move {
+            let calls = Arc::new(AtomicU64::new(0));
+            let slots = Arc::new(tokio::sync::Semaphore::new(64));
+            let mut tasks = tokio::task::JoinSet::new();
+            for shard in ids {
+                tasks.spawn(poll_idle_shard(
+                    client.clone(),
+                    stream.clone(),
+                    shard,
+                    Arc::clone(&calls),
+                    Arc::clone(&slots),
+                    period,
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let (cpu0, calls0, t0) = (
+                thread_cpu_ns(),
+                calls.load(Ordering::Relaxed),
+                Instant::now(),
+            );
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            let (cpu1, calls1) = (thread_cpu_ns(), calls.load(Ordering::Relaxed));
+            let elapsed = t0.elapsed().as_secs_f64();
+            if let Some(Ok(Err(e))) = tasks.try_join_next() {
+                return Err(e);
+            }
+            tasks.abort_all();
+            Ok((cpu1 - cpu0, calls1 - calls0, elapsed))
+        })
+    });
+    let (cpu, calls, elapsed) = measure.join().map_err(|_| "sdk-floor thread panicked")??;
+    Report::new("sdk-floor")
+        .num("shards", shards)
+        .num("idle_poll_ms", period.as_millis())
+        .num("get_records_calls", calls)
+        .f("seconds", elapsed)
+        .f("get_records_per_s", calls as f64 / elapsed)
+        .f("cpu_us_per_call", cpu as f64 / 1e3 / calls.max(1) as f64)
+        .f(
+            "cpu_us_per_shard_per_s",
+            cpu as f64 / 1e3 / f64::from(shards) / elapsed,
+        )
+        .print("the SDK alone: GetRecords on idle shards from one runtime thread, no kinsumer");
+    Ok(())
+}
+
+/// One shard's part of `sdk-floor`: GetRecords every `period` from the tip, for ever.
+async fn poll_idle_shard(
+    client: aws_sdk_kinesis::Client,
+    stream: String,
+    shard: String,
+    calls: Arc<AtomicU64>,
+    slots: Arc<tokio::sync::Semaphore>,
+    period: Duration,
+) -> BenchResult {
+    let mut iterator = client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard)
+        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::Latest)
+        .send()
+        .await?
+        .shard_iterator
+        .ok_or("no iterator")?;
+    loop {
+        let sent = tokio::time::Instant::now();
+        let out = {
+            let _slot = slots.acquire().await?;
+            client
+                .get_records()
+                .shard_iterator(&iterator)
+                .send()
+                .await?
+        };
+        calls.fetch_add(1, Ordering::Relaxed);
+        iterator = out.next_shard_iterator.ok_or("shard closed")?;
+        tokio::time::sleep_until(sent + period).await;
+    }
+}
+
+/// CPU time (ns) of the calling thread.
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The first record after a quiet spell: `--shards` shards (default 20) idle for
 /// `--seconds` (default 60), then one record put to each shard at once; put -> delivery
 /// per record, one trial per shard.
@@ -968,6 +1093,7 @@ fn main() -> BenchResult {
         "latency" => latency(&args, false)?,
         "latency-busy" => latency(&args, true)?,
         "idle-scale" => idle_scale(&args)?,
+        "sdk-floor" => sdk_floor(&args)?,
         "latency-after-idle" => latency_after_idle(&args)?,
         "slow-caller" => slow_caller(&args)?,
         "dynamo-cost" => dynamo_cost(&args)?,
@@ -983,7 +1109,7 @@ fn main() -> BenchResult {
         other => {
             return Err(format!(
                 "unknown scenario {other:?}: drain, latency, latency-busy, latency-after-idle, \
-                 idle-scale, slow-caller, dynamo-cost, join-writes, all"
+                 idle-scale, sdk-floor, slow-caller, dynamo-cost, join-writes, all"
             )
             .into());
         }
