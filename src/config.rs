@@ -220,6 +220,10 @@ impl Config {
     /// applications reading the stream together*: with several applications, give each
     /// a throttle delay of at least `applications × 200 ms` (the Go library's advice) and
     /// let idle shards back off further.
+    ///
+    /// Once backed off all the way, a shard is polled by a task on the I/O runtime while
+    /// its thread sleeps, until records (or lag, an error, the shard's end) come or its
+    /// lease needs a heartbeat: an idle shard costs its calls and hardly anything else.
     pub fn with_idle_poll_delay(mut self, delay: Duration) -> Self {
         self.idle_poll_delay = Some(delay);
         self

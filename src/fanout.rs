@@ -26,7 +26,7 @@ use aws_sdk_kinesis::types::{
     ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEvent,
     SubscribeToShardEventStream,
 };
-use crossbeam_channel::{Receiver, Select, Sender};
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::bridge::Bridge;
 use crate::config::{FanOutConsumer, InitialPosition};
@@ -610,14 +610,7 @@ impl RecordSource for FanOut {
         if self.has_pending() {
             return Waited::Ready;
         }
-        let mut sel = Select::new();
-        let events = sel.recv(&self.events);
-        sel.recv(stop);
-        match sel.ready_deadline(deadline) {
-            Ok(i) if i == events => Waited::Ready,
-            Ok(_) => Waited::Stop,
-            Err(_) => Waited::Timeout,
-        }
+        crate::source::wait_ready_or_stop(&self.events, stop, deadline)
     }
 
     fn has_pending(&self) -> bool {

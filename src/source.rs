@@ -85,6 +85,23 @@ pub(crate) enum Waited {
     Timeout,
 }
 
+/// Waits until `ready` has a message (or is disconnected), `stop` fires or `deadline`
+/// passes.
+pub(crate) fn wait_ready_or_stop<T>(
+    ready: &Receiver<T>,
+    stop: &Receiver<()>,
+    deadline: Instant,
+) -> Waited {
+    let mut sel = Select::new();
+    let index = sel.recv(ready);
+    sel.recv(stop);
+    match sel.ready_deadline(deadline) {
+        Ok(i) if i == index => Waited::Ready,
+        Ok(_) => Waited::Stop,
+        Err(_) => Waited::Timeout,
+    }
+}
+
 /// A supplier of a shard's records, in order.
 pub(crate) trait RecordSource {
     /// The next batch (possibly empty) of at most `limit` records. After a batch with
@@ -545,16 +562,9 @@ impl RecordSource for Polling {
     }
 
     fn wait_ready(&self, stop: &Receiver<()>, deadline: Instant) -> Waited {
-        let Some(watch) = &self.watch else {
-            return Waited::Ready;
-        };
-        let mut sel = Select::new();
-        let answer = sel.recv(&watch.answer);
-        sel.recv(stop);
-        match sel.ready_deadline(deadline) {
-            Ok(i) if i == answer => Waited::Ready,
-            Ok(_) => Waited::Stop,
-            Err(_) => Waited::Timeout,
+        match &self.watch {
+            Some(watch) => wait_ready_or_stop(&watch.answer, stop, deadline),
+            None => Waited::Ready,
         }
     }
 
