@@ -10,6 +10,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use kinsumer::ShardListener;
 use parking_lot::Mutex;
 
+use crate::support::outage::Outage;
 use crate::support::{self, Env, Recorder, TestResult};
 
 #[test]
@@ -142,5 +143,47 @@ fn an_idle_shards_thread_sleeps_while_its_shard_is_polled() -> TestResult {
         "leases left after stop: {:?}",
         env.owners()?
     );
+    Ok(())
+}
+
+/// A failure while the I/O runtime polls an idle shard goes back to the shard's thread,
+/// which retries as for any failed read; records written meanwhile are delivered once.
+#[test]
+fn a_failing_idle_poll_is_retried_and_loses_nothing() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let outage = Outage::refused().only("GetRecords");
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        env.kinesis
+            .config()
+            .to_builder()
+            .interceptor(outage.clone())
+            .build(),
+    );
+    let dynamodb = env.dynamodb.clone();
+    let stats = Arc::new(Recorder::default());
+    let config = support::fast_config()
+        .with_idle_poll_delay(Duration::from_millis(500))
+        .with_stats(stats.clone());
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "flaky-idle", config)?;
+    consumer.run()?;
+    // Settled after the fourth empty answer (200, 200, 400, 500 ms).
+    support::wait_for(Duration::from_secs(30), "the idle poll delay", || {
+        Ok(Recorder::get(&stats.fetch_calls) >= 6)
+    })?;
+    outage.arm(true);
+    support::wait_for(Duration::from_secs(30), "failed polls retried", || {
+        Ok(Recorder::get(&stats.retried) >= 2)
+    })?;
+    env.put_numbered(0, 20, 3)?;
+    outage.arm(false);
+    let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 20)?;
+    let unique: std::collections::HashSet<&String> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (20, 20), "{seen:?}");
+    // Idle again afterwards: the polling went back to the I/O runtime and still works.
+    env.put_numbered(20, 25, 3)?;
+    let more = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 5)?;
+    assert_eq!(more, ["20", "21", "22", "23", "24"]);
+    consumer.stop();
     Ok(())
 }
