@@ -15,7 +15,8 @@
 //! user record), `latency` (200 puts 20 ms
 //! apart), `latency-busy` (the same while the other shards take 10,000 records/s),
 //! `idle-scale` (256 idle shards for 30 s; reports GetRecords calls per second),
-//! `latency-after-idle` (20 shards quiet for 60 s, then one record each), `sdk-floor`
+//! `latency-after-idle` (20 shards quiet for 60 s, then one record each, the puts spread
+//! over one idle poll period), `sdk-floor`
 //! (1,000 idle shards polled once a second through the SDK alone, no kinsumer: the CPU
 //! floor under `idle-scale`), `slow-caller` (a caller sleeping 1 ms
 //! per record for 20 s over a 4-shard backlog), `dynamo-cost` (DynamoDB requests per hour
@@ -718,34 +719,44 @@ fn latency_after_idle(args: &Args) -> BenchResult {
         Ok(counters.acquired.load(Ordering::Relaxed) >= shards as u64)
     })?;
     support::let_time_pass(Duration::from_secs(quiet))?;
-    let out = env.block_on(env.kinesis.list_shards().stream_name(&env.stream).send())?;
-    let entries = out
+    // The shards poll in one phase: putting each shard's record a step later than the
+    // last, the steps spanning one idle poll period, samples every point of the cycle.
+    let hash_keys: Vec<String> = env
+        .block_on(env.kinesis.list_shards().stream_name(&env.stream).send())?
         .shards()
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
+        .map(|s| {
+            s.hash_key_range()
+                .map_or("0", |r| r.starting_hash_key())
+                .to_owned()
+        })
+        .collect();
+    let trials = hash_keys.len();
+    let step = idle_poll / u32::try_from(trials.max(1))?;
+    let kinesis_config = env.kinesis.config().clone();
+    let stream = env.stream.clone();
+    let producer = std::thread::spawn(move || -> BenchResult {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = aws_sdk_kinesis::Client::from_conf(kinesis_config);
+        for (i, hash_key) in hash_keys.into_iter().enumerate() {
             let mut data = vec![0u8];
             data.extend_from_slice(&(i as u64).to_le_bytes());
             data.extend_from_slice(&now_ns().to_le_bytes());
-            PutRecordsRequestEntry::builder()
-                .partition_key(format!("k{i}"))
-                .explicit_hash_key(
-                    s.hash_key_range()
-                        .map_or("0", |r| r.starting_hash_key())
-                        .to_owned(),
-                )
-                .data(Blob::new(data))
-                .build()
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let trials = entries.len();
-    env.block_on(
-        env.kinesis
-            .put_records()
-            .stream_name(&env.stream)
-            .set_records(Some(entries))
-            .send(),
-    )?;
+            rt.block_on(
+                client
+                    .put_record()
+                    .stream_name(&stream)
+                    .partition_key(format!("k{i}"))
+                    .explicit_hash_key(hash_key)
+                    .data(Blob::new(data))
+                    .send(),
+            )?;
+            std::thread::sleep(step);
+        }
+        Ok(())
+    });
     let mut latencies = Vec::with_capacity(trials);
     let mut records = consumer.records();
     while latencies.len() < trials {
@@ -759,6 +770,7 @@ fn latency_after_idle(args: &Args) -> BenchResult {
             Polled::Ended => return Err("iteration ended".into()),
         }
     }
+    producer.join().map_err(|_| "producer panicked")??;
     consumer.stop();
     latencies.sort_by(f64::total_cmp);
     Report::new("latency-after-idle")
@@ -770,7 +782,10 @@ fn latency_after_idle(args: &Args) -> BenchResult {
         .f("p50_ms", percentile(&latencies, 0.50))
         .f("p99_ms", percentile(&latencies, 0.99))
         .f("max_ms", latencies.last().copied().unwrap_or(0.0))
-        .print("first record per shard after the quiet spell; bound: idle poll + throttle");
+        .print(
+            "first record per shard after the quiet spell, the puts spread over one idle \
+             poll period; bound: idle poll + throttle",
+        );
     Ok(())
 }
 
