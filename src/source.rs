@@ -120,7 +120,7 @@ pub(crate) trait RecordSource {
         false
     }
 
-    /// For a pushing source: waits until `next_batch` has something to return, `stop`
+    /// For a pushing or watching source: waits until `next_batch` has something to return, `stop`
     /// fires or `deadline` passes.
     fn wait_ready(
         &self,
@@ -566,9 +566,5 @@ impl RecordSource for Polling {
             Some(watch) => wait_ready_or_stop(&watch.answer, stop, deadline),
             None => Waited::Ready,
         }
-    }
-
-    fn has_pending(&self) -> bool {
-        self.watch.as_ref().is_none_or(|w| !w.answer.is_empty())
     }
 }
