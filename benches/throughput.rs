@@ -457,31 +457,12 @@ fn latency(args: &Args, busy: bool) -> BenchResult {
             },
         )
     });
-    let kinesis_config = env.kinesis.config().clone();
-    let stream = env.stream.clone();
-    let producer = std::thread::spawn(move || -> BenchResult {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let client = aws_sdk_kinesis::Client::from_conf(kinesis_config);
-        for i in 0..n {
-            let sent = now_ns();
-            let mut data = vec![0u8];
-            data.extend_from_slice(&i.to_le_bytes());
-            data.extend_from_slice(&sent.to_le_bytes());
-            rt.block_on(
-                client
-                    .put_record()
-                    .stream_name(&stream)
-                    .partition_key(format!("k{i}"))
-                    .explicit_hash_key("0")
-                    .data(Blob::new(data))
-                    .send(),
-            )?;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    });
+    // Every record to the first shard.
+    let producer = put_timed(
+        &env,
+        vec!["0".to_owned(); n as usize],
+        Duration::from_millis(20),
+    );
     let mut latencies = Vec::with_capacity(n as usize);
     let mut background = 0u64;
     let mut records = consumer.records();
@@ -578,6 +559,39 @@ fn idle_scale(args: &Args) -> BenchResult {
         .f("get_records_per_s", calls as f64 / elapsed)
         .print(mode_note(&env));
     Ok(())
+}
+
+/// Puts one timed record (its send time, read back by [`sent_ns`]) to each hash key in
+/// turn, `pause` apart, from a thread of its own; record `i` has partition key `k{i}`.
+fn put_timed(
+    env: &support::Env,
+    hash_keys: Vec<String>,
+    pause: Duration,
+) -> std::thread::JoinHandle<BenchResult> {
+    let kinesis_config = env.kinesis.config().clone();
+    let stream = env.stream.clone();
+    std::thread::spawn(move || -> BenchResult {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let client = aws_sdk_kinesis::Client::from_conf(kinesis_config);
+        for (i, hash_key) in hash_keys.into_iter().enumerate() {
+            let mut data = vec![0u8];
+            data.extend_from_slice(&(i as u64).to_le_bytes());
+            data.extend_from_slice(&now_ns().to_le_bytes());
+            rt.block_on(
+                client
+                    .put_record()
+                    .stream_name(&stream)
+                    .partition_key(format!("k{i}"))
+                    .explicit_hash_key(hash_key)
+                    .data(Blob::new(data))
+                    .send(),
+            )?;
+            std::thread::sleep(pause);
+        }
+        Ok(())
+    })
 }
 
 /// The AWS SDK's own cost of polling idle shards, with no kinsumer in the loop: the
@@ -733,30 +747,7 @@ fn latency_after_idle(args: &Args) -> BenchResult {
         .collect();
     let trials = hash_keys.len();
     let step = idle_poll / u32::try_from(trials.max(1))?;
-    let kinesis_config = env.kinesis.config().clone();
-    let stream = env.stream.clone();
-    let producer = std::thread::spawn(move || -> BenchResult {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let client = aws_sdk_kinesis::Client::from_conf(kinesis_config);
-        for (i, hash_key) in hash_keys.into_iter().enumerate() {
-            let mut data = vec![0u8];
-            data.extend_from_slice(&(i as u64).to_le_bytes());
-            data.extend_from_slice(&now_ns().to_le_bytes());
-            rt.block_on(
-                client
-                    .put_record()
-                    .stream_name(&stream)
-                    .partition_key(format!("k{i}"))
-                    .explicit_hash_key(hash_key)
-                    .data(Blob::new(data))
-                    .send(),
-            )?;
-            std::thread::sleep(step);
-        }
-        Ok(())
-    });
+    let producer = put_timed(&env, hash_keys, step);
     let mut latencies = Vec::with_capacity(trials);
     let mut records = consumer.records();
     while latencies.len() < trials {

@@ -153,13 +153,7 @@ fn a_failing_idle_poll_is_retried_and_loses_nothing() -> TestResult {
     support::init_logging();
     let mut env = Env::new(1)?;
     let outage = Outage::refused().only("GetRecords");
-    let kinesis = aws_sdk_kinesis::Client::from_conf(
-        env.kinesis
-            .config()
-            .to_builder()
-            .interceptor(outage.clone())
-            .build(),
-    );
+    let kinesis = outage.kinesis(&env.kinesis);
     let dynamodb = env.dynamodb.clone();
     let stats = Arc::new(Recorder::default());
     let config = support::fast_config()

@@ -18,13 +18,7 @@ fn consumer_with_outage(
     config: kinsumer::Config,
     outage: &Outage,
 ) -> TestResult<Kinsumer> {
-    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-        env.dynamodb
-            .config()
-            .to_builder()
-            .interceptor(outage.clone())
-            .build(),
-    );
+    let dynamodb = outage.dynamodb(&env.dynamodb);
     let kinesis = env.kinesis.clone();
     env.consumer_with(&kinesis, &dynamodb, name, config)
 }
@@ -313,13 +307,7 @@ fn a_kinesis_stall_does_not_stop_lease_renewals() -> TestResult {
     support::init_logging();
     let mut env = Env::new(1)?;
     let outage = Outage::blackhole()?;
-    let kinesis = aws_sdk_kinesis::Client::from_conf(
-        env.kinesis
-            .config()
-            .to_builder()
-            .interceptor(outage.clone())
-            .build(),
-    );
+    let kinesis = outage.kinesis(&env.kinesis);
     let stats = Arc::new(support::Recorder::default());
     let dynamodb = env.dynamodb.clone();
     // Lease time 5 s, given up locally after 4 s without a renewal.

@@ -64,6 +64,28 @@ impl Outage {
     pub fn arm(&self, on: bool) {
         self.armed.store(on, Ordering::SeqCst);
     }
+
+    /// A Kinesis client like `client` whose requests this outage cuts off when armed.
+    pub fn kinesis(&self, client: &aws_sdk_kinesis::Client) -> aws_sdk_kinesis::Client {
+        aws_sdk_kinesis::Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .interceptor(self.clone())
+                .build(),
+        )
+    }
+
+    /// A DynamoDB client like `client` whose requests this outage cuts off when armed.
+    pub fn dynamodb(&self, client: &aws_sdk_dynamodb::Client) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::from_conf(
+            client
+                .config()
+                .to_builder()
+                .interceptor(self.clone())
+                .build(),
+        )
+    }
 }
 
 impl Intercept for Outage {
