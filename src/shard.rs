@@ -797,7 +797,7 @@ impl<'a> Worker<'a> {
                             .watch(self.bridge, reader.max_records, first, period);
                     }
                     let waited = if reader.source.pushes() || reader.source.watching() {
-                        self.wait_pushed(&*reader.source, progress)
+                        self.wait_for_source(&*reader.source, progress)
                     } else {
                         self.wait_until(reader.next_fetch, progress)
                     };
@@ -1009,7 +1009,7 @@ impl<'a> Worker<'a> {
 
     /// Waits until a pushing or watching source has something, committing on schedule;
     /// `Err` on stop or a lost lease.
-    fn wait_pushed(
+    fn wait_for_source(
         &mut self,
         source: &dyn RecordSource,
         progress: &ShardProgress,

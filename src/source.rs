@@ -235,21 +235,24 @@ impl WatchCalls {
                     .send()
                     .await
             };
-            // Empty at the tip, and not the shard's end (the worker finishes that).
-            let out = match result {
-                Ok(out)
-                    if out.records.is_empty()
-                        && out.millis_behind_latest == Some(0)
-                        && out.next_shard_iterator.is_some() =>
-                {
-                    out
+            // Empty at the tip goes on; anything else, the shard's end included (the
+            // worker finishes that), goes back to the worker.
+            let next = match result {
+                Ok(mut out) if out.records.is_empty() && out.millis_behind_latest == Some(0) => {
+                    match out.next_shard_iterator.take() {
+                        Some(next) => next,
+                        None => {
+                            return WatchEnd {
+                                iterator,
+                                result: Ok(out),
+                            };
+                        }
+                    }
                 }
                 result => return WatchEnd { iterator, result },
             };
             self.stats.records_fetched(&self.shard, 0, Some(0));
-            if let Some(next) = out.next_shard_iterator {
-                iterator = next;
-            }
+            iterator = next;
             at = sent + self.period;
         }
     }

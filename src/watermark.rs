@@ -421,9 +421,7 @@ mod tests {
 
     #[test]
     fn nothing_is_handed_out_past_the_lease_or_the_membership() {
-        let lapsed = Arc::new(crate::membership::Membership::new(
-            std::time::Duration::from_secs(12),
-        ));
+        let lapsed = Arc::new(Membership::new(std::time::Duration::from_secs(12)));
         let p = ShardProgress::new(Arc::from("shard-1"), Arc::clone(&lapsed));
         assert!(!p.hand_out(0), "a membership never renewed is not valid");
         lapsed.renewed(Instant::now());
