@@ -134,9 +134,8 @@ pub struct Kinsumer {
     /// Set once by `run()`; read on every pull without a lock.
     coordinator_done: std::sync::OnceLock<Receiver<()>>,
     health: Arc<HealthState>,
-    /// The record handed out last in auto mode, processed when the next one is pulled.
-    /// With the thread that pulled it: only that thread's next pull or stop completes it.
-    in_flight: Mutex<Option<(std::thread::ThreadId, ProcessedMarker)>>,
+    /// Auto mode: records left in dropped iterators, for their threads.
+    parked: Arc<Parked>,
     fatal: AtomicBool,
 }
 
@@ -249,7 +248,7 @@ impl Kinsumer {
             coordinator_done: std::sync::OnceLock::new(),
             health: Arc::new(HealthState::default()),
             budget: Arc::new(Budget::new(config_buffer_bytes)),
-            in_flight: Mutex::new(None),
+            parked: Arc::default(),
             fatal: AtomicBool::new(false),
         })
     }
@@ -406,12 +405,50 @@ impl Kinsumer {
     /// [`run`](Kinsumer::run), the iterator yields one [`ErrorKind::NotRunning`] error and
     /// ends; it never blocks forever on a consumer that has ended.
     ///
-    /// In [`CheckpointMode::Auto`], pulling the next item marks the previous record
-    /// processed. Several iterators may exist; they share one stream of records.
+    /// In [`CheckpointMode::Auto`], a record counts as processed when *the iterator that
+    /// yielded it* is asked for the next item — never because another iterator or thread
+    /// pulled. An iterator dropped with a record in hand (a `break` out of the loop) leaves
+    /// it for its thread: the record counts as processed when that thread pulls from any
+    /// iterator again or calls [`stop`](Kinsumer::stop); if the thread does neither, the
+    /// record stays unprocessed (the next owner delivers it again). A panic in the loop
+    /// body never counts its record.
+    ///
+    /// # Threads
+    ///
+    /// Several iterators may exist, on several threads; they share one stream of records,
+    /// and each thread's records are checkpointed only once that thread is done with them.
+    /// The correct pattern is one iterator per thread:
+    ///
+    /// ```no_run
+    /// # fn work(_: &kinsumer::Record) {}
+    /// # fn demo(consumer: &kinsumer::Kinsumer) -> Result<(), kinsumer::Error> {
+    /// std::thread::scope(|s| {
+    ///     for _ in 0..4 {
+    ///         s.spawn(|| -> Result<(), kinsumer::Error> {
+    ///             for record in consumer.records() {
+    ///                 work(&record?); // processed once this thread pulls again
+    ///             }
+    ///             Ok(())
+    ///         });
+    ///     }
+    /// });
+    /// consumer.stop();
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// Records of one shard then go to whichever thread pulls next, so two records of one
+    /// partition key may be processed at once, in either order. Where per-key order
+    /// matters, route records to workers by [`Record::shard_id`] (or partition key) from
+    /// one pulling thread in [`CheckpointMode::Manual`].
     pub fn records(&self) -> Records<'_> {
         Records {
             consumer: self,
             ended: false,
+            in_hand: InHand {
+                marker: None,
+                parked: Arc::clone(&self.parked),
+            },
         }
     }
 
@@ -436,11 +473,12 @@ impl Kinsumer {
 
     /// Stops consuming: ends record iteration, commits every processed record, releases
     /// every lease (so other clients take the shards at once), and deregisters this
-    /// client. In auto mode, the last record handed out counts as processed, as if the
-    /// next one had been pulled — when `stop` is called on the thread that pulled it
-    /// (after the `for` loop). Called from another thread, while the loop body may still
-    /// be at work on that record, `stop` leaves it unprocessed: the next owner delivers it
-    /// again. To end the loop from elsewhere, a [`StopHandle`] is the gentler way.
+    /// client. In auto mode, a record left in an iterator this thread dropped (a `break`
+    /// out of the `for` loop) counts as processed, as if the next one had been pulled.
+    /// Records other threads still hold, or left in their iterators, stay unprocessed
+    /// (the next owner delivers them again), as does the record of an iterator still
+    /// alive (`stop` called inside the loop body). To end the loop from elsewhere, a
+    /// [`StopHandle`] is the gentler way: the loop's next pull counts its record and ends.
     ///
     /// Records fetched but not yet handed out are dropped; the next owner reads them
     /// again. Idempotent, and bounded in time; also done by `Drop`.
@@ -481,7 +519,7 @@ impl Kinsumer {
     /// `testing`).
     #[cfg(feature = "testing")]
     pub fn abandon_for_tests(self) {
-        *self.in_flight.lock() = None;
+        self.parked.clear();
         self.finish(Command::Abandon);
     }
 
@@ -489,13 +527,12 @@ impl Kinsumer {
     fn finish(&self, command: Command) -> Vec<String> {
         self.signal.request();
         self.health.set_running(false);
-        if let Some((puller, f)) = self.in_flight.lock().take() {
-            // A panic in the loop body must not count its record as processed, nor may
-            // a stop from another thread while the loop body may still be at work on it.
-            if !std::thread::panicking() && puller == std::thread::current().id() {
-                f.mark();
-            }
+        // A panic in the loop body must not count its record as processed, nor may a
+        // stop from another thread while that thread may still be at work on it.
+        if !std::thread::panicking() {
+            self.parked.mark_mine();
         }
+        self.parked.clear();
         let previous = std::mem::replace(&mut *self.state.lock(), RunState::Stopped);
         let RunState::Running {
             commands,
@@ -517,10 +554,15 @@ impl Kinsumer {
         self.closed_rx.try_recv().unwrap_or_default()
     }
 
-    fn next_item(&self, deadline: Option<Instant>) -> Polled {
+    /// The next record for an iterator that holds `in_hand` (auto mode: the record it
+    /// yielded last, processed now that the iterator moves on).
+    fn next_item(&self, in_hand: &mut InHand, deadline: Option<Instant>) -> Polled {
         let auto = self.config.checkpoint_mode() == CheckpointMode::Auto;
-        if auto && let Some((_, f)) = self.in_flight.lock().take() {
+        if let Some(f) = in_hand.marker.take() {
             f.mark();
+        }
+        if auto {
+            self.parked.mark_mine();
         }
         let Some(done) = self.coordinator_done.get() else {
             return Polled::Failed(
@@ -548,8 +590,7 @@ impl Kinsumer {
                         continue; // its lease is ending: the next owner delivers it
                     }
                     if auto {
-                        *self.in_flight.lock() =
-                            Some((std::thread::current().id(), record.processed_marker()));
+                        in_hand.marker = Some(record.processed_marker());
                     }
                     self.config.stats().records_delivered(record.shard_id(), 1);
                     return Polled::Record(record);
@@ -636,6 +677,70 @@ pub struct Records<'a> {
     consumer: &'a Kinsumer,
     /// This iterator yielded its last item (the consumer was not running).
     ended: bool,
+    /// Auto mode: the record this iterator yielded last, processed when it moves on.
+    in_hand: InHand,
+}
+
+/// The record an auto-mode iterator yielded last. Its own type, so that dropping a
+/// [`Records`] needs no borrow of the consumer: an iterator may outlive `close()`.
+#[derive(Debug)]
+struct InHand {
+    marker: Option<ProcessedMarker>,
+    parked: Arc<Parked>,
+}
+
+impl Drop for InHand {
+    fn drop(&mut self) {
+        // Dropped with a record in hand (a `break`, a `?` or a panic in the loop body):
+        // whether the body finished with it, only its thread can tell, by moving on.
+        if let Some(marker) = self.marker.take()
+            && !std::thread::panicking()
+        {
+            self.parked.park(marker);
+        }
+    }
+}
+
+/// Records left in dropped auto-mode iterators, with the thread that pulled each: only
+/// that thread's next pull or stop counts one processed.
+#[derive(Debug, Default)]
+struct Parked {
+    list: Mutex<Vec<(std::thread::ThreadId, ProcessedMarker)>>,
+    /// `list` is not empty: a pull takes the lock only then.
+    any: AtomicBool,
+}
+
+impl Parked {
+    fn park(&self, marker: ProcessedMarker) {
+        let mut list = self.list.lock();
+        list.push((std::thread::current().id(), marker));
+        self.any.store(true, Ordering::Release);
+    }
+
+    /// Marks the records this thread left.
+    fn mark_mine(&self) {
+        if !self.any.load(Ordering::Acquire) {
+            return;
+        }
+        let me = std::thread::current().id();
+        let mine: Vec<ProcessedMarker> = {
+            let mut list = self.list.lock();
+            let (mine, others) = std::mem::take(&mut *list)
+                .into_iter()
+                .partition::<Vec<_>, _>(|(puller, _)| *puller == me);
+            *list = others;
+            self.any.store(!list.is_empty(), Ordering::Release);
+            mine.into_iter().map(|(_, m)| m).collect()
+        };
+        for marker in mine {
+            marker.mark();
+        }
+    }
+
+    fn clear(&self) {
+        self.list.lock().clear();
+        self.any.store(false, Ordering::Release);
+    }
 }
 
 impl Records<'_> {
@@ -666,7 +771,9 @@ impl Records<'_> {
         if self.ended {
             return Polled::Ended;
         }
-        let polled = self.consumer.next_item(Instant::now().checked_add(timeout));
+        let polled = self
+            .consumer
+            .next_item(&mut self.in_hand, Instant::now().checked_add(timeout));
         self.note(polled)
     }
 
@@ -724,7 +831,7 @@ impl Iterator for Records<'_> {
             return None;
         }
         // Without a deadline there is no TimedOut.
-        let polled = self.consumer.next_item(None);
+        let polled = self.consumer.next_item(&mut self.in_hand, None);
         self.note(polled).into_item()
     }
 }

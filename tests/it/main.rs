@@ -33,3 +33,4 @@ mod resume;
 mod role;
 mod stalled_caller;
 mod startup;
+mod threads;
