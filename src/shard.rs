@@ -211,6 +211,9 @@ enum Interrupt {
     Finished,
     Failed(String),
     NoSuchStream,
+    /// A record was refused hand-out (the lease or the membership had lapsed) and both
+    /// were renewed since: this lease's delivery is over; it is drained and given up.
+    Refused,
 }
 
 /// The read side of a shard: its source, the batch being handed over, at most one
@@ -489,6 +492,17 @@ impl<'a> Worker<'a> {
             Interrupt::NoSuchStream => {
                 let _ = self.release(&progress);
                 ShardExit::NoSuchStream
+            }
+            Interrupt::Refused => {
+                log::warn!(
+                    "client {}: shard {}: a record was not handed out because the lease or \
+                     this client's membership had lapsed (renewed since, too late); giving \
+                     the lease up: whoever captures it next delivers from the checkpoint",
+                    self.ctx.owner.name,
+                    self.shard()
+                );
+                let _ = self.release(&progress);
+                ShardExit::LeaseLost
             }
         }
     }
@@ -1060,12 +1074,19 @@ impl<'a> Worker<'a> {
             self.settle(done, outcome, progress)?;
         }
         let now = Instant::now();
+        let unrenewed = now.duration_since(self.last_write);
+        // Still lapsed, the checks below hand the lease back without waiting.
+        if progress.refused()
+            && self.ctx.membership.lapsed(now).is_none()
+            && unrenewed < self.lease_margin()
+        {
+            return Err(Interrupt::Refused);
+        }
         if now < self.next_commit {
             return Ok(());
         }
         self.next_commit = now + self.ctx.config.commit_frequency();
         self.report_held_back(progress, now);
-        let unrenewed = now.duration_since(self.last_write);
         if let Some(silent) = self.ctx.membership.lapsed(now) {
             let e = Error::new(ErrorKind::LeaseLost).with_context(format!(
                 "shard {}: this client's row was not written for {silent:?} (DynamoDB \

@@ -185,6 +185,11 @@ struct ProgressState {
     /// Past this the lease may belong to another client: nothing is handed out (the
     /// shard thread renews it on every successful commit).
     valid_until: Option<Instant>,
+    /// A hand-out was refused because the lease or the membership had lapsed: this
+    /// lease delivers nothing more, even if renewed later (a record was dropped, so
+    /// handing out the ones after it would break per-key order and stick the
+    /// watermark). The shard thread then drains and gives the lease up.
+    refused: bool,
 }
 
 /// One lease's delivery state, shared by its shard thread and the caller's threads.
@@ -212,6 +217,7 @@ impl ShardProgress {
                 phase: Phase::Delivering,
                 held_back_since: None,
                 valid_until: None,
+                refused: false,
             }),
             marked: Condvar::new(),
         }
@@ -232,6 +238,9 @@ impl ShardProgress {
         // out a single record before its shard thread notices.
         let now = Instant::now();
         if st.valid_until.is_some_and(|t| now > t) || !self.membership.valid_at(now) {
+            // The record is dropped (the next owner delivers it): so is every later one.
+            st.phase = Phase::Draining;
+            st.refused = true;
             return false;
         }
         st.handed_out = st.handed_out.max(index + 1);
@@ -251,6 +260,12 @@ impl ShardProgress {
             drop(st);
             self.marked.notify_all();
         }
+    }
+
+    /// Whether a hand-out was refused for a lapsed lease or membership: this lease's
+    /// delivery is over, and the shard thread must give the lease up.
+    pub(crate) fn refused(&self) -> bool {
+        self.state.lock().refused
     }
 
     /// Records that the lease is safe to deliver from until `until`.
@@ -429,6 +444,33 @@ mod tests {
         let q = ShardProgress::new(Arc::from("shard-2"), Arc::new(Membership::unbounded()));
         q.renew(Instant::now() - std::time::Duration::from_millis(1));
         assert!(!q.hand_out(0), "a lease past its renewal deadline");
+    }
+
+    #[test]
+    fn a_refused_hand_out_ends_the_leases_delivery_even_once_renewed() {
+        let margin = std::time::Duration::from_secs(12);
+        let now = Instant::now();
+        // A membership not valid (as after its last landed write's margin ran out)...
+        let membership = Arc::new(Membership::new(margin));
+        let p = ShardProgress::new(Arc::from("shard-1"), Arc::clone(&membership));
+        p.renew(now + margin);
+        assert!(!p.refused());
+        assert!(!p.hand_out(0));
+        assert!(p.refused());
+        // ...revived by a late write: the lease's delivery stays over.
+        membership.renewed(Instant::now());
+        assert!(!p.hand_out(1), "a record after a dropped one was handed out");
+        // The same for a lease deadline that lapsed and was then renewed.
+        let q = ShardProgress::new(Arc::from("shard-2"), Arc::new(Membership::unbounded()));
+        assert!(q.hand_out(0));
+        q.mark(0, "a", None);
+        q.renew(Instant::now() - std::time::Duration::from_millis(1));
+        assert!(!q.hand_out(1));
+        q.renew(Instant::now() + margin);
+        assert!(!q.hand_out(2));
+        assert!(q.refused());
+        // What was processed before still makes the final checkpoint.
+        assert_eq!(q.drain_and_seal(Instant::now(), 0), (1, Some(cp("a"))));
     }
 
     #[test]
