@@ -8,7 +8,9 @@
 //! ignores: `AggregateSequenceNumber` (S) and `SubSequenceNumber` (N), present only while
 //! a KPL aggregate is partly processed (see [`crate::watermark`]), and
 //! [`START_POSITION`], written by a rewind ([`crate::Fleet::apply_rewind`]) in place of a
-//! `SequenceNumber`; every checkpoint written afterwards removes it.
+//! `SequenceNumber`, and by every write of a lease that began at LATEST before any
+//! checkpoint (`AT_TIMESTAMP` of when reading began, so the next owner resumes there);
+//! every checkpoint written afterwards removes it.
 //!
 //! Capture succeeds only if the row is unowned, already ours, or stale. Every later write
 //! is conditional on `OwnerID = me`: a failed condition means another client took the
@@ -173,6 +175,10 @@ pub(crate) struct Leases<'a> {
     pub(crate) bridge: &'a Bridge,
     pub(crate) table: &'a str,
     pub(crate) owner: &'a Owner,
+    /// Where reading began, for a row without a checkpoint (an [`START_POSITION`]
+    /// value): written with every write that carries no checkpoint, so that the next
+    /// owner of a shard read from LATEST starts where this one did, not at a later tip.
+    pub(crate) began: Option<&'a str>,
 }
 
 impl Leases<'_> {
@@ -396,6 +402,10 @@ impl Leases<'_> {
             .expression_attribute_values(":me", s(&self.owner.id))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":rfc", s(&clock::rfc3339(now)));
+        if let (None, Some(began)) = (checkpoint, self.began) {
+            expression.push_str(", StartPosition = :began");
+            req = req.expression_attribute_values(":began", s(began));
+        }
         if let Some(c) = checkpoint {
             if let Some(seq) = &c.sequence_number {
                 expression.push_str(", SequenceNumber = :seq");

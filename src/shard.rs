@@ -368,6 +368,9 @@ struct Worker<'a> {
     next_held_back_report: Instant,
     /// The processed-prefix length last read (a lower bound of the current one).
     processed_seen: u64,
+    /// For a lease that started at LATEST without a checkpoint: when reading began, as
+    /// the row's `StartPosition` (AT_TIMESTAMP), kept there until a checkpoint is.
+    began: Option<String>,
 }
 
 /// A commit sent and not yet answered.
@@ -400,6 +403,7 @@ impl<'a> Worker<'a> {
             in_flight: None,
             next_held_back_report: now,
             processed_seen: 0,
+            began: None,
         }
     }
 
@@ -408,6 +412,10 @@ impl<'a> Worker<'a> {
             bridge: self.bridge,
             table: &self.ctx.names.checkpoints,
             owner: &self.ctx.owner,
+            began: self
+                .began
+                .as_deref()
+                .filter(|_| self.checkpoint.as_ref().is_none_or(Checkpoint::is_empty)),
         }
     }
 
@@ -671,7 +679,15 @@ impl<'a> Worker<'a> {
             // Not unpacking: deliver the partly processed aggregate again, whole.
             (Some(p), None) => StartAt::At(p.aggregate.clone()),
             (None, None) => {
-                StartAt::Initial(rewound.unwrap_or_else(|| self.ctx.config.initial_position()))
+                let position = rewound.unwrap_or_else(|| self.ctx.config.initial_position());
+                if position == InitialPosition::Latest {
+                    // Taken before the first iterator or subscription: the next owner
+                    // may read a little more than this one did, never less.
+                    self.began = Some(crate::checkpoints::start_position_value(
+                        InitialPosition::AtTimestamp(SystemTime::now()),
+                    ));
+                }
+                StartAt::Initial(position)
             }
         };
         self.checkpoint = Some(found);

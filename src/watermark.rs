@@ -76,6 +76,11 @@ impl Checkpoint {
         }
     }
 
+    /// Whether it names no position at all (a row never checkpointed).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.sequence_number.is_none() && self.partial.is_none()
+    }
+
     fn after(seq: &str, part: Option<&AggregatePart>) -> Self {
         let mut c = Checkpoint::default();
         c.set_after(seq, part);

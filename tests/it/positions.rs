@@ -82,3 +82,46 @@ fn a_checkpoint_wins_over_the_initial_position() -> TestResult {
     assert_eq!(seen, numbers(5, 10));
     Ok(())
 }
+
+/// A shard read from LATEST and released before anything of it was processed: the next
+/// owner starts where reading began (the row's `StartPosition`), not at a later tip, so
+/// the records the first owner fetched but never handed out are delivered.
+#[test]
+fn latest_then_a_clean_handover_loses_nothing() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let shard = env.shard_ids()?.remove(0);
+    let stats = Arc::new(Recorder::default());
+    let config = support::fast_config()
+        .with_initial_position(InitialPosition::Latest)
+        .with_stats(stats.clone());
+    let first = env.consumer("first", config)?;
+    first.run()?;
+    support::wait_for(Duration::from_secs(10), "the first poll", || {
+        Ok(Recorder::get(&stats.fetch_calls) > 0)
+    })?;
+    env.put_numbered(0, 5, 1)?;
+    support::wait_for(Duration::from_secs(10), "the records fetched", || {
+        Ok(Recorder::get(&stats.fetched) >= 5)
+    })?;
+    // Released with nothing handed out.
+    first.stop();
+    let rows = env.checkpoint_rows()?;
+    let row = rows.get(&shard).ok_or("no checkpoint row")?;
+    assert!(
+        matches!(row.get("StartPosition"),
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) if v.starts_with("AT_TIMESTAMP ")),
+        "the row does not say where reading began: {row:?}"
+    );
+    let config = support::fast_config().with_initial_position(InitialPosition::Latest);
+    let second = env.consumer("second", config)?;
+    second.run()?;
+    let seen = support::collect_until(&second, Duration::from_secs(30), |s| s.len() >= 5)?;
+    assert_eq!(seen, numbers(0, 5));
+    second.stop();
+    // Once a checkpoint is written, the start position goes.
+    let rows = env.checkpoint_rows()?;
+    let row = rows.get(&shard).ok_or("no checkpoint row")?;
+    assert!(row.get("StartPosition").is_none(), "{row:?}");
+    Ok(())
+}
