@@ -75,6 +75,8 @@ pub(crate) struct Captured {
     pub(crate) start: Option<InitialPosition>,
     /// What was wrong with the row, if the capture repaired it.
     pub(crate) repaired: Option<String>,
+    /// When the capturing write was sent: the lease counts from then.
+    pub(crate) sent: Instant,
 }
 
 /// The outcome of a capture attempt.
@@ -243,6 +245,7 @@ impl Leases<'_> {
                     start: string_attr(&item, START_POSITION)
                         .and_then(|v| parse_start_position(&v)),
                     repaired: malformed(&item),
+                    sent: asked,
                 }))
             }
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {

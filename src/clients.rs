@@ -179,7 +179,7 @@ pub(crate) fn scan(
                 id.clone(),
                 DeadClient {
                     last_update: updated,
-                    grace: row_ttl.saturating_sub(row_ttl / 5),
+                    grace: crate::config::membership_margin_for(row_ttl),
                 },
             );
             clients.gone.push((id.clone(), updated));

@@ -686,15 +686,14 @@ impl Config {
 
     /// How often this client's row is written: a fifth of the failover time.
     pub(crate) fn membership_interval(&self) -> Duration {
-        self.failover_time() / 5
+        membership_interval_for(self.failover_time())
     }
 
     /// How long after its row was last written this client still delivers: the failover
     /// time less one row interval, so it has stopped before any other client may count
     /// it gone.
     pub(crate) fn membership_margin(&self) -> Duration {
-        self.failover_time()
-            .saturating_sub(self.membership_interval())
+        membership_margin_for(self.failover_time())
     }
 
     /// Checks every value with the Go library's rules (plus the GetRecords limit).
@@ -878,6 +877,19 @@ fn is_role_arn(arn: &str) -> bool {
             && resource.len() > "role/".len()
             && resource.starts_with("role/")
     })
+}
+
+/// How often a client whose failover time is `failover` writes its row.
+pub(crate) fn membership_interval_for(failover: Duration) -> Duration {
+    failover / 5
+}
+
+/// How long after its row was last written a client whose failover time is `failover`
+/// still delivers (its own membership margin), and so how long after a dead client's
+/// last row its lease writes may still be its own (the dead-client grace): one
+/// expression for both, which must stay equal.
+pub(crate) fn membership_margin_for(failover: Duration) -> Duration {
+    failover.saturating_sub(membership_interval_for(failover))
 }
 
 #[cfg(test)]

@@ -555,9 +555,10 @@ impl<'a> Worker<'a> {
                         let _ = self.leases().release(self.shard(), None);
                         return Some(Err(ShardExit::Finished));
                     }
-                    let now = Instant::now();
-                    self.last_write = now;
-                    self.next_commit = now + self.ctx.config.commit_frequency();
+                    // The row says the lease was renewed when the write was sent: a
+                    // slow or retried answer must not stretch the lease past its margin.
+                    self.last_write = found.sent;
+                    self.next_commit = Instant::now() + self.ctx.config.commit_frequency();
                     let start = found.start;
                     return Some(Ok(self.start_from(found.checkpoint, start)));
                 }
@@ -607,7 +608,22 @@ impl<'a> Worker<'a> {
                                 delay = (delay * 2).min(cap);
                             }
                             Ok(LeaseState::Stale(v)) => break Some(v),
-                            Ok(LeaseState::Free) | Err(_) => break None,
+                            Ok(LeaseState::Free) => break None,
+                            Err(WriteError::Other {
+                                error,
+                                transient: true,
+                            }) => {
+                                // Read again after a back-off; the holder's lease goes on.
+                                log::warn!("{error}; retrying");
+                                self.ctx.notices.report(error);
+                                delay = backoff.next_delay();
+                            }
+                            Err(WriteError::Other { error, .. }) => {
+                                let why = error.to_string();
+                                self.ctx.notices.report(error);
+                                return Some(Err(ShardExit::Failed(why)));
+                            }
+                            Err(WriteError::LeaseLost) => break None,
                         }
                     };
                     continue;

@@ -466,7 +466,10 @@ mod tests {
         assert!(p.refused());
         // ...revived by a late write: the lease's delivery stays over.
         membership.renewed(Instant::now());
-        assert!(!p.hand_out(1), "a record after a dropped one was handed out");
+        assert!(
+            !p.hand_out(1),
+            "a record after a dropped one was handed out"
+        );
         // The same for a lease deadline that lapsed and was then renewed.
         let q = ShardProgress::new(Arc::from("shard-2"), Arc::new(Membership::unbounded()));
         assert!(q.hand_out(0));

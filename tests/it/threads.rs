@@ -73,9 +73,11 @@ fn another_threads_pull_does_not_checkpoint_a_record_still_in_hand() -> TestResu
     );
     // A moves on: everything is processed.
     assert!(a.next_timeout(Duration::from_millis(50)).is_timed_out());
-    support::wait_for(Duration::from_secs(10), "the checkpoint on the third", || {
-        Ok(env.checkpoint(&shard)?.as_deref() == Some(third_seq.as_str()))
-    })?;
+    support::wait_for(
+        Duration::from_secs(10),
+        "the checkpoint on the third",
+        || Ok(env.checkpoint(&shard)?.as_deref() == Some(third_seq.as_str())),
+    )?;
     drop(first);
     consumer.stop();
     Ok(())
@@ -107,9 +109,11 @@ fn a_record_left_in_a_dropped_iterator_waits_for_its_own_thread() -> TestResult 
     })?;
     // The first is processed (its iterator moved on), the second not: its thread ended
     // without moving on, and this thread's pulls are not that thread's.
-    support::wait_for(Duration::from_secs(10), "the checkpoint on the first", || {
-        Ok(env.checkpoint(&shard)?.as_deref() == Some(seqs[0].as_str()))
-    })?;
+    support::wait_for(
+        Duration::from_secs(10),
+        "the checkpoint on the first",
+        || Ok(env.checkpoint(&shard)?.as_deref() == Some(seqs[0].as_str())),
+    )?;
     assert!(
         consumer
             .records()
