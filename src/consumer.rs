@@ -725,6 +725,11 @@ impl Parked {
         let me = std::thread::current().id();
         let mine: Vec<ProcessedMarker> = {
             let mut list = self.list.lock();
+            // Records other threads left (and may never come back for) must not cost
+            // this thread's pulls more than a look.
+            if !list.iter().any(|(puller, _)| *puller == me) {
+                return;
+            }
             let (mine, others) = std::mem::take(&mut *list)
                 .into_iter()
                 .partition::<Vec<_>, _>(|(puller, _)| *puller == me);
