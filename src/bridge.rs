@@ -428,20 +428,33 @@ impl Bridge {
     {
         let (tx, rx) = crossbeam_channel::bounded(1);
         let permits = Arc::clone(&self.io.permits);
-        drop(self.io.handle.spawn(async move {
+        let task = self.io.handle.spawn(async move {
             // The semaphore is never closed.
             let Ok(_slot) = permits.acquire().await else {
                 return;
             };
             let _ = tx.send(future.await);
-        }));
-        Call { answer: rx }
+        });
+        Call {
+            answer: rx,
+            task: task.abort_handle(),
+        }
     }
 }
 
-/// An SDK call running on the I/O runtime.
+/// An SDK call running on the I/O runtime. Dropping it cancels the call if it is still
+/// running (or still waiting for a call slot), as reqwest's blocking client does: work
+/// nobody waits for must not hold one of the [`MAX_IN_FLIGHT`] slots.
 pub(crate) struct Call<T, E> {
     answer: crossbeam_channel::Receiver<Result<T, SdkError<E>>>,
+    task: tokio::task::AbortHandle,
+}
+
+impl<T, E> Drop for Call<T, E> {
+    fn drop(&mut self) {
+        // A no-op once the task has finished.
+        self.task.abort();
+    }
 }
 
 impl<T, E> Call<T, E> {
@@ -452,7 +465,7 @@ impl<T, E> Call<T, E> {
         clippy::result_large_err,
         reason = "passes the SDK's own result type through unchanged"
     )]
-    pub(crate) fn wait(self, limit: Duration) -> Result<T, SdkError<E>> {
+    pub(crate) fn wait(&self, limit: Duration) -> Result<T, SdkError<E>> {
         match self.answer.recv_timeout(limit) {
             Ok(answer) => answer,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(
@@ -535,6 +548,49 @@ mod tests {
 
     fn configs(k: kinesis::config::Builder, d: dynamodb::config::Builder) -> ClientConfigs {
         ClientConfigs::from_service_configs(k.build(), d.build())
+    }
+
+    fn bare_bridge() -> Bridge {
+        let configs = configs(
+            kinesis::Config::builder().behavior_version(behavior_version()),
+            dynamodb::Config::builder().behavior_version(behavior_version()),
+        );
+        Bridge::new(&configs, 1).unwrap()
+    }
+
+    fn never() -> impl Future<Output = Result<(), SdkError<()>>> + Send + 'static {
+        std::future::pending()
+    }
+
+    fn wait_until(what: &str, cond: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cond() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_call_nobody_waits_for_any_more_gives_its_slot_back() {
+        let bridge = bare_bridge();
+        let permits = Arc::clone(&bridge.io.permits);
+        // More calls than slots: the last ones wait for a slot.
+        let calls: Vec<_> = (0..MAX_IN_FLIGHT + 8).map(|_| bridge.call(never())).collect();
+        wait_until("every slot taken", || permits.available_permits() == 0);
+        assert!(
+            calls[0].wait_for(Duration::from_millis(20)).is_none(),
+            "a pending call has no answer"
+        );
+        // A caller that times out gives up too.
+        let timed_out = calls[1].wait(Duration::from_millis(20));
+        assert!(timed_out.is_err());
+        drop(calls);
+        wait_until("every slot free again", || {
+            permits.available_permits() == MAX_IN_FLIGHT
+        });
+        // And the runtime serves new calls.
+        let answer = bridge.block_on(async { Ok::<_, SdkError<()>>(7) });
+        assert_eq!(answer.unwrap(), 7);
     }
 
     #[test]
