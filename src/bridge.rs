@@ -575,7 +575,9 @@ mod tests {
         let bridge = bare_bridge();
         let permits = Arc::clone(&bridge.io.permits);
         // More calls than slots: the last ones wait for a slot.
-        let calls: Vec<_> = (0..MAX_IN_FLIGHT + 8).map(|_| bridge.call(never())).collect();
+        let calls: Vec<_> = (0..MAX_IN_FLIGHT + 8)
+            .map(|_| bridge.call(never()))
+            .collect();
         wait_until("every slot taken", || permits.available_permits() == 0);
         assert!(
             calls[0].wait_for(Duration::from_millis(20)).is_none(),

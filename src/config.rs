@@ -16,6 +16,8 @@ const MAX_BUFFER_SIZE: usize = 100_000;
 
 /// How long a client may go silent before others take its shards, by default.
 const DEFAULT_FAILOVER_TIME: Duration = Duration::from_secs(15);
+/// How long a fan-out subscription may stay silent: the Amazon KCL's limit.
+const DEFAULT_SUBSCRIPTION_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// The default byte bound on records waiting for the caller.
 const DEFAULT_BUFFER_BYTES: usize = 32 << 20;
@@ -113,6 +115,7 @@ pub struct Config {
     stats: Arc<dyn Stats>,
     listener: Arc<dyn ShardListener>,
     fan_out: Option<FanOutConsumer>,
+    subscription_timeout: Duration,
     role: Option<Role>,
 }
 
@@ -160,6 +163,7 @@ impl Default for Config {
             stats: Arc::new(NoStats),
             listener: Arc::new(NoListener),
             fan_out: None,
+            subscription_timeout: DEFAULT_SUBSCRIPTION_TIMEOUT,
             role: None,
         }
     }
@@ -194,6 +198,7 @@ impl fmt::Debug for Config {
             .field("stats", &self.stats)
             .field("listener", &self.listener)
             .field("fan_out", &self.fan_out)
+            .field("subscription_timeout", &self.subscription_timeout)
             .field("role", &self.role)
             .finish()
     }
@@ -489,6 +494,32 @@ impl Config {
         self.fan_out.as_ref()
     }
 
+    /// How long an enhanced fan-out subscription may go without an answer — the
+    /// subscription itself, then each event — before it is given up and renewed from
+    /// the last record read (default 35 s, as the Amazon KCL; at least 1 s). Kinesis
+    /// sends an event every few seconds even on an idle shard, so silence this long
+    /// means a connection that died without closing (a half-open HTTP/2 stream): without
+    /// a limit, the shard would stall for good while its lease is still renewed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = kinsumer::Config::default();
+    /// assert_eq!(config.subscription_timeout(), Duration::from_secs(35));
+    /// let short = config.with_subscription_timeout(Duration::from_secs(10));
+    /// assert_eq!(short.subscription_timeout(), Duration::from_secs(10));
+    /// let bad = kinsumer::Config::default().with_subscription_timeout(Duration::ZERO);
+    /// assert_eq!(bad.validate().unwrap_err().kind(), kinsumer::ErrorKind::InvalidDuration);
+    /// ```
+    pub fn with_subscription_timeout(mut self, timeout: Duration) -> Self {
+        self.subscription_timeout = timeout;
+        self
+    }
+
+    /// The subscription timeout.
+    pub fn subscription_timeout(&self) -> Duration {
+        self.subscription_timeout
+    }
+
     /// Makes every Kinesis call (reads, fan-out subscriptions, consumer registration)
     /// with the credentials of this IAM role, obtained with STS `AssumeRole` from the
     /// base credentials and renewed before they expire (the Go library's `role`):
@@ -721,6 +752,7 @@ impl Config {
             ("idle_poll_delay", self.idle_poll_delay),
             ("handover_grace", self.handover_grace),
             ("failover_time", self.failover_time),
+            ("subscription_timeout", Some(self.subscription_timeout)),
         ] {
             if d.is_some_and(|d| d > MAX_INTERVAL) {
                 return Err(Error::new(ErrorKind::InvalidDuration)
@@ -773,6 +805,11 @@ impl Config {
             .is_some_and(|t| t < Duration::from_secs(1))
         {
             return fail(ErrorKind::InvalidFailoverTime);
+        }
+        if self.subscription_timeout < Duration::from_secs(1) {
+            return Err(Error::new(ErrorKind::InvalidDuration).with_context(
+                "validating the configuration: subscription_timeout (at least 1 s)",
+            ));
         }
         self.validate_fan_out_and_role()?;
         // Kinesis rejects it at every try: an answer that cannot change.

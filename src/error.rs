@@ -85,7 +85,8 @@ pub enum ErrorKind {
     /// future: Kinesis rejects it.
     InvalidInitialPosition,
     /// An interval is longer than 24 hours (or, for the SDK's attempt timeout, not
-    /// shorter than the lease time); the context names it.
+    /// shorter than the lease time; for the subscription timeout, under 1 s); the
+    /// context names it.
     InvalidDuration,
     /// The idle poll delay is shorter than the throttle delay.
     InvalidIdlePollDelay,

@@ -213,6 +213,8 @@ enum Pumped {
     SubscribeFailed(Box<SdkError<SubscribeToShardError>>),
     /// The event stream broke (the error's account: its type is not the SDK's usual).
     StreamFailed(String),
+    /// No answer (to the subscription, or an event) for this long.
+    Silent(Duration),
 }
 
 /// The shard thread's handle on a running subscription: dropping it ends the pump.
@@ -249,6 +251,8 @@ pub(crate) struct FanOut {
     floor: Option<Floor>,
     /// Records dropped for lying before their subscription's start.
     dropped: u64,
+    /// How long a subscription may go without an answer before it is renewed.
+    silence: Duration,
 }
 
 /// The start a subscription asked for. A server that sends records before it (one
@@ -289,7 +293,7 @@ impl std::fmt::Debug for FanOut {
 }
 
 impl FanOut {
-    pub(crate) fn new(at: ShardRef, consumer: Arc<str>, start: StartAt) -> Self {
+    pub(crate) fn new(at: ShardRef, consumer: Arc<str>, start: StartAt, silence: Duration) -> Self {
         // One event waiting plus, at most, the subscription's last word.
         let (events_tx, events) = crossbeam_channel::bounded(2);
         FanOut {
@@ -305,6 +309,7 @@ impl FanOut {
             delay: Duration::ZERO,
             floor: None,
             dropped: 0,
+            silence,
         }
     }
 
@@ -377,6 +382,7 @@ impl FanOut {
             number,
             self.events_tx.clone(),
             Arc::clone(&credit),
+            self.silence,
         ));
         self.subscription = Some(Subscription {
             number,
@@ -448,19 +454,26 @@ impl FanOut {
     }
 }
 
-/// Subscribes, then reads events one at a time as the shard thread takes them.
+/// Subscribes, then reads events one at a time as the shard thread takes them. Waits
+/// for each answer (the subscription, then every event) at most `silence`: a connection
+/// that died without closing must not stall the shard while its lease is renewed.
 async fn pump(
     request: aws_sdk_kinesis::operation::subscribe_to_shard::builders::SubscribeToShardFluentBuilder,
     not_before: tokio::time::Instant,
     number: u64,
     events: Sender<(u64, Pumped)>,
     credit: Arc<tokio::sync::Semaphore>,
+    silence: Duration,
 ) {
     tokio::time::sleep_until(not_before).await;
-    let mut out = match request.send().await {
-        Ok(out) => out,
-        Err(e) => {
+    let mut out = match tokio::time::timeout(silence, request.send()).await {
+        Ok(Ok(out)) => out,
+        Ok(Err(e)) => {
             let _ = events.try_send((number, Pumped::SubscribeFailed(Box::new(e))));
+            return;
+        }
+        Err(_) => {
+            let _ = events.try_send((number, Pumped::Silent(silence)));
             return;
         }
     };
@@ -469,15 +482,16 @@ async fn pump(
             Ok(permit) => permit.forget(),
             Err(_) => return,
         }
-        let item = match out.event_stream.recv().await {
-            Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e))) => Pumped::Event(e),
-            Ok(Some(_)) => {
+        let item = match tokio::time::timeout(silence, out.event_stream.recv()).await {
+            Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)))) => Pumped::Event(e),
+            Ok(Ok(Some(_))) => {
                 // An event type this SDK does not know: nothing to deliver.
                 credit.add_permits(1);
                 continue;
             }
-            Ok(None) => Pumped::Ended,
-            Err(e) => Pumped::StreamFailed(stream_failure(&e)),
+            Ok(Ok(None)) => Pumped::Ended,
+            Ok(Err(e)) => Pumped::StreamFailed(stream_failure(&e)),
+            Err(_) => Pumped::Silent(silence),
         };
         let last = !matches!(item, Pumped::Event(_));
         // The credit keeps the channel from filling; a full or closed one means the
@@ -593,6 +607,18 @@ impl RecordSource for FanOut {
                 let error = Error::new(ErrorKind::Aws)
                     .with_context(format!(
                         "{}: the event stream failed ({why}); resubscribing from {:?}",
+                        self.at.what("SubscribeToShard"),
+                        self.position
+                    ))
+                    .transient();
+                Err(self.retry_later(error))
+            }
+            Pumped::Silent(silence) => {
+                self.subscription = None;
+                let error = Error::new(ErrorKind::Aws)
+                    .with_context(format!(
+                        "{}: no answer for {silence:?} (a connection that died without \
+                         closing?); resubscribing from {:?}",
                         self.at.what("SubscribeToShard"),
                         self.position
                     ))

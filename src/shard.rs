@@ -453,6 +453,7 @@ impl<'a> Worker<'a> {
                 },
                 Arc::clone(consumer),
                 start,
+                self.ctx.config.subscription_timeout(),
             )),
             None => Box::new(Polling::new(
                 Arc::clone(&self.ctx.stream),

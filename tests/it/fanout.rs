@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use kinsumer::{ErrorKind, Polled};
 
 use crate::support::calls::CallLog;
+use crate::support::outage::Outage;
+use crate::support::proxy::Proxy;
 use crate::support::{
     self, Deliveries, Env, KinesisOptions, Member, Producer, Recorder, TestResult,
 };
@@ -428,5 +430,37 @@ fn refused_subscriptions_back_off_and_are_never_yielded() -> TestResult {
     let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 100)?;
     consumer.close()?;
     support::check_per_key_order(&seen, 100)?;
+    Ok(())
+}
+
+#[test]
+fn a_subscription_that_goes_silent_is_renewed_from_the_last_record() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    // Subscriptions, and only they, go through a proxy that can freeze a connection.
+    let proxy = Proxy::start(env.emulators.kinesis_endpoint())?;
+    let redirect = Outage::to(proxy.endpoint()).only("SubscribeToShard");
+    redirect.arm(true);
+    let kinesis = redirect.kinesis(&env.kinesis);
+    let dynamodb = env.dynamodb.clone();
+    let config = fan_out_config("silence").with_subscription_timeout(Duration::from_secs(2));
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "subscriber", config)?;
+    env.put_numbered(0, 40, 5)?;
+    consumer.run()?;
+    let mut seen = support::collect_until(&consumer, Duration::from_secs(60), |s| s.len() >= 40)?;
+    let before = proxy.connections();
+    assert!(before >= 1, "the subscription went through the proxy");
+    // The open subscription's connection goes silent without closing: no event, no end.
+    proxy.freeze_open_connections();
+    env.put_numbered(40, 80, 5)?;
+    let rest = support::collect_until(&consumer, Duration::from_secs(60), |s| s.len() >= 40)?;
+    seen.extend(rest);
+    consumer.close()?;
+    support::check_per_key_order(&seen, 80)?;
+    assert_eq!(seen.len(), 80, "nothing delivered twice");
+    assert!(
+        proxy.connections() > before,
+        "the records came through a new subscription"
+    );
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod calls;
 pub mod golike;
 pub mod kpl;
 pub mod outage;
+pub mod proxy;
 pub mod sts;
 
 use std::collections::HashMap;

@@ -21,6 +21,8 @@ pub struct Outage {
     _blackhole: Option<Arc<std::net::TcpListener>>,
     /// Only requests of this operation (`PutItem`, …) are cut off.
     only: Option<&'static str>,
+    /// Only requests whose body contains this.
+    body_containing: Option<String>,
 }
 
 impl Outage {
@@ -32,6 +34,16 @@ impl Outage {
             target: "http://127.0.0.1:1".into(),
             _blackhole: None,
             only: None,
+            body_containing: None,
+        }
+    }
+
+    /// Requests sent to `endpoint` instead (a [`Proxy`](super::proxy::Proxy) that makes
+    /// the fault).
+    pub fn to(endpoint: String) -> Outage {
+        Outage {
+            target: endpoint,
+            ..Outage::refused()
         }
     }
 
@@ -44,6 +56,7 @@ impl Outage {
             target: format!("http://{}", listener.local_addr()?),
             _blackhole: Some(Arc::new(listener)),
             only: None,
+            body_containing: None,
         })
     }
 
@@ -58,6 +71,13 @@ impl Outage {
     #[must_use]
     pub fn only(mut self, operation: &'static str) -> Outage {
         self.only = Some(operation);
+        self
+    }
+
+    /// Cuts off only requests whose body contains `text` (a table's name).
+    #[must_use]
+    pub fn body_containing(mut self, text: &str) -> Outage {
+        self.body_containing = Some(text.to_owned());
         self
     }
 
@@ -103,6 +123,12 @@ impl Intercept for Outage {
             && cfg.load::<Metadata>().is_none_or(|m| m.name() != only)
         {
             return Ok(());
+        }
+        if let Some(text) = &self.body_containing {
+            let body = context.request().body().bytes().unwrap_or_default();
+            if !String::from_utf8_lossy(body).contains(text.as_str()) {
+                return Ok(());
+            }
         }
         if self.armed.load(Ordering::SeqCst) || self.flag.as_ref().is_some_and(|f| f.exists()) {
             context.request_mut().set_uri(format!("{}/", self.target))?;
