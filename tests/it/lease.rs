@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::support::outage::Outage;
 use crate::support::{self, Env, Recorder, TestResult};
 
 #[test]
@@ -69,5 +70,79 @@ fn a_taken_lease_stops_delivery_and_is_never_overwritten() -> TestResult {
         row.get("SequenceNumber"),
         Some(&AttributeValue::S("intruder-checkpoint".into()))
     );
+    Ok(())
+}
+
+/// Every error the consumer reports, as text.
+#[derive(Debug, Default)]
+struct Reported(parking_lot::Mutex<Vec<String>>);
+
+impl kinsumer::Stats for Reported {
+    fn error_reported(&self, error: &kinsumer::Error) {
+        self.0.lock().push(error.to_string());
+    }
+}
+
+impl Reported {
+    fn count(&self, text: &str) -> usize {
+        self.0.lock().iter().filter(|e| e.contains(text)).count()
+    }
+}
+
+#[test]
+fn a_failing_read_of_a_held_lease_is_reported_and_retried() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 10, 2)?;
+    let shard = env.shard_ids()?.remove(0);
+    // Reads of a held lease (and only they) are refused while armed.
+    let outage = Outage::refused()
+        .only("GetItem")
+        .body_containing("OwnerID, LastUpdate");
+    outage.arm(true);
+    let reported = Arc::new(Reported::default());
+    let dynamodb = outage.dynamodb(&env.dynamodb);
+    let kinesis = env.kinesis.clone();
+    let consumer = env.consumer_with(
+        &kinesis,
+        &dynamodb,
+        "waiter",
+        support::fast_config().with_stats(reported.clone()),
+    )?;
+    // A client that is not in the clients table holds the lease, freshly renewed: the
+    // consumer waits for it to go stale, reading it.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)?
+        .as_nanos()
+        .to_string();
+    env.block_on(
+        env.dynamodb
+            .put_item()
+            .table_name(format!("{}_checkpoints", env.app))
+            .item("Shard", AttributeValue::S(shard.clone()))
+            .item("OwnerID", AttributeValue::S("ghost-id".into()))
+            .item("OwnerName", AttributeValue::S("ghost".into()))
+            .item("LastUpdate", AttributeValue::N(now))
+            .send(),
+    )?;
+    consumer.run()?;
+    let what = format!("reading the lease of shard {shard}");
+    support::wait_for(
+        Duration::from_secs(20),
+        "the failing reads to be reported",
+        || Ok(reported.count(&what) >= 2),
+    )?;
+    // Nothing was taken meanwhile, and the consumer is still running.
+    assert_eq!(
+        env.checkpoint_rows()?
+            .get(&shard)
+            .and_then(|r| r.get("OwnerID").cloned()),
+        Some(AttributeValue::S("ghost-id".into()))
+    );
+    // The reads work again: the ghost's lease goes stale and is taken.
+    outage.arm(false);
+    let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 10)?;
+    consumer.close()?;
+    support::check_per_key_order(&seen, 10)?;
     Ok(())
 }
