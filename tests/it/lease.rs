@@ -2,12 +2,13 @@
 //! that shard and never overwrites the new owner's checkpoint.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::support::outage::Outage;
-use crate::support::{self, Env, Recorder, TestResult};
+use crate::support::proxy::Proxy;
+use crate::support::{self, Env, Producer, Recorder, TestResult};
 
 #[test]
 fn a_taken_lease_stops_delivery_and_is_never_overwritten() -> TestResult {
@@ -144,5 +145,61 @@ fn a_failing_read_of_a_held_lease_is_reported_and_retried() -> TestResult {
     let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 10)?;
     consumer.close()?;
     support::check_per_key_order(&seen, 10)?;
+    Ok(())
+}
+
+#[test]
+fn a_late_membership_renewal_ends_the_lease_instead_of_dropping_records() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    // This client's row writes reach the table on time (nobody counts it gone) but their
+    // answers can be held back, past the membership margin, through a proxy.
+    let proxy = Proxy::start(env.emulators.dynamodb_endpoint())?;
+    let redirect = Outage::to(proxy.endpoint())
+        .only("PutItem")
+        .body_containing(&format!("{}_clients", env.app));
+    redirect.arm(true);
+    let dynamodb = redirect.dynamodb(&env.dynamodb);
+    let kinesis = env.kinesis.clone();
+    let stats = Arc::new(Recorder::default());
+    // Failover 2 s: a row write every 0.4 s, each answered within 1 s, the membership
+    // valid 1.6 s from the last one sent that landed. Commit slots far apart (20 s), so a
+    // shard thread does not look at its membership before the late answer renews it.
+    let config = support::fast_config()
+        .with_shard_check_frequency(Duration::from_secs(10))
+        .with_leader_action_frequency(Duration::from_secs(10))
+        .with_commit_frequency(Duration::from_secs(20))
+        .with_handover_grace(Duration::from_secs(2))
+        .with_failover_time(Duration::from_secs(2))
+        .with_idle_poll_delay(Duration::from_millis(200))
+        .with_stats(stats.clone());
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "late", config)?;
+    let producer = Producer::start(&env);
+    consumer.run()?;
+    let mut seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 100)?;
+    // Hold the answers for 2.5 s while records are handed out: the membership lapses
+    // (hand-outs are refused), then a write answered late renews it.
+    proxy.hold_answers(true);
+    let until = Instant::now() + Duration::from_millis(2500);
+    seen.extend(support::collect_until(
+        &consumer,
+        Duration::from_secs(10),
+        |_| Instant::now() >= until,
+    )?);
+    proxy.hold_answers(false);
+    // The refusal gave the lease up; the client takes it again from the checkpoint.
+    support::wait_for(
+        Duration::from_secs(40),
+        "the lease to be taken again",
+        || Ok(Recorder::get(&stats.acquired) >= 2),
+    )?;
+    let written = producer.stop_and_catch_up(&consumer, &mut seen)?;
+    consumer.close()?;
+    // Nothing lost, nothing repeated, every key in order.
+    support::check_per_key_order(&seen, written)?;
+    assert!(
+        Recorder::get(&stats.released) >= 1,
+        "the lease was given up"
+    );
     Ok(())
 }
