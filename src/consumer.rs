@@ -134,8 +134,8 @@ pub struct Kinsumer {
     /// Set once by `run()`; read on every pull without a lock.
     coordinator_done: std::sync::OnceLock<Receiver<()>>,
     health: Arc<HealthState>,
-    /// Auto mode: records left in dropped iterators, for their threads.
-    parked: Arc<Parked>,
+    /// Auto mode: the records iterators hold, for the threads that pulled them.
+    hands: Arc<Hands>,
     fatal: AtomicBool,
 }
 
@@ -248,7 +248,7 @@ impl Kinsumer {
             coordinator_done: std::sync::OnceLock::new(),
             health: Arc::new(HealthState::default()),
             budget: Arc::new(Budget::new(config_buffer_bytes)),
-            parked: Arc::default(),
+            hands: Arc::default(),
             fatal: AtomicBool::new(false),
         })
     }
@@ -445,10 +445,7 @@ impl Kinsumer {
         Records {
             consumer: self,
             ended: false,
-            in_hand: InHand {
-                marker: None,
-                parked: Arc::clone(&self.parked),
-            },
+            in_hand: InHand::new(&self.hands),
         }
     }
 
@@ -473,12 +470,13 @@ impl Kinsumer {
 
     /// Stops consuming: ends record iteration, commits every processed record, releases
     /// every lease (so other clients take the shards at once), and deregisters this
-    /// client. In auto mode, a record left in an iterator this thread dropped (a `break`
-    /// out of the `for` loop) counts as processed, as if the next one had been pulled.
-    /// Records other threads still hold, or left in their iterators, stay unprocessed
-    /// (the next owner delivers them again), as does the record of an iterator still
-    /// alive (`stop` called inside the loop body). To end the loop from elsewhere, a
-    /// [`StopHandle`] is the gentler way: the loop's next pull counts its record and ends.
+    /// client. In auto mode, the records this thread pulled last count as processed, as
+    /// if the next ones had been pulled — whether their iterators are dropped (a `break`
+    /// out of the `for` loop) or still alive (a `while let` over a named iterator): the
+    /// thread that stops is done with them. Records other threads pulled stay
+    /// unprocessed (the next owner delivers them again), since their loop bodies may
+    /// still be at work on them. To end a loop from another thread, a [`StopHandle`] is
+    /// the gentler way: the loop's next pull counts its record and ends.
     ///
     /// Records fetched but not yet handed out are dropped; the next owner reads them
     /// again. Idempotent, and bounded in time; also done by `Drop`.
@@ -519,7 +517,7 @@ impl Kinsumer {
     /// `testing`).
     #[cfg(feature = "testing")]
     pub fn abandon_for_tests(self) {
-        self.parked.clear();
+        self.hands.clear();
         self.finish(Command::Abandon);
     }
 
@@ -530,9 +528,9 @@ impl Kinsumer {
         // A panic in the loop body must not count its record as processed, nor may a
         // stop from another thread while that thread may still be at work on it.
         if !std::thread::panicking() {
-            self.parked.mark_mine();
+            self.hands.mark_mine(true);
         }
-        self.parked.clear();
+        self.hands.clear();
         let previous = std::mem::replace(&mut *self.state.lock(), RunState::Stopped);
         let RunState::Running {
             commands,
@@ -558,11 +556,11 @@ impl Kinsumer {
     /// yielded last, processed now that the iterator moves on).
     fn next_item(&self, in_hand: &mut InHand, deadline: Option<Instant>) -> Polled {
         let auto = self.config.checkpoint_mode() == CheckpointMode::Auto;
-        if let Some(f) = in_hand.marker.take() {
+        if let Some(f) = in_hand.take() {
             f.mark();
         }
         if auto {
-            self.parked.mark_mine();
+            self.hands.mark_mine(false);
         }
         let Some(done) = self.coordinator_done.get() else {
             return Polled::Failed(
@@ -590,7 +588,7 @@ impl Kinsumer {
                         continue; // its lease is ending: the next owner delivers it
                     }
                     if auto {
-                        in_hand.marker = Some(record.processed_marker());
+                        in_hand.hold(record.processed_marker());
                     }
                     self.config.stats().records_delivered(record.shard_id(), 1);
                     return Polled::Record(record);
@@ -681,70 +679,115 @@ pub struct Records<'a> {
     in_hand: InHand,
 }
 
-/// The record an auto-mode iterator yielded last. Its own type, so that dropping a
-/// [`Records`] needs no borrow of the consumer: an iterator may outlive `close()`.
+/// The record an auto-mode iterator yielded last, with the thread that pulled it. Its
+/// own type, so that dropping a [`Records`] needs no borrow of the consumer: an iterator
+/// may outlive `close()`.
 #[derive(Debug)]
 struct InHand {
-    marker: Option<ProcessedMarker>,
-    parked: Arc<Parked>,
+    /// Shared with [`Hands`] so that `stop()` on the pulling thread can count it. Only
+    /// this iterator and a stop take the lock: it is never contended on a pull.
+    slot: Arc<Slot>,
+    hands: Arc<Hands>,
+}
+
+type Slot = Mutex<Option<(std::thread::ThreadId, ProcessedMarker)>>;
+
+impl InHand {
+    fn new(hands: &Arc<Hands>) -> Self {
+        let slot = Arc::new(Mutex::new(None));
+        hands.live.lock().push(Arc::clone(&slot));
+        InHand {
+            slot,
+            hands: Arc::clone(hands),
+        }
+    }
+
+    fn take(&self) -> Option<ProcessedMarker> {
+        self.slot.lock().take().map(|(_, m)| m)
+    }
+
+    fn hold(&self, marker: ProcessedMarker) {
+        *self.slot.lock() = Some((std::thread::current().id(), marker));
+    }
 }
 
 impl Drop for InHand {
     fn drop(&mut self) {
+        self.hands
+            .live
+            .lock()
+            .retain(|s| !Arc::ptr_eq(s, &self.slot));
         // Dropped with a record in hand (a `break`, a `?` or a panic in the loop body):
         // whether the body finished with it, only its thread can tell, by moving on.
-        if let Some(marker) = self.marker.take()
+        if let Some((puller, marker)) = self.slot.lock().take()
             && !std::thread::panicking()
         {
-            self.parked.park(marker);
+            self.hands.park(puller, marker);
         }
     }
 }
 
-/// Records left in dropped auto-mode iterators, with the thread that pulled each: only
-/// that thread's next pull or stop counts one processed.
+/// The records auto-mode iterators hold, with the thread that pulled each: only that
+/// thread's next pull (once its iterator is dropped) or stop counts one processed.
 #[derive(Debug, Default)]
-struct Parked {
-    list: Mutex<Vec<(std::thread::ThreadId, ProcessedMarker)>>,
-    /// `list` is not empty: a pull takes the lock only then.
-    any: AtomicBool,
+struct Hands {
+    /// The slots of the iterators alive.
+    live: Mutex<Vec<Arc<Slot>>>,
+    /// Records left in dropped iterators.
+    parked: Mutex<Vec<(std::thread::ThreadId, ProcessedMarker)>>,
+    /// `parked` is not empty: a pull takes its lock only then.
+    any_parked: AtomicBool,
 }
 
-impl Parked {
-    fn park(&self, marker: ProcessedMarker) {
-        let mut list = self.list.lock();
-        list.push((std::thread::current().id(), marker));
-        self.any.store(true, Ordering::Release);
+impl Hands {
+    fn park(&self, puller: std::thread::ThreadId, marker: ProcessedMarker) {
+        let mut parked = self.parked.lock();
+        parked.push((puller, marker));
+        self.any_parked.store(true, Ordering::Release);
     }
 
-    /// Marks the records this thread left.
-    fn mark_mine(&self) {
-        if !self.any.load(Ordering::Acquire) {
-            return;
-        }
+    /// Marks the records this thread left in dropped iterators and, on a stop
+    /// (`with_live`), those its live iterators hold: the thread that stops is done with
+    /// what it pulled.
+    fn mark_mine(&self, with_live: bool) {
         let me = std::thread::current().id();
-        let mine: Vec<ProcessedMarker> = {
-            let mut list = self.list.lock();
+        let mut mine: Vec<ProcessedMarker> = Vec::new();
+        if with_live {
+            for slot in self.live.lock().iter() {
+                let mut held = slot.lock();
+                if held.as_ref().is_some_and(|(puller, _)| *puller == me)
+                    && let Some((_, marker)) = held.take()
+                {
+                    mine.push(marker);
+                }
+            }
+        }
+        if self.any_parked.load(Ordering::Acquire) {
+            let mut parked = self.parked.lock();
             // Records other threads left (and may never come back for) must not cost
             // this thread's pulls more than a look.
-            if !list.iter().any(|(puller, _)| *puller == me) {
-                return;
+            if parked.iter().any(|(puller, _)| *puller == me) {
+                let (own, others) = std::mem::take(&mut *parked)
+                    .into_iter()
+                    .partition::<Vec<_>, _>(|(puller, _)| *puller == me);
+                *parked = others;
+                self.any_parked.store(!parked.is_empty(), Ordering::Release);
+                mine.extend(own.into_iter().map(|(_, m)| m));
             }
-            let (mine, others) = std::mem::take(&mut *list)
-                .into_iter()
-                .partition::<Vec<_>, _>(|(puller, _)| *puller == me);
-            *list = others;
-            self.any.store(!list.is_empty(), Ordering::Release);
-            mine.into_iter().map(|(_, m)| m).collect()
-        };
+        }
         for marker in mine {
             marker.mark();
         }
     }
 
+    /// Forgets every record held: after a stop, what other threads hold stays
+    /// unprocessed.
     fn clear(&self) {
-        self.list.lock().clear();
-        self.any.store(false, Ordering::Release);
+        for slot in self.live.lock().iter() {
+            slot.lock().take();
+        }
+        self.parked.lock().clear();
+        self.any_parked.store(false, Ordering::Release);
     }
 }
 

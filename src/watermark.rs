@@ -16,6 +16,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
@@ -190,11 +191,6 @@ struct ProgressState {
     /// Past this the lease may belong to another client: nothing is handed out (the
     /// shard thread renews it on every successful commit).
     valid_until: Option<Instant>,
-    /// A hand-out was refused because the lease or the membership had lapsed: this
-    /// lease delivers nothing more, even if renewed later (a record was dropped, so
-    /// handing out the ones after it would break per-key order and stick the
-    /// watermark). The shard thread then drains and gives the lease up.
-    refused: bool,
 }
 
 /// One lease's delivery state, shared by its shard thread and the caller's threads.
@@ -209,6 +205,13 @@ pub(crate) struct ShardProgress {
     state: Mutex<ProgressState>,
     /// Signalled on every mark, for a draining shard thread.
     marked: Condvar,
+    /// A hand-out was refused because the lease or the membership had lapsed: this
+    /// lease delivers nothing more, even if renewed later (a record was dropped, so
+    /// handing out the ones after it would break per-key order and stick the
+    /// watermark). The shard thread then drains and gives the lease up. Outside the
+    /// lock: the shard thread looks at it on every wake-up, and the callers' hand-outs
+    /// must not wait for that look.
+    refused: AtomicBool,
 }
 
 impl ShardProgress {
@@ -222,9 +225,9 @@ impl ShardProgress {
                 phase: Phase::Delivering,
                 held_back_since: None,
                 valid_until: None,
-                refused: false,
             }),
             marked: Condvar::new(),
+            refused: AtomicBool::new(false),
         }
     }
 
@@ -245,7 +248,7 @@ impl ShardProgress {
         if st.valid_until.is_some_and(|t| now > t) || !self.membership.valid_at(now) {
             // The record is dropped (the next owner delivers it): so is every later one.
             st.phase = Phase::Draining;
-            st.refused = true;
+            self.refused.store(true, AtomicOrdering::Release);
             return false;
         }
         st.handed_out = st.handed_out.max(index + 1);
@@ -270,7 +273,7 @@ impl ShardProgress {
     /// Whether a hand-out was refused for a lapsed lease or membership: this lease's
     /// delivery is over, and the shard thread must give the lease up.
     pub(crate) fn refused(&self) -> bool {
-        self.state.lock().refused
+        self.refused.load(AtomicOrdering::Acquire)
     }
 
     /// Records that the lease is safe to deliver from until `until`.

@@ -124,3 +124,35 @@ fn a_record_left_in_a_dropped_iterator_waits_for_its_own_thread() -> TestResult 
     assert_eq!(env.checkpoint(&shard)?.as_deref(), Some(seqs[0].as_str()));
     Ok(())
 }
+
+/// `stop()` on the thread that pulled counts the record its iterator still holds, as a
+/// `for` loop's `break` followed by `stop()` would: the loop is done with it. (The
+/// iterator here stays alive past the stop, as in a `while let` over a named iterator.)
+#[test]
+fn a_stop_on_the_pulling_thread_counts_the_record_its_live_iterator_holds() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 2, 1)?;
+    let shard = env.shard_ids()?.remove(0);
+    let consumer = env.consumer("threads", support::fast_config())?;
+    consumer.run()?;
+    let mut records = consumer.records();
+    let mut last = String::new();
+    for expected in ["0", "1"] {
+        match records.next_timeout(Duration::from_secs(30)) {
+            Polled::Record(r) => {
+                assert_eq!(r.data(), expected.as_bytes());
+                last = r.sequence_number().to_owned();
+            }
+            other => return Err(format!("expected a record, got {other:?}").into()),
+        }
+    }
+    consumer.stop();
+    assert_eq!(
+        env.checkpoint(&shard)?.as_deref(),
+        Some(last.as_str()),
+        "the stop left the record in hand unprocessed"
+    );
+    drop(records);
+    Ok(())
+}
