@@ -238,6 +238,14 @@ fn status_table(st: &FleetStatus) -> String {
             },
         );
     }
+    for s in st.shards.iter().filter(|s| s.failure.is_some()) {
+        let _ = writeln!(
+            out,
+            "PARKED {}: {}",
+            s.shard_id,
+            s.failure.as_deref().unwrap_or_default()
+        );
+    }
     let _ = writeln!(out, "\nclients:");
     for c in &st.clients {
         let _ = writeln!(
@@ -295,7 +303,7 @@ fn status_json(st: &FleetStatus) -> String {
             let parents: Vec<String> = s.parents.iter().map(|p| json_str(p)).collect();
             format!(
                 "{{\"shard_id\":{},\"owner_id\":{},\"owner_name\":{},\"lease_age_s\":{},\"checkpoint\":{},\
-                 \"checkpoint_age_s\":{},\"millis_behind_latest\":{},\"finished\":{},\"parents\":[{}],\"start_position\":{}}}",
+                 \"checkpoint_age_s\":{},\"millis_behind_latest\":{},\"finished\":{},\"parents\":[{}],\"start_position\":{},\"failure\":{}}}",
                 json_str(&s.shard_id),
                 json_opt_str(s.owner_id.as_deref()),
                 json_opt_str(s.owner_name.as_deref()),
@@ -306,6 +314,7 @@ fn status_json(st: &FleetStatus) -> String {
                 s.finished,
                 parents.join(","),
                 json_opt_str(s.start_position.as_deref()),
+                json_opt_str(s.failure.as_deref()),
             )
         })
         .collect();

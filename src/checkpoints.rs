@@ -66,6 +66,136 @@ pub(crate) struct Owner {
     pub(crate) name: String,
 }
 
+/// A shard parked after failing the same way three times in a row, as its row
+/// records it (attributes the Go library ignores): `Failure` (why), `FailureBy` (the
+/// client's name), `FailureTime`/`FailureRFC` (when) and `FailurePosition` (the row's
+/// position attributes then). The mark is in effect while the position is unchanged:
+/// a repair — a rewind, a fixed `SequenceNumber`, or removing `Failure` — lifts it, and
+/// the shard's next checkpoint write removes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FailureMark {
+    pub(crate) reason: String,
+    pub(crate) by: Option<String>,
+    pub(crate) at: Option<String>,
+}
+
+impl std::fmt::Display for FailureMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.reason)?;
+        match (&self.by, &self.at) {
+            (Some(by), Some(at)) => write!(f, " (parked by client {by} at {at})"),
+            (Some(by), None) => write!(f, " (parked by client {by})"),
+            (None, Some(at)) => write!(f, " (parked at {at})"),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// The failure mark's attributes, for a `REMOVE` clause.
+pub(crate) const FAILURE_ATTRIBUTES: &str =
+    "Failure, FailureBy, FailureTime, FailureRFC, FailurePosition";
+
+/// The row's position attributes in one string: what a repair changes.
+pub(crate) fn position_fingerprint(item: &HashMap<String, AttributeValue>) -> String {
+    let mut out = String::new();
+    for name in [
+        "SequenceNumber",
+        "AggregateSequenceNumber",
+        "SubSequenceNumber",
+        START_POSITION,
+        "Finished",
+    ] {
+        let value = match item.get(name) {
+            None => "-".to_owned(),
+            Some(AttributeValue::S(v)) => format!("S:{v}"),
+            Some(AttributeValue::N(v)) => format!("N:{v}"),
+            Some(AttributeValue::Null(_)) => "NULL".to_owned(),
+            Some(other) => format!("{other:?}"),
+        };
+        out.push_str(&value);
+        out.push('|');
+    }
+    out
+}
+
+/// The row's failure mark, if it is in effect (the row's position unchanged since).
+pub(crate) fn failure_in_effect(item: &HashMap<String, AttributeValue>) -> Option<FailureMark> {
+    let reason = string_attr(item, "Failure")?;
+    let at = string_attr(item, "FailurePosition")?;
+    (at == position_fingerprint(item)).then(|| FailureMark {
+        reason,
+        by: string_attr(item, "FailureBy"),
+        at: string_attr(item, "FailureRFC"),
+    })
+}
+
+/// Records on the shard's row that this client parked it, unless another client owns
+/// the row now. Returns the row's position fingerprint it was marked at (or `None` when
+/// the row is owned by another client now). Creates the row if there is none.
+pub(crate) fn mark_failed(
+    bridge: &Bridge,
+    table: &str,
+    shard: &str,
+    owner: &Owner,
+    reason: &str,
+) -> Result<Option<String>, Error> {
+    let item = read_row(bridge, table, shard)?.unwrap_or_default();
+    let fingerprint = position_fingerprint(&item);
+    let now = clock::now_nanos();
+    let req = bridge
+        .dynamodb()
+        .update_item()
+        .table_name(table)
+        .key("Shard", s(shard))
+        .update_expression(
+            "SET Failure = :why, FailureBy = :name, FailureTime = :now, FailureRFC = :rfc, \
+             FailurePosition = :pos",
+        )
+        .condition_expression(
+            "attribute_not_exists(OwnerID) OR attribute_type(OwnerID, :null) OR OwnerID = :me",
+        )
+        .expression_attribute_values(":why", s(reason))
+        .expression_attribute_values(":name", s(&owner.name))
+        .expression_attribute_values(":now", n(now))
+        .expression_attribute_values(":rfc", s(&clock::rfc3339(now)))
+        .expression_attribute_values(":pos", s(&fingerprint))
+        .expression_attribute_values(":null", s("NULL"))
+        .expression_attribute_values(":me", s(&owner.id));
+    match bridge.block_on(req.send()) {
+        Ok(_) => Ok(Some(fingerprint)),
+        Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(None),
+        Err(e) => Err(Error::aws(
+            format!("marking shard {shard} failed in table {table}"),
+            e,
+        )),
+    }
+}
+
+/// A consistent read of the shard's whole row.
+pub(crate) fn read_row(
+    bridge: &Bridge,
+    table: &str,
+    shard: &str,
+) -> Result<Option<HashMap<String, AttributeValue>>, Error> {
+    let out = bridge
+        .block_on(
+            bridge
+                .dynamodb()
+                .get_item()
+                .table_name(table)
+                .key("Shard", s(shard))
+                .consistent_read(true)
+                .send(),
+        )
+        .map_err(|e| {
+            Error::aws(
+                format!("reading the row of shard {shard} in table {table}"),
+                e,
+            )
+        })?;
+    Ok(out.item)
+}
+
 /// What a successful capture found in the row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Captured {
@@ -77,6 +207,8 @@ pub(crate) struct Captured {
     pub(crate) repaired: Option<String>,
     /// When the capturing write was sent: the lease counts from then.
     pub(crate) sent: Instant,
+    /// The row's failure mark, if in effect: the shard is not to be read.
+    pub(crate) parked: Option<FailureMark>,
 }
 
 /// The outcome of a capture attempt.
@@ -246,6 +378,7 @@ impl Leases<'_> {
                         .and_then(|v| parse_start_position(&v)),
                     repaired: malformed(&item),
                     sent: asked,
+                    parked: failure_in_effect(&item),
                 }))
             }
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
@@ -418,8 +551,9 @@ impl Leases<'_> {
                 Some(p) => {
                     expression.push_str(
                         ", AggregateSequenceNumber = :agg, SubSequenceNumber = :sub \
-                         REMOVE StartPosition",
+                         REMOVE StartPosition, ",
                     );
+                    expression.push_str(FAILURE_ATTRIBUTES);
                     req = req
                         .expression_attribute_values(":agg", s(&p.aggregate))
                         .expression_attribute_values(
@@ -427,8 +561,12 @@ impl Leases<'_> {
                             AttributeValue::N(p.sub_sequence_number.to_string()),
                         );
                 }
-                None => expression
-                    .push_str(" REMOVE AggregateSequenceNumber, SubSequenceNumber, StartPosition"),
+                None => {
+                    expression.push_str(
+                        " REMOVE AggregateSequenceNumber, SubSequenceNumber, StartPosition, ",
+                    );
+                    expression.push_str(FAILURE_ATTRIBUTES);
+                }
             }
         }
         if set.contains(":nullv") {

@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
@@ -25,6 +25,7 @@ use crate::checkpoints::{self, Owner};
 use crate::clients;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
+use crate::health::ParkedShard;
 use crate::lineage;
 use crate::membership::{self, Heartbeat, Membership};
 use crate::metadata;
@@ -42,8 +43,9 @@ const SHARD_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 const FLEET_POLL: Duration = Duration::from_secs(1);
 
 /// How many times in a row a shard may fail with an error that retrying does not fix
-/// (access denied, a rejected argument) before the consumer gives up with a fatal error
-/// rather than restart it at every shard check forever.
+/// before it is parked (not read until its row is repaired), or — when the error concerns
+/// the whole client (credentials, tables, the stream) — the consumer ends with a fatal
+/// error, rather than restart it at every shard check forever.
 const MAX_SHARD_FAILURES: u32 = 3;
 
 /// How soon a failed shard is restarted (at most a shard check). With
@@ -78,6 +80,21 @@ impl std::fmt::Display for Departure {
         })
     }
 }
+
+/// A shard this client owns and does not read: it kept failing, or its row says so.
+#[derive(Debug)]
+struct Parked {
+    reason: String,
+    since: SystemTime,
+    /// Whether the row carries the failure mark (written by this client, or found by the
+    /// capture): a repair then lifts it. `false` while writing the mark failed.
+    marked: bool,
+    /// When it was last reported (see [`PARKED_REPORT_EVERY`]).
+    reported: Instant,
+}
+
+/// How often a parked shard is reported again (at the shard check after this).
+const PARKED_REPORT_EVERY: Duration = Duration::from_secs(60);
 
 /// Messages from the consumer to its coordinator.
 #[derive(Debug)]
@@ -220,6 +237,8 @@ struct Coordinator<'a> {
     finished: HashSet<Arc<str>>,
     /// Consecutive failed runs per shard (see [`MAX_SHARD_FAILURES`]).
     failures: HashMap<Arc<str>, u32>,
+    /// Shards assigned here but not read until their rows are repaired.
+    parked: HashMap<Arc<str>, Parked>,
     exits_tx: Sender<(Arc<str>, ShardExit)>,
     exits_rx: Receiver<(Arc<str>, ShardExit)>,
     abandon: Arc<AtomicBool>,
@@ -249,6 +268,7 @@ impl<'a> Coordinator<'a> {
             shards: HashMap::new(),
             finished: HashSet::new(),
             failures: HashMap::new(),
+            parked: HashMap::new(),
             exits_tx,
             exits_rx,
             abandon: Arc::new(AtomicBool::new(false)),
@@ -430,12 +450,14 @@ impl<'a> Coordinator<'a> {
 
     /// Joins an ended shard thread. `Ok(Some(d))`: refresh within `d` — at once when the
     /// shard finished (its children may be ready), soon when it failed (to restart it).
-    /// `Err` (fatal) if it ended because the stream is gone and a check confirms it, or
-    /// failed [`MAX_SHARD_FAILURES`] times in a row.
+    /// A shard that failed [`MAX_SHARD_FAILURES`] times in a row is parked. `Err`
+    /// (fatal) if it ended because the stream is gone and a check confirms it, or failed
+    /// that often in a way that concerns the whole client.
     fn on_exit(&mut self, shard: Arc<str>, exit: ShardExit) -> Result<Option<Duration>> {
         if let Some(handle) = self.shards.remove(&shard) {
             handle.join();
         }
+        self.show_shards();
         log::debug!(
             "client {}: shard thread {shard} ended: {exit:?}",
             self.name()
@@ -452,10 +474,26 @@ impl<'a> Coordinator<'a> {
             }
         };
         match exit {
-            ShardExit::Failed(why) if failures >= MAX_SHARD_FAILURES => {
-                return Err(Error::new(ErrorKind::ShardFailed).with_context(format!(
-                    "shard {shard} failed {failures} times in a row, last with \"{why}\""
-                )));
+            ShardExit::Failed(failure) if failures >= MAX_SHARD_FAILURES => {
+                let why = format!(
+                    "shard {shard} failed {failures} times in a row, last with \"{}\"",
+                    failure.why
+                );
+                if failure.client_wide {
+                    return Err(Error::new(ErrorKind::ShardFailed).with_context(why));
+                }
+                self.park(shard, why);
+            }
+            ShardExit::Parked(mark) => {
+                let parked = Parked {
+                    reason: mark.to_string(),
+                    since: SystemTime::now(),
+                    marked: true,
+                    reported: Instant::now(),
+                };
+                self.report_parked(&shard, &parked);
+                self.parked.insert(shard, parked);
+                self.show_shards();
             }
             ShardExit::Finished => {
                 self.finished.insert(shard);
@@ -481,6 +519,130 @@ impl<'a> Coordinator<'a> {
             _ => {}
         }
         Ok(None)
+    }
+
+    /// Parks a shard that kept failing: records it on the shard's row (so that no other
+    /// client tries it again before a repair), reports it, and reads it no more until a
+    /// repair lifts the mark ([`Coordinator::check_parked`]).
+    fn park(&mut self, shard: Arc<str>, reason: String) {
+        let marked = match checkpoints::mark_failed(
+            self.bridge,
+            &self.parts.names.checkpoints,
+            &shard,
+            &self.parts.owner,
+            &reason,
+        ) {
+            Ok(marked) => marked.is_some(),
+            Err(e) => {
+                log::warn!(
+                    "client {}: {e}; trying again at the next shard check",
+                    self.name()
+                );
+                false
+            }
+        };
+        let parked = Parked {
+            reason,
+            since: SystemTime::now(),
+            marked,
+            reported: Instant::now(),
+        };
+        self.report_parked(&shard, &parked);
+        self.parked.insert(shard, parked);
+        self.show_shards();
+    }
+
+    /// Says, loudly, that a shard is parked and how to repair it.
+    fn report_parked(&self, shard: &str, parked: &Parked) {
+        log::error!(
+            "client {}: shard {shard} is parked and not read: {}. The client's other shards \
+             are read. Repair its checkpoint row (`kinsumer-ctl rewind --shards {shard} --to ...`, \
+             a valid SequenceNumber, or remove its Failure attribute) and it is read again \
+             at the next shard check",
+            self.name(),
+            parked.reason
+        );
+        self.parts
+            .config
+            .stats()
+            .shard_parked(shard, &parked.reason);
+        self.parts
+            .notices
+            .report(Error::new(ErrorKind::ShardFailed).with_context(parked.reason.clone()));
+    }
+
+    /// At a shard check: parked shards no longer assigned here are forgotten (their next
+    /// owner finds the mark on the row); those whose row was repaired are unparked (and
+    /// started by the caller); the others are reported again.
+    fn check_parked(&mut self, mine: &HashSet<String>) {
+        self.parked.retain(|shard, _| mine.contains(&**shard));
+        let shards: Vec<Arc<str>> = self.parked.keys().cloned().collect();
+        for shard in shards {
+            let table = &self.parts.names.checkpoints;
+            let marked = self.parked.get(&shard).is_some_and(|p| p.marked);
+            let repaired = if marked {
+                match checkpoints::read_row(self.bridge, table, &shard) {
+                    Ok(row) => row
+                        .as_ref()
+                        .is_none_or(|r| checkpoints::failure_in_effect(r).is_none()),
+                    Err(e) => {
+                        log::debug!("client {}: {e}", self.name());
+                        false
+                    }
+                }
+            } else {
+                let reason = self.parked.get(&shard).map(|p| p.reason.clone());
+                if let Some(reason) = reason {
+                    match checkpoints::mark_failed(
+                        self.bridge,
+                        table,
+                        &shard,
+                        &self.parts.owner,
+                        &reason,
+                    ) {
+                        Ok(Some(_)) => {
+                            if let Some(p) = self.parked.get_mut(&shard) {
+                                p.marked = true;
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => log::debug!("client {}: {e}", self.name()),
+                    }
+                }
+                false
+            };
+            if repaired {
+                log::info!(
+                    "client {}: the row of parked shard {shard} was repaired; reading it again",
+                    self.name()
+                );
+                self.parked.remove(&shard);
+                self.failures.remove(&shard);
+                self.parts.config.stats().shard_unparked(&shard);
+            } else if let Some(p) = self
+                .parked
+                .get_mut(&shard)
+                .filter(|p| p.reported.elapsed() >= PARKED_REPORT_EVERY)
+            {
+                p.reported = Instant::now();
+                let p = &self.parked[&shard];
+                self.report_parked(&shard, p);
+            }
+        }
+        self.show_shards();
+    }
+
+    /// Updates the health query's view of the shards: read, and parked.
+    fn show_shards(&self) {
+        let health = self.parts.notices.health();
+        health.set_owned_shards(self.shards.len());
+        let mut parked: Vec<ParkedShard> = self
+            .parked
+            .iter()
+            .map(|(shard, p)| ParkedShard::new(shard.to_string(), p.reason.clone(), p.since))
+            .collect();
+        parked.sort_by(|a, b| a.shard_id().cmp(b.shard_id()));
+        health.set_parked(parked);
     }
 
     /// Whether the live clients differ from those the last refresh assigned among (one
@@ -553,6 +715,7 @@ impl<'a> Coordinator<'a> {
         let phase = self.choose_scheme(!clients.go.is_empty())?;
         let mut mine = phase.owned(&listed, &shard_ids, &live, &self.parts.owner.id);
         mine.retain(|id| !self.finished.contains(id.as_str()));
+        self.check_parked(&mine);
         let gone: Vec<Arc<str>> = self
             .shards
             .keys()
@@ -568,7 +731,8 @@ impl<'a> Coordinator<'a> {
             }
         }
         for shard in &mine {
-            if self.shards.contains_key(shard.as_str()) {
+            if self.shards.contains_key(shard.as_str()) || self.parked.contains_key(shard.as_str())
+            {
                 continue;
             }
             let shard: Arc<str> = Arc::from(shard.as_str());
@@ -596,10 +760,7 @@ impl<'a> Coordinator<'a> {
                 Err(e) => self.parts.notices.report(e),
             }
         }
-        self.parts
-            .notices
-            .health()
-            .set_owned_shards(self.shards.len());
+        self.show_shards();
         Ok(mine.len())
     }
 

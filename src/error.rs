@@ -105,8 +105,10 @@ pub enum ErrorKind {
     /// A rewind's time is in the future or older than the stream's retention, or names a
     /// shard the stream does not have.
     InvalidRewind,
-    /// A shard kept failing with an error that retrying does not fix (access denied, an
-    /// argument the service rejects): the consumer stopped rather than retry forever.
+    /// A shard kept failing with an error that retrying does not fix. Fatal when the
+    /// error concerns the whole client (access denied, a missing table): the consumer
+    /// stopped rather than retry forever. Otherwise the shard is parked (see
+    /// [`ParkedShard`](crate::ParkedShard)) and this kind is reported, not fatal.
     ShardFailed,
     /// The enhanced fan-out consumer does not exist (a
     /// [`with_consumer_arn`](crate::Config::with_consumer_arn) that was never registered,
@@ -349,6 +351,41 @@ impl Error {
     /// Whether an AWS request failed (the SDK error is the [`source`](std::error::Error::source)).
     pub fn is_aws(&self) -> bool {
         self.inner.kind == ErrorKind::Aws
+    }
+
+    /// Whether this failure concerns the whole client rather than one shard: its
+    /// credentials or permissions, its tables, the stream or the fan-out consumer. A
+    /// shard failing this way ends the consumer; a shard failing any other way (a
+    /// checkpoint Kinesis rejects, a panic while handling its records) is parked and the
+    /// client reads its other shards.
+    pub(crate) fn concerns_whole_client(&self) -> bool {
+        let kind = matches!(
+            self.inner.kind,
+            ErrorKind::TableNotFound
+                | ErrorKind::TableSchema
+                | ErrorKind::NoSuchStream
+                | ErrorKind::NoRegion
+                | ErrorKind::AssumeRoleFailed
+                | ErrorKind::NoSuchConsumer
+                | ErrorKind::ConsumerNotActive
+                | ErrorKind::ConsumerAccessDenied
+        );
+        kind || self.aws_code().is_some_and(|code| {
+            code.starts_with("KMS")
+                || matches!(
+                    code,
+                    "AccessDeniedException"
+                        | "AccessDenied"
+                        | "UnrecognizedClientException"
+                        | "InvalidSignatureException"
+                        | "IncompleteSignature"
+                        | "InvalidClientTokenId"
+                        | "MissingAuthenticationToken"
+                        | "ExpiredTokenException"
+                        | "ExpiredToken"
+                        | "ResourceNotFoundException"
+                )
+        })
     }
 }
 

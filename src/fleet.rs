@@ -45,6 +45,10 @@ pub struct ShardStatus {
     /// How far the checkpoint is behind the shard's tip, as Kinesis reports it for a read
     /// at the checkpoint (`None` when unknown or finished).
     pub millis_behind_latest: Option<i64>,
+    /// Why the shard is parked, if it is: it kept failing, and no client reads it until
+    /// its row is repaired (a [rewind](Fleet::apply_rewind), a valid `SequenceNumber`,
+    /// or removing the row's `Failure` attribute).
+    pub failure: Option<String>,
     /// Where a rewound shard will start, if it was rewound and not read since.
     pub start_position: Option<String>,
 }
@@ -291,6 +295,9 @@ impl Fleet {
                 finished,
                 millis_behind_latest: behind,
                 start_position: get(checkpoints::START_POSITION),
+                failure: row
+                    .and_then(checkpoints::failure_in_effect)
+                    .map(|mark| mark.to_string()),
                 shard_id: info.id,
             });
         }
@@ -416,7 +423,8 @@ impl Fleet {
     /// # Errors
     ///
     /// [`ErrorKind::FleetRunning`] while any client of the application is live (stop the
-    /// fleet first); [`ErrorKind::InvalidRewind`] for a time in the future or older than
+    /// fleet first), unless every shard named is parked ([`ShardStatus::failure`]: a
+    /// parked shard is read by nobody, and its owner reads it again once rewound); [`ErrorKind::InvalidRewind`] for a time in the future or older than
     /// the stream's retention, or a shard the stream does not list; missing tables or
     /// stream; AWS failures.
     pub fn plan_rewind(&self, to: RewindTo, shards: Option<&[String]>) -> Result<RewindPlan> {
@@ -427,10 +435,6 @@ impl Fleet {
             .filter(|c| c.live)
             .map(|c| format!("{} ({})", c.name, c.id))
             .collect();
-        if !live.is_empty() {
-            return Err(Error::new(ErrorKind::FleetRunning)
-                .with_context(format!("rewinding: live clients {}", live.join(", "))));
-        }
         if let RewindTo::Time(t) = to {
             let retention = stream::retention(&self.bridge, &self.names.stream)?;
             let now = SystemTime::now();
@@ -461,6 +465,33 @@ impl Fleet {
             }
         };
         let rows = self.rows()?;
+        if !live.is_empty() {
+            // Parked shards are read by nobody: they may be rewound while the fleet runs
+            // (the write is still conditional on the row being unowned and unchanged).
+            let unparked: Vec<&String> = match shards {
+                None => chosen.iter().collect(),
+                Some(_) => chosen
+                    .iter()
+                    .filter(|id| {
+                        rows.get(id.as_str())
+                            .and_then(checkpoints::failure_in_effect)
+                            .is_none()
+                    })
+                    .collect(),
+            };
+            if !unparked.is_empty() {
+                return Err(Error::new(ErrorKind::FleetRunning).with_context(format!(
+                    "rewinding: live clients {} (only parked shards can be rewound while \
+                     clients run; not parked: {})",
+                    live.join(", "),
+                    unparked
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+        }
         let steps = chosen
             .into_iter()
             .map(|shard_id| {
@@ -519,11 +550,12 @@ impl Fleet {
             .update_item()
             .table_name(&self.names.checkpoints)
             .key("Shard", AttributeValue::S(step.shard_id.clone()))
-            .update_expression(
+            .update_expression(format!(
                 "SET StartPosition = :pos, LastUpdate = :now, LastUpdateRFC = :rfc \
                  REMOVE SequenceNumber, Finished, FinishedRFC, AggregateSequenceNumber, \
-                 SubSequenceNumber",
-            )
+                 SubSequenceNumber, {}",
+                checkpoints::FAILURE_ATTRIBUTES
+            ))
             .condition_expression(format!(
                 "(attribute_not_exists(OwnerID) OR attribute_type(OwnerID, :nulltype)) AND {unchanged}"
             ))

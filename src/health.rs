@@ -31,6 +31,44 @@ pub struct Health {
     errors: u64,
     last_error: Option<(SystemTime, String)>,
     buffered_bytes: usize,
+    parked: Vec<ParkedShard>,
+}
+
+/// A shard this client parked: it failed the same way three times in a row (or its row
+/// says another client parked it), so it is not read until its row is repaired — by
+/// `kinsumer-ctl rewind` ([`Fleet::apply_rewind`](crate::Fleet::apply_rewind)), a fixed
+/// `SequenceNumber`, or removing the row's `Failure` attribute. The client notices the
+/// repair at its next shard check and reads the shard again, without a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedShard {
+    shard_id: String,
+    reason: String,
+    since: SystemTime,
+}
+
+impl ParkedShard {
+    pub(crate) fn new(shard_id: String, reason: String, since: SystemTime) -> Self {
+        ParkedShard {
+            shard_id,
+            reason,
+            since,
+        }
+    }
+
+    /// The shard's id.
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    /// Why it was parked: the last failure, in its one-line form.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// When this client parked it.
+    pub fn since(&self) -> SystemTime {
+        self.since
+    }
 }
 
 impl Health {
@@ -50,6 +88,13 @@ impl Health {
     /// How many shards this client reads now.
     pub fn owned_shards(&self) -> usize {
         self.owned_shards
+    }
+
+    /// The shards this client owns but does not read, because they keep failing (see
+    /// [`ParkedShard`]). Each is also logged at every shard check and reported to
+    /// [`Stats::shard_parked`](crate::Stats::shard_parked).
+    pub fn parked_shards(&self) -> &[ParkedShard] {
+        &self.parked
     }
 
     /// How many errors were met and retried (or worked around) so far.
@@ -75,6 +120,7 @@ pub(crate) struct HealthState {
     owned_shards: AtomicUsize,
     errors: AtomicU64,
     last_error: Mutex<Option<(SystemTime, String)>>,
+    parked: Mutex<Vec<ParkedShard>>,
 }
 
 impl HealthState {
@@ -91,6 +137,11 @@ impl HealthState {
         self.owned_shards.store(n, Ordering::Relaxed);
     }
 
+    /// Replaces the list of parked shards (the coordinator's, sorted by shard id).
+    pub(crate) fn set_parked(&self, parked: Vec<ParkedShard>) {
+        *self.parked.lock() = parked;
+    }
+
     pub(crate) fn snapshot(&self, buffered_bytes: usize) -> Health {
         Health {
             buffered_bytes,
@@ -98,6 +149,7 @@ impl HealthState {
             owned_shards: self.owned_shards.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             last_error: self.last_error.lock().clone(),
+            parked: self.parked.lock().clone(),
         }
     }
 }

@@ -86,6 +86,6 @@ pub use error::{Error, ErrorKind, Result};
 pub use fleet::{
     ClientStatus, Fleet, FleetStatus, Released, RewindPlan, RewindStep, RewindTo, ShardStatus,
 };
-pub use health::Health;
+pub use health::{Health, ParkedShard};
 pub use record::{ProcessedMarker, Record};
 pub use stats::{NoListener, NoStats, ShardListener, Stats};

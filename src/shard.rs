@@ -44,13 +44,43 @@ pub(crate) enum ShardExit {
     LeaseLost,
     /// Read to its end and fully processed; marked `Finished`.
     Finished,
-    /// Could not go on, with an error that retrying the same call will not fix (the
-    /// error, for the coordinator); reported to the caller, lease released if possible.
-    Failed(String),
+    /// Could not go on, with an error that retrying the same call will not fix;
+    /// reported, lease released if possible.
+    Failed(Failure),
+    /// Its row carries a failure mark still in effect (another client, or this one, parked
+    /// the shard and the row was not repaired since): released without reading.
+    Parked(crate::checkpoints::FailureMark),
     /// The stream (or this shard) does not exist any more.
     NoSuchStream,
     /// Simulated crash: left without writing anything.
     Abandoned,
+}
+
+/// Why a shard thread failed, for the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    /// The error, in its one-line form.
+    pub(crate) why: String,
+    /// Whether it concerns the whole client ([`Error::concerns_whole_client`]), not just
+    /// this shard.
+    pub(crate) client_wide: bool,
+}
+
+impl Failure {
+    pub(crate) fn of(error: &Error) -> Self {
+        Failure {
+            why: error.to_string(),
+            client_wide: error.concerns_whole_client(),
+        }
+    }
+
+    /// A failure of this shard only (a panic while handling it).
+    pub(crate) fn local(why: String) -> Self {
+        Failure {
+            why,
+            client_wide: false,
+        }
+    }
 }
 
 /// Where the library's threads report errors. A fatal error goes to the caller's
@@ -177,7 +207,7 @@ pub(crate) fn spawn(ctx: ShardContext) -> Result<ShardHandle> {
                 );
                 log::error!("{why}");
                 notices.report(Error::new(ErrorKind::Internal).with_context(why.clone()));
-                ShardExit::Failed(why)
+                ShardExit::Failed(Failure::local(why))
             });
             let _ = exits.send((shard, exit));
         })
@@ -209,7 +239,7 @@ enum Interrupt {
     /// failover time: given up locally.
     LeaseExpired,
     Finished,
-    Failed(String),
+    Failed(Failure),
     NoSuchStream,
     /// A record was refused hand-out (the lease or the membership had lapsed) and both
     /// were renewed since: this lease's delivery is over; it is drained and given up.
@@ -419,6 +449,24 @@ impl<'a> Worker<'a> {
         }
     }
 
+    /// Calls the user's [`ShardListener`](crate::ShardListener): a panic in it is
+    /// reported and does not end the shard's thread, so a lease is still released (a
+    /// hand-over does not wait for it to expire).
+    fn tell_listener(&self, event: &str, call: impl FnOnce(&dyn crate::ShardListener, &str)) {
+        let listener = self.ctx.config.listener().as_ref();
+        let shard = self.shard();
+        let called =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(listener, shard)));
+        if let Err(panic) = called {
+            let e = Error::new(ErrorKind::Internal).with_context(format!(
+                "shard {shard}: the shard listener panicked in `{event}`: {}",
+                panic_message(&*panic)
+            ));
+            log::error!("{e}");
+            self.ctx.notices.report(e);
+        }
+    }
+
     fn shard(&self) -> &str {
         &self.ctx.shard_id
     }
@@ -484,7 +532,7 @@ impl<'a> Worker<'a> {
                     self.shard()
                 );
                 self.ctx.config.stats().lease_lost(self.shard());
-                self.ctx.config.listener().lost(self.shard());
+                self.tell_listener("lost", |l, shard| l.lost(shard));
                 ShardExit::LeaseLost
             }
             Interrupt::Finished => ShardExit::Finished,
@@ -549,8 +597,13 @@ impl<'a> Worker<'a> {
                         log::warn!("{e}");
                         self.ctx.notices.report(e);
                     }
+                    if let (Some(mark), false) = (&found.parked, found.finished) {
+                        // Parked and not repaired since: reading it would only fail again.
+                        let _ = self.leases().release(self.shard(), None);
+                        return Some(Err(ShardExit::Parked(mark.clone())));
+                    }
                     self.ctx.config.stats().lease_acquired(self.shard());
-                    self.ctx.config.listener().assigned(self.shard());
+                    self.tell_listener("assigned", |l, shard| l.assigned(shard));
                     if found.finished {
                         // Already read to its end by some client: nothing to do.
                         let _ = self.leases().release(self.shard(), None);
@@ -620,7 +673,7 @@ impl<'a> Worker<'a> {
                                 delay = backoff.next_delay();
                             }
                             Err(WriteError::Other { error, .. }) => {
-                                let why = error.to_string();
+                                let why = Failure::of(&error);
                                 self.ctx.notices.report(error);
                                 return Some(Err(ShardExit::Failed(why)));
                             }
@@ -633,7 +686,7 @@ impl<'a> Worker<'a> {
                     error,
                     transient: false,
                 }) => {
-                    let why = error.to_string();
+                    let why = Failure::of(&error);
                     self.ctx.notices.report(error);
                     return Some(Err(ShardExit::Failed(why)));
                 }
@@ -876,7 +929,7 @@ impl<'a> Worker<'a> {
                         Err(SourceError::Fatal(error)) => {
                             log::error!("{error}");
                             let gone = error.kind() == ErrorKind::NoSuchStream;
-                            let why = error.to_string();
+                            let why = Failure::of(&error);
                             self.ctx.notices.report(error);
                             return if gone {
                                 Interrupt::NoSuchStream
@@ -1253,7 +1306,7 @@ impl<'a> Worker<'a> {
                 // Access denied, a wrongly keyed table, …: retrying the same write will
                 // not help. The shard fails (and, failing again, ends the consumer).
                 log::error!("{error}");
-                let why = error.to_string();
+                let why = Failure::of(&error);
                 self.ctx.notices.report(error);
                 Err(Interrupt::Failed(why))
             }
@@ -1296,12 +1349,12 @@ impl<'a> Worker<'a> {
                 );
                 self.ctx.config.stats().lease_released(self.shard());
                 self.ctx.left_behind.lock().remove(self.shard());
-                self.ctx.config.listener().ended(self.shard());
+                self.tell_listener("ended", |l, shard| l.ended(shard));
                 Interrupt::Finished
             }
             Err(WriteError::LeaseLost) => Interrupt::LeaseLost,
             Err(WriteError::Other { error, .. }) => {
-                let why = error.to_string();
+                let why = Failure::of(&error);
                 self.ctx.notices.report(error);
                 Interrupt::Failed(why)
             }
@@ -1371,10 +1424,10 @@ impl<'a> Worker<'a> {
     /// its own, delaying the next owner).
     fn release(&mut self, progress: &ShardProgress) -> Result<(), String> {
         progress.stop_handing_out();
-        self.ctx.config.listener().revoking(self.shard());
+        self.tell_listener("revoking", |l, shard| l.revoking(shard));
         let deadline = Instant::now() + self.ctx.config.handover_grace();
         let (_, checkpoint) = progress.drain_and_seal(deadline, self.committed);
-        self.ctx.config.listener().revoked(self.shard());
+        self.tell_listener("revoked", |l, shard| l.revoked(shard));
         let shard = Arc::clone(&self.ctx.shard_id);
         match self.final_write(|leases| leases.release(&shard, checkpoint.as_ref())) {
             Ok(()) => {

@@ -81,6 +81,19 @@ pub trait Stats: Send + Sync + fmt::Debug {
         let _ = shard_id;
     }
 
+    /// The shard kept failing the same way (`reason`: the last failure) and is parked:
+    /// this client owns it but does not read it until its row is repaired (see
+    /// [`ParkedShard`](crate::ParkedShard)). Called when it is parked and again at every
+    /// shard check while it stays parked.
+    fn shard_parked(&self, shard_id: &str, reason: &str) {
+        let _ = (shard_id, reason);
+    }
+
+    /// A parked shard's row was repaired: this client reads the shard again.
+    fn shard_unparked(&self, shard_id: &str) {
+        let _ = shard_id;
+    }
+
     /// This client became (`true`) or stopped being (`false`) the fleet's leader.
     fn leadership_changed(&self, leader: bool) {
         let _ = leader;

@@ -203,7 +203,8 @@ fn close_reports_shards_whose_release_failed() -> TestResult {
 
 /// A checkpoint Kinesis rejects that is not merely older than the retention period (here:
 /// not a sequence number at all) is reported, visibly, and not replaced by a replay of
-/// the whole shard; the shard keeps failing, so the consumer ends with a clear error.
+/// the whole shard; the shard keeps failing, so it is parked, saying why, and nothing of
+/// it is delivered.
 #[test]
 fn a_garbage_checkpoint_is_reported_not_replayed_from_the_oldest_record() -> TestResult {
     support::init_logging();
@@ -214,16 +215,21 @@ fn a_garbage_checkpoint_is_reported_not_replayed_from_the_oldest_record() -> Tes
     env.put_checkpoint_row(&shard, "not-a-sequence-number")?;
     consumer.run()?;
     let mut records = consumer.records();
-    let fatal = match records.next_timeout(Duration::from_secs(60)) {
-        Polled::Failed(e) => e,
-        other => return Err(format!("expected the fatal error, got {other:?}").into()),
-    };
-    assert_eq!(fatal.kind(), ErrorKind::ShardFailed, "{fatal}");
-    let text = fatal.to_string();
+    support::wait_for(Duration::from_secs(60), "the shard parked", || {
+        match records.next_timeout(Duration::from_millis(50)) {
+            Polled::TimedOut => {}
+            other => return Err(format!("expected nothing, got {other:?}").into()),
+        }
+        Ok(!consumer.health().parked_shards().is_empty())
+    })?;
+    let health = consumer.health();
+    let parked = &health.parked_shards()[0];
+    assert_eq!(parked.shard_id(), shard);
+    let text = parked.reason();
     assert!(text.contains("rejects the checkpoint"), "{text}");
     assert!(text.contains("not-a-sequence-number"), "{text}");
-    let health = consumer.health();
     assert!(health.errors() >= 3, "{health:?}");
+    assert!(health.is_running(), "{health:?}");
     Ok(())
 }
 

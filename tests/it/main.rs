@@ -18,6 +18,7 @@ mod fleet;
 mod hopeless;
 mod iam;
 mod idle;
+mod isolation;
 mod iterator;
 mod lease;
 mod lifecycle;

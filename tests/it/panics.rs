@@ -141,7 +141,7 @@ impl aws_smithy_runtime_api::client::interceptors::Intercept for PanickyIntercep
 }
 
 /// A call whose task dies on the I/O runtime is not mistaken for a timeout and retried
-/// forever: the shard fails, and failing again ends the consumer, saying why.
+/// forever: the shard fails, and failing three times parks it, saying why.
 #[test]
 fn a_call_that_panics_on_the_io_runtime_is_not_retried_as_a_timeout() -> TestResult {
     support::init_logging();
@@ -156,12 +156,52 @@ fn a_call_that_panics_on_the_io_runtime_is_not_retried_as_a_timeout() -> TestRes
     let dynamodb = env.dynamodb.clone();
     let consumer = env.consumer_with(&kinesis, &dynamodb, "doomed", support::fast_config())?;
     consumer.run()?;
-    let fatal = match consumer.records().next_timeout(Duration::from_secs(60)) {
-        kinsumer::Polled::Failed(e) => e,
-        other => return Err(format!("expected a fatal error, got {other:?}").into()),
-    };
-    assert_eq!(fatal.kind(), ErrorKind::ShardFailed, "{fatal}");
-    assert!(fatal.to_string().contains("I/O runtime"), "{fatal}");
+    support::wait_for(Duration::from_secs(60), "the shard parked", || {
+        Ok(!consumer.health().parked_shards().is_empty())
+    })?;
+    let health = consumer.health();
+    let reason = health.parked_shards()[0].reason();
+    assert!(reason.contains("I/O runtime"), "{reason}");
+    assert!(reason.contains("3 times in a row"), "{reason}");
+    assert!(health.is_running(), "{health:?}");
     consumer.stop();
+    Ok(())
+}
+
+/// Panics whenever a shard is being revoked.
+#[derive(Debug)]
+struct PanickyListener;
+
+impl kinsumer::ShardListener for PanickyListener {
+    fn revoking(&self, _shard: &str) {
+        panic!("a bug in the user's flush code");
+    }
+}
+
+/// A panic in `ShardListener::revoking` is reported and the lease is still released at
+/// once (the next owner does not wait for it to expire).
+#[test]
+fn a_listener_that_panics_while_revoking_does_not_keep_the_lease() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 10, 2)?;
+    let config = support::fast_config().with_shard_listener(Arc::new(PanickyListener));
+    let consumer = env.consumer("flusher", config)?;
+    consumer.run()?;
+    support::collect_until(&consumer, Duration::from_secs(30), |seen| seen.len() >= 10)?;
+    let id = consumer.client_id().to_owned();
+    assert!(env.owners()?.values().any(|o| *o == id));
+    let errors_before = consumer.health().errors();
+    consumer.stop();
+    let health = consumer.health();
+    assert!(health.errors() > errors_before, "{health:?}");
+    assert!(
+        health
+            .last_error()
+            .is_some_and(|e| e.contains("panicked in `revoking`")),
+        "{health:?}"
+    );
+    // Released by the stop itself: no owner left on the row.
+    assert!(env.owners()?.is_empty(), "{:?}", env.owners()?);
     Ok(())
 }

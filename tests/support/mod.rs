@@ -199,6 +199,29 @@ impl Env {
         Ok(())
     }
 
+    /// The data of `shard`'s records, as strings (one GetRecords from TRIM_HORIZON).
+    pub fn shard_data(&self, shard: &str) -> TestResult<Vec<String>> {
+        let it = self.block_on(
+            self.kinesis
+                .get_shard_iterator()
+                .stream_name(&self.stream)
+                .shard_id(shard)
+                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                .send(),
+        )?;
+        let out = self.block_on(
+            self.kinesis
+                .get_records()
+                .shard_iterator(it.shard_iterator().ok_or("no iterator")?)
+                .send(),
+        )?;
+        Ok(out
+            .records
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(r.data.as_ref()).into_owned())
+            .collect())
+    }
+
     /// The sequence numbers of `shard`'s records (one GetRecords from TRIM_HORIZON).
     pub fn sequence_numbers(&self, shard: &str) -> TestResult<Vec<String>> {
         let it = self.block_on(
