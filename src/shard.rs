@@ -1226,7 +1226,7 @@ impl<'a> Worker<'a> {
             write: self.leases().start_commit(
                 self.shard(),
                 checkpoint.as_ref(),
-                self.commit_attempt(),
+                self.commit_attempt(now),
             ),
             count,
             checkpoint,
@@ -1261,9 +1261,20 @@ impl<'a> Worker<'a> {
             .records_held_back(self.shard(), outstanding, age);
     }
 
-    /// A commit's one attempt: 2 s or the commit interval, whichever is longer, within
-    /// a quarter of the lease time.
-    fn commit_attempt(&self) -> Duration {
+    /// A commit's one attempt, sent at `now`: as long as the lease is surely still this
+    /// client's. A slow DynamoDB (answers taking seconds) still renews the lease — the
+    /// renewal counts from the send, however late the answer — and a write that hangs is
+    /// given up in time to hand the lease back. While it is in flight the next commit
+    /// slots send nothing (one write per shard at a time: they land in order).
+    fn commit_attempt(&self, now: Instant) -> Duration {
+        (self.last_write + self.lease_margin())
+            .saturating_duration_since(now)
+            .max(MIN_ATTEMPT)
+    }
+
+    /// The one attempt at handing back a lease that ran out here: short, since nothing
+    /// waits on it but the shard's exit.
+    fn hand_back_attempt(&self) -> Duration {
         Duration::from_secs(2)
             .max(self.ctx.config.commit_frequency())
             .min(self.ctx.config.lease_ttl() / 4)
@@ -1398,10 +1409,11 @@ impl<'a> Worker<'a> {
     /// stopped, re-delivering nothing.
     fn hand_back_expired(&mut self, progress: &ShardProgress) {
         let (_, checkpoint) = progress.drain_and_seal(Instant::now(), self.committed);
-        match self
-            .leases()
-            .release_once(self.shard(), checkpoint.as_ref(), self.commit_attempt())
-        {
+        match self.leases().release_once(
+            self.shard(),
+            checkpoint.as_ref(),
+            self.hand_back_attempt(),
+        ) {
             Ok(()) => log::info!(
                 "client {}: handed back the lease of shard {} it could no longer renew \
                  (checkpoint {:?})",
@@ -1467,6 +1479,9 @@ impl<'a> Worker<'a> {
 const HANDOVER_POLL: Duration = Duration::from_millis(500);
 /// ...for this long; then less often.
 const HANDOVER_WATCH: Duration = Duration::from_secs(4);
+
+/// The shortest attempt a write is given.
+const MIN_ATTEMPT: Duration = Duration::from_millis(100);
 
 /// How long a lease's last write retries transient failures.
 const FINAL_WRITE_PATIENCE: Duration = Duration::from_secs(15);

@@ -203,3 +203,50 @@ fn a_late_membership_renewal_ends_the_lease_instead_of_dropping_records() -> Tes
     );
     Ok(())
 }
+
+/// A slow but working DynamoDB (every checkpoint write answered 3 s late, more than the
+/// old one-attempt bound of 2 s) still renews the leases and lands the checkpoints: the
+/// attempt lasts as long as the lease allows, and the renewal counts from the send.
+#[test]
+fn checkpoint_writes_answered_seconds_late_still_renew_the_lease() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    let proxy = Proxy::start(env.emulators.dynamodb_endpoint())?;
+    proxy.delay_answers(Duration::from_secs(3));
+    // Commits only (a capture or release sets OwnerID first).
+    let redirect = Outage::to(proxy.endpoint())
+        .only("UpdateItem")
+        .body_containing("SET LastUpdate = :now");
+    redirect.arm(true);
+    let dynamodb = redirect.dynamodb(&env.dynamodb);
+    let kinesis = env.kinesis.clone();
+    let stats = Arc::new(Recorder::default());
+    // Shard check 2 s: a lease of 10 s, surely this client's for 8 s after a renewal.
+    let config = support::fast_config()
+        .with_shard_check_frequency(Duration::from_secs(2))
+        .with_leader_action_frequency(Duration::from_secs(2))
+        .with_stats(stats.clone());
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "patient", config)?;
+    let producer = Producer::start(&env);
+    consumer.run()?;
+    // Longer than the lease: without renewals every lease would have been given up.
+    let until = Instant::now() + Duration::from_secs(16);
+    let mut seen = support::collect_until(&consumer, Duration::from_secs(40), |_| {
+        Instant::now() >= until
+    })?;
+    assert_eq!(Recorder::get(&stats.lost), 0, "a lease was given up");
+    assert!(
+        Recorder::get(&stats.commits) >= 4,
+        "{} checkpoints landed",
+        Recorder::get(&stats.commits)
+    );
+    assert_eq!(
+        Recorder::get(&stats.acquired),
+        2,
+        "a lease was taken again (given up, then recaptured)"
+    );
+    let written = producer.stop_and_catch_up(&consumer, &mut seen)?;
+    consumer.close()?;
+    support::check_per_key_order(&seen, written)?;
+    Ok(())
+}

@@ -11,7 +11,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -23,6 +23,8 @@ struct Switches {
     stop: AtomicBool,
     /// Answers are held (requests still pass) while set.
     hold: AtomicBool,
+    /// Every answer's bytes are passed on this many milliseconds after they came.
+    delay_ms: AtomicU64,
     /// Connections numbered below this pass nothing more, either way, and stay open.
     frozen_below: AtomicU64,
     next_connection: AtomicU64,
@@ -78,6 +80,13 @@ impl Proxy {
     /// what waited is passed on at once.
     pub fn hold_answers(&self, on: bool) {
         self.switches.hold.store(on, Ordering::SeqCst);
+    }
+
+    /// From now on every answer reaches the client `delay` after the server sent it (a
+    /// slow network or a slow server; zero: none).
+    pub fn delay_answers(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.switches.delay_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Every connection open now goes silent for good, both ways, without closing; later
@@ -151,9 +160,25 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, id: u64, answers: bool, switches
     }
     let mut buf = vec![0u8; 64 * 1024];
     let mut held: Vec<u8> = Vec::new();
+    let mut delayed: std::collections::VecDeque<(Instant, Vec<u8>)> = Default::default();
     while !switches.stop.load(Ordering::SeqCst) {
         let frozen = id < switches.frozen_below.load(Ordering::SeqCst);
         let hold = answers && switches.hold.load(Ordering::SeqCst);
+        let delay = match switches.delay_ms.load(Ordering::SeqCst) {
+            0 => None,
+            ms if answers => Some(Duration::from_millis(ms)),
+            _ => None,
+        };
+        while let Some((due, _)) = delayed.front() {
+            if frozen || *due > Instant::now() {
+                break;
+            }
+            if let Some((_, bytes)) = delayed.pop_front()
+                && to.write_all(&bytes).is_err()
+            {
+                return;
+            }
+        }
         if !frozen && !hold && !held.is_empty() {
             if to.write_all(&held).is_err() {
                 break;
@@ -164,6 +189,10 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, id: u64, answers: bool, switches
             Ok(0) => break,
             Ok(_) if frozen => {}
             Ok(n) if hold => held.extend_from_slice(&buf[..n]),
+            Ok(n) if delay.is_some() || !delayed.is_empty() => {
+                let due = Instant::now() + delay.unwrap_or_default();
+                delayed.push_back((due, buf[..n].to_vec()));
+            }
             Ok(n) => {
                 if to.write_all(&buf[..n]).is_err() {
                     break;
