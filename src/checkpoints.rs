@@ -209,6 +209,9 @@ pub(crate) struct Captured {
     pub(crate) sent: Instant,
     /// The row's failure mark, if in effect: the shard is not to be read.
     pub(crate) parked: Option<FailureMark>,
+    /// Whether the row named this client as its owner: nobody else wrote it since this
+    /// client's last write (another client's capture, or any release, changes the owner).
+    pub(crate) was_ours: bool,
 }
 
 /// The outcome of a capture attempt.
@@ -379,6 +382,7 @@ impl Leases<'_> {
                     repaired: malformed(&item),
                     sent: asked,
                     parked: failure_in_effect(&item),
+                    was_ours: string_attr(&item, "OwnerID").is_some_and(|o| o == self.owner.id),
                 }))
             }
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
@@ -456,6 +460,17 @@ impl Leases<'_> {
                 self.table
             ),
         }
+    }
+
+    /// Moves the checkpoint of a lease this client holds (and heartbeats it), waiting
+    /// for the answer.
+    pub(crate) fn commit(&self, shard: &str, checkpoint: &Checkpoint) -> Result<(), WriteError> {
+        self.owned_update(
+            shard,
+            COMMIT_SET,
+            Some(checkpoint),
+            "committing the checkpoint",
+        )
     }
 
     /// Gives the lease up (OwnerID NULL, as the Go library writes it), moving the

@@ -244,6 +244,9 @@ struct Coordinator<'a> {
     abandon: Arc<AtomicBool>,
     /// Leases the shard threads could not release (see [`ShardContext`]).
     left_behind: Arc<parking_lot::Mutex<HashMap<Arc<str>, String>>>,
+    /// What shard threads processed of leases that ran out before it was written (see
+    /// [`ShardContext`]).
+    unwritten: Arc<parking_lot::Mutex<HashMap<Arc<str>, crate::watermark::Checkpoint>>>,
     /// Whether this client holds the `Leader` item.
     leader: bool,
     /// The assignment scheme in use; `None` before the first refresh.
@@ -273,6 +276,7 @@ impl<'a> Coordinator<'a> {
             exits_rx,
             abandon: Arc::new(AtomicBool::new(false)),
             left_behind: Arc::default(),
+            unwritten: Arc::default(),
             leader: false,
             phase: None,
             next_leader_action: Instant::now(),
@@ -751,6 +755,7 @@ impl<'a> Coordinator<'a> {
                 exits: self.exits_tx.clone(),
                 abandon: Arc::clone(&self.abandon),
                 left_behind: Arc::clone(&self.left_behind),
+                unwritten: Arc::clone(&self.unwritten),
                 consumer: self.parts.consumer.clone(),
             };
             match shard::spawn(ctx) {

@@ -163,6 +163,10 @@ pub(crate) struct ShardContext {
     pub(crate) left_behind: Arc<parking_lot::Mutex<std::collections::HashMap<Arc<str>, String>>>,
     /// The enhanced fan-out consumer to read through (polling if `None`).
     pub(crate) consumer: Option<Arc<str>>,
+    /// What was processed of leases that ran out here before it could be written (a
+    /// DynamoDB outage): if this client captures the shard again and the row is still
+    /// as it last wrote it, reading goes on from there instead of re-delivering it.
+    pub(crate) unwritten: Arc<parking_lot::Mutex<std::collections::HashMap<Arc<str>, Checkpoint>>>,
 }
 
 /// The coordinator's handle on a running shard thread.
@@ -614,7 +618,8 @@ impl<'a> Worker<'a> {
                     self.last_write = found.sent;
                     self.next_commit = Instant::now() + self.ctx.config.commit_frequency();
                     let start = found.start;
-                    return Some(Ok(self.start_from(found.checkpoint, start)));
+                    let checkpoint = self.resume_unwritten(found.checkpoint, found.was_ours);
+                    return Some(Ok(self.start_from(checkpoint, start)));
                 }
                 Ok(Capture::HeldBy {
                     holder,
@@ -706,6 +711,35 @@ impl<'a> Worker<'a> {
                 return None;
             }
         }
+    }
+
+    /// The checkpoint to start from after a capture that found `in_row`: what this
+    /// client had processed when its last lease of the shard ran out unwritten, if the
+    /// row is still as this client last wrote it (`was_ours`); it is written at once.
+    fn resume_unwritten(&mut self, in_row: Checkpoint, was_ours: bool) -> Checkpoint {
+        let Some(processed) = self.ctx.unwritten.lock().remove(self.shard()) else {
+            return in_row;
+        };
+        if !was_ours {
+            return in_row;
+        }
+        log::info!(
+            "client {}: shard {}: the row is as this client last wrote it; going on from \
+             what it had processed ({processed:?}) rather than from the row's {in_row:?}",
+            self.ctx.owner.name,
+            self.shard()
+        );
+        match self.leases().commit(self.shard(), &processed) {
+            Ok(()) => self.report_commit(&processed),
+            // The next commit writes a later checkpoint; until then a crash re-delivers
+            // from the row's, as ever.
+            Err(e) => log::warn!(
+                "client {}: shard {}: writing the checkpoint {processed:?}: {e:?}",
+                self.ctx.owner.name,
+                self.shard()
+            ),
+        }
+        processed
     }
 
     /// Told to stop after a capture whose outcome is unknown: releases the lease in case
@@ -1414,6 +1448,22 @@ impl<'a> Worker<'a> {
             checkpoint.as_ref(),
             self.hand_back_attempt(),
         ) {
+            // Processed beyond what surely landed: kept in case this client captures
+            // the shard again before anyone else writes its row.
+            Err(_) if checkpoint.is_some() => {
+                log::info!(
+                    "client {}: could not hand back the lease of shard {}; keeping what \
+                     was processed ({checkpoint:?}) in case it is captured here again",
+                    self.ctx.owner.name,
+                    self.shard()
+                );
+                if let Some(c) = checkpoint {
+                    self.ctx
+                        .unwritten
+                        .lock()
+                        .insert(Arc::clone(&self.ctx.shard_id), c);
+                }
+            }
             Ok(()) => log::info!(
                 "client {}: handed back the lease of shard {} it could no longer renew \
                  (checkpoint {:?})",
@@ -1463,6 +1513,13 @@ impl<'a> Worker<'a> {
             }
             Err(WriteError::Other { error, .. }) => {
                 log::warn!("{error}; leaving the lease to expire");
+                if let Some(c) = checkpoint {
+                    // Kept in case this client captures the shard again first.
+                    self.ctx
+                        .unwritten
+                        .lock()
+                        .insert(Arc::clone(&self.ctx.shard_id), c);
+                }
                 let last = error.to_string();
                 self.ctx
                     .left_behind

@@ -339,3 +339,38 @@ fn a_kinesis_stall_does_not_stop_lease_renewals() -> TestResult {
     );
     Ok(())
 }
+
+/// A DynamoDB outage longer than the failover time: the client stops delivering (another
+/// client may take its shards), cannot hand its leases back, and when DynamoDB answers
+/// again captures them again — rows unchanged since it last wrote them. It goes on from
+/// what it had processed, not from the last checkpoint that landed: nothing delivered
+/// twice.
+#[test]
+fn a_client_that_comes_back_after_an_outage_repeats_nothing() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    let outage = Outage::refused();
+    let consumer = consumer_with_outage(&mut env, "returning", support::fast_config(), &outage)?;
+    consumer.run()?;
+    let producer = Producer::start(&env);
+    let mut log = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 100)?;
+    outage.arm(true);
+    // Longer than the failover time (5 s here): delivery stops at 4/5 of it.
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut fewest_owned = usize::MAX;
+    log.extend(support::collect_until(
+        &consumer,
+        Duration::from_secs(20),
+        |_| {
+            fewest_owned = fewest_owned.min(consumer.health().owned_shards());
+            Instant::now() >= until
+        },
+    )?);
+    outage.arm(false);
+    // The health query said so while the shards were not read.
+    assert_eq!(fewest_owned, 0, "health() counted shards nobody read");
+    let written = producer.stop_and_catch_up(&consumer, &mut log)?;
+    consumer.close()?;
+    support::check_per_key_order(&log, written)?;
+    Ok(())
+}
