@@ -326,6 +326,9 @@ pub(crate) struct Bridge {
     io: Arc<IoThread>,
     kinesis: kinesis::Client,
     dynamodb: dynamodb::Client,
+    /// When this disconnects (or sends), a call waiting in [`Bridge::block_on`] gives up
+    /// at once and is cancelled ([`Bridge::interruptible`]).
+    interrupt: Option<crossbeam_channel::Receiver<()>>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -382,7 +385,18 @@ impl Bridge {
             }),
             kinesis: kinesis::Client::from_conf(configs.kinesis.clone()),
             dynamodb: dynamodb::Client::from_conf(configs.dynamodb.clone()),
+            interrupt: None,
         })
+    }
+
+    /// This bridge, but its [`block_on`](Bridge::block_on) calls end as soon as `by`
+    /// disconnects, failing with [`interrupted`] and cancelling the call: for a thread
+    /// whose work must not hold up a stop (the coordinator's shard checks).
+    pub(crate) fn interruptible(&self, by: crossbeam_channel::Receiver<()>) -> Bridge {
+        Bridge {
+            interrupt: Some(by),
+            ..self.clone()
+        }
     }
 
     pub(crate) fn kinesis(&self) -> &kinesis::Client {
@@ -412,7 +426,10 @@ impl Bridge {
         E: Send + 'static,
     {
         let call = self.call(future);
-        call.wait(CALL_WAIT_LIMIT)
+        match &self.interrupt {
+            None => call.wait(CALL_WAIT_LIMIT),
+            Some(by) => call.wait_unless(CALL_WAIT_LIMIT, by),
+        }
     }
 
     /// Starts one SDK call on the I/O runtime (once a call slot is free) without waiting
@@ -475,6 +492,32 @@ impl<T, E> Call<T, E> {
         }
     }
 
+    /// [`wait`](Call::wait), but gives up at once (with [`interrupted`]) when `by`
+    /// disconnects or sends; the caller then drops the call, which cancels it.
+    #[allow(
+        clippy::result_large_err,
+        reason = "passes the SDK's own result type through unchanged"
+    )]
+    pub(crate) fn wait_unless(
+        &self,
+        limit: Duration,
+        by: &crossbeam_channel::Receiver<()>,
+    ) -> Result<T, SdkError<E>> {
+        let mut sel = crossbeam_channel::Select::new();
+        let answer = sel.recv(&self.answer);
+        sel.recv(by);
+        match sel.select_timeout(limit) {
+            Ok(op) if op.index() == answer => op.recv(&self.answer).unwrap_or_else(|_| Err(lost())),
+            Ok(op) => {
+                let _ = op.recv(by);
+                Err(interrupted())
+            }
+            Err(_) => Err(SdkError::construction_failure(
+                "no answer from the kinsumer I/O runtime in time",
+            )),
+        }
+    }
+
     /// Waits up to `slice` for the answer: `None` if it has not come yet (the call goes on).
     #[allow(
         clippy::result_large_err,
@@ -500,6 +543,11 @@ impl<T, E> Call<T, E> {
             Err(crossbeam_channel::TryRecvError::Disconnected) => Some(Err(lost())),
         }
     }
+}
+
+/// The error of a call given up because the consumer is stopping.
+pub(crate) fn interrupted<E>() -> SdkError<E> {
+    SdkError::construction_failure("interrupted: the consumer is stopping")
 }
 
 /// The error of a call the I/O runtime lost (its thread ended, or the call panicked).

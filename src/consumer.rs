@@ -81,6 +81,8 @@ enum RunState {
     NotStarted,
     Running {
         commands: Sender<Command>,
+        /// Dropped to interrupt the coordinator's calls at once when stopping.
+        interrupt: Sender<()>,
         coordinator: CoordinatorHandle,
     },
     Stopped,
@@ -333,6 +335,7 @@ impl Kinsumer {
             None => None,
         };
         let (commands, commands_rx) = crossbeam_channel::bounded(1);
+        let (interrupt, interrupt_rx) = crossbeam_channel::bounded::<()>(0);
         let coordinator = coordinator::start(CoordinatorParts {
             names: Arc::clone(&self.names),
             owner: Arc::clone(&self.owner),
@@ -347,6 +350,7 @@ impl Kinsumer {
                 Arc::clone(&self.health),
             ),
             commands: commands_rx,
+            interrupt: interrupt_rx,
             closed: self.closed_tx.clone(),
             consumer,
         })?;
@@ -361,6 +365,7 @@ impl Kinsumer {
         self.health.set_running(true);
         *state = RunState::Running {
             commands,
+            interrupt,
             coordinator,
         };
         Ok(())
@@ -534,11 +539,15 @@ impl Kinsumer {
         let previous = std::mem::replace(&mut *self.state.lock(), RunState::Stopped);
         let RunState::Running {
             commands,
+            interrupt,
             coordinator,
         } = previous
         else {
             return Vec::new();
         };
+        // A shard check in progress (a slow ListShards, a DynamoDB blip) must not hold up
+        // the stop: its calls give up now.
+        drop(interrupt);
         let _ = commands.send(command);
         if !coordinator.join_within(STOP_TIMEOUT) {
             log::warn!(

@@ -126,6 +126,9 @@ pub(crate) struct CoordinatorParts {
     pub(crate) liveness: Arc<crate::liveness::Liveness>,
     pub(crate) notices: Notices,
     pub(crate) commands: Receiver<Command>,
+    /// Disconnects when the consumer stops: the coordinator's own calls (shard checks)
+    /// then give up at once; shard threads and the shutdown's calls are not interrupted.
+    pub(crate) interrupt: Receiver<()>,
     /// Where a commanded shutdown reports what it could not finish.
     pub(crate) closed: Sender<Vec<String>>,
     /// The enhanced fan-out consumer's ARN, when shards are read through one.
@@ -168,7 +171,7 @@ pub(crate) fn start(parts: CoordinatorParts) -> Result<CoordinatorHandle> {
         .name("kinsumer-coordinator".into())
         .spawn(move || {
             let _done = done_tx;
-            let bridge = parts.bridge.clone();
+            let bridge = parts.bridge.interruptible(parts.interrupt.clone());
             let mut c = Coordinator::new(parts, &bridge);
             // A panic (in a user's `Stats` method, say) ends consumption with a fatal
             // error, and the shard threads are still stopped and their leases released.
@@ -390,6 +393,9 @@ impl<'a> Coordinator<'a> {
                         hopeless = 0;
                         continue;
                     };
+                    if self.stopping() {
+                        continue; // the stop command is next
+                    }
                     hopeless = if e.is_transient() { 0 } else { hopeless + 1 };
                     if e.kind() == ErrorKind::NoSuchStream || hopeless >= MAX_SHARD_FAILURES {
                         log::error!(
@@ -407,12 +413,22 @@ impl<'a> Coordinator<'a> {
         }
     }
 
+    /// Whether the consumer is stopping (its calls are being interrupted).
+    fn stopping(&self) -> bool {
+        self.parts.interrupt.try_recv() == Err(crossbeam_channel::TryRecvError::Disconnected)
+    }
+
     /// Bumps the fleet-change epoch (best effort: others notice at their next check
     /// anyway), and remembers the epoch it set.
     fn announce(&mut self) {
+        self.announce_with(&self.bridge.clone());
+    }
+
+    /// [`announce`](Coordinator::announce) through `bridge`.
+    fn announce_with(&mut self, bridge: &Bridge) {
         let table = &self.parts.names.metadata;
-        match metadata::announce_fleet_change(self.bridge, table)
-            .and_then(|()| metadata::fleet_epoch(self.bridge, table))
+        match metadata::announce_fleet_change(bridge, table)
+            .and_then(|()| metadata::fleet_epoch(bridge, table))
         {
             Ok(epoch) => self.fleet_epoch = epoch,
             Err(e) => log::debug!("client {}: {e}", self.name()),
@@ -746,7 +762,7 @@ impl<'a> Coordinator<'a> {
                 names: Arc::clone(&names),
                 owner: Arc::clone(&self.parts.owner),
                 config: self.parts.config.clone(),
-                bridge: self.bridge.clone(),
+                bridge: self.parts.bridge.clone(),
                 records: self.parts.records.clone(),
                 budget: Arc::clone(&self.parts.budget),
                 liveness: Arc::clone(&self.parts.liveness),
@@ -936,7 +952,11 @@ impl<'a> Coordinator<'a> {
             problems.push(format!("shard {shard} was not released: {why}"));
         }
         if self.leader {
-            match metadata::resign(self.bridge, &self.parts.names.metadata, &self.parts.owner) {
+            match metadata::resign(
+                &self.parts.bridge,
+                &self.parts.names.metadata,
+                &self.parts.owner,
+            ) {
                 Ok(()) => {
                     log::info!("client {}: gave up the leadership", self.name());
                     self.parts.config.stats().leadership_changed(false);
@@ -949,11 +969,15 @@ impl<'a> Coordinator<'a> {
         if let Some(h) = self.heartbeat.take() {
             h.stop();
         }
-        match clients::deregister(self.bridge, &self.parts.names.clients, &self.parts.owner) {
+        match clients::deregister(
+            &self.parts.bridge,
+            &self.parts.names.clients,
+            &self.parts.owner,
+        ) {
             Ok(()) => {
                 log::info!("client {}: stopped and deregistered", self.name());
                 // The others take its shards now rather than at their next check.
-                self.announce();
+                self.announce_with(&self.parts.bridge.clone());
             }
             Err(e) => {
                 log::warn!("client {}: {e}", self.name());

@@ -270,3 +270,51 @@ fn a_row_with_wrongly_typed_lease_attributes_is_repaired_and_reported() -> TestR
     consumer.stop();
     Ok(())
 }
+
+/// A stop does not wait for the shard check in progress: with every ListShards answer
+/// held back (a slow or hung listing), `close()` interrupts it, stops every shard and
+/// releases every lease at once. Before, it waited for the listing's attempts to time
+/// out (10 s each here).
+#[test]
+fn a_stop_interrupts_a_hung_shard_listing_and_releases_every_lease() -> TestResult {
+    use crate::support::outage::Outage;
+    use crate::support::proxy::Proxy;
+    support::init_logging();
+    let mut env = Env::new(16)?;
+    env.put_numbered(0, 160, 37)?;
+    let proxy = Proxy::start(env.emulators.kinesis_endpoint())?;
+    let redirect = Outage::to(proxy.endpoint()).only("ListShards");
+    redirect.arm(true);
+    let kinesis = redirect.kinesis(&env.kinesis);
+    let dynamodb = env.dynamodb.clone();
+    // Shard check 4 s: a lease of 20 s and an SDK attempt timeout of 10 s. Listing two
+    // shards a page: a shard check makes 8 ListShards calls.
+    let config = support::fast_config()
+        .with_shard_check_frequency(Duration::from_secs(4))
+        .with_leader_action_frequency(Duration::from_secs(4))
+        .with_list_shards_page_size(2);
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "prompt", config)?;
+    consumer.run()?;
+    support::collect_until(&consumer, Duration::from_secs(60), |s| s.len() >= 160)?;
+    support::wait_for(Duration::from_secs(30), "every shard leased", || {
+        Ok(env.owners()?.len() == 16)
+    })?;
+    proxy.hold_answers(true);
+    support::wait_for(
+        Duration::from_secs(30),
+        "a shard listing in progress",
+        || Ok(proxy.held_bytes() > 0),
+    )?;
+    let started = Instant::now();
+    let closed = consumer.close();
+    let took = started.elapsed();
+    eprintln!("close() during a hung ListShards took {took:?}");
+    closed?;
+    assert!(env.owners()?.is_empty(), "leases left: {:?}", env.owners()?);
+    assert!(
+        took < Duration::from_secs(5),
+        "close() waited {took:?} for the listing"
+    );
+    proxy.hold_answers(false);
+    Ok(())
+}

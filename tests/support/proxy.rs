@@ -30,6 +30,8 @@ struct Switches {
     next_connection: AtomicU64,
     /// Connections accepted so far.
     accepted: AtomicU64,
+    /// Bytes of answers held back so far.
+    held: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -94,6 +96,11 @@ impl Proxy {
     pub fn freeze_open_connections(&self) {
         let next = self.switches.next_connection.load(Ordering::SeqCst);
         self.switches.frozen_below.store(next, Ordering::SeqCst);
+    }
+
+    /// Bytes of answers held back by [`hold_answers`](Proxy::hold_answers) so far.
+    pub fn held_bytes(&self) -> u64 {
+        self.switches.held.load(Ordering::SeqCst)
     }
 
     /// Connections accepted so far.
@@ -188,7 +195,10 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, id: u64, answers: bool, switches
         match from.read(&mut buf) {
             Ok(0) => break,
             Ok(_) if frozen => {}
-            Ok(n) if hold => held.extend_from_slice(&buf[..n]),
+            Ok(n) if hold => {
+                switches.held.fetch_add(n as u64, Ordering::SeqCst);
+                held.extend_from_slice(&buf[..n]);
+            }
             Ok(n) if delay.is_some() || !delayed.is_empty() => {
                 let due = Instant::now() + delay.unwrap_or_default();
                 delayed.push_back((due, buf[..n].to_vec()));
