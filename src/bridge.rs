@@ -329,6 +329,9 @@ pub(crate) struct Bridge {
     /// When this disconnects (or sends), a call waiting in [`Bridge::block_on`] gives up
     /// at once and is cancelled ([`Bridge::interruptible`]).
     interrupt: Option<crossbeam_channel::Receiver<()>>,
+    /// A call waiting in [`Bridge::block_on`] gives up (and is cancelled) at this time
+    /// ([`Bridge::until`]).
+    deadline: Option<std::time::Instant>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -386,7 +389,18 @@ impl Bridge {
             kinesis: kinesis::Client::from_conf(configs.kinesis.clone()),
             dynamodb: dynamodb::Client::from_conf(configs.dynamodb.clone()),
             interrupt: None,
+            deadline: None,
         })
+    }
+
+    /// This bridge, but its [`block_on`](Bridge::block_on) calls give up at `deadline`
+    /// (failing as a call the runtime did not answer in time, and cancelled): for work
+    /// with a bound of its own, such as a stop's last writes.
+    pub(crate) fn until(&self, deadline: std::time::Instant) -> Bridge {
+        Bridge {
+            deadline: Some(deadline),
+            ..self.clone()
+        }
     }
 
     /// This bridge, but its [`block_on`](Bridge::block_on) calls end as soon as `by`
@@ -426,10 +440,18 @@ impl Bridge {
         E: Send + 'static,
     {
         let call = self.call(future);
-        match &self.interrupt {
-            None => call.wait(CALL_WAIT_LIMIT),
-            Some(by) => call.wait_unless(CALL_WAIT_LIMIT, by),
-        }
+        let limit = match self.deadline {
+            Some(d) => d
+                .saturating_duration_since(std::time::Instant::now())
+                .min(CALL_WAIT_LIMIT),
+            None => CALL_WAIT_LIMIT,
+        };
+        let late = if limit < CALL_WAIT_LIMIT {
+            "no answer before the deadline (the stop's time ran out)"
+        } else {
+            NO_ANSWER
+        };
+        call.wait(limit, self.interrupt.as_ref(), late)
     }
 
     /// Starts one SDK call on the I/O runtime (once a call slot is free) without waiting
@@ -475,46 +497,35 @@ impl<T, E> Drop for Call<T, E> {
 }
 
 impl<T, E> Call<T, E> {
-    /// Waits up to `limit` for the answer. If the runtime is gone, the call's task
-    /// panicked or the time ran out, the call fails with an error that is not retried (a
-    /// construction failure naming the I/O runtime).
+    /// Waits up to `limit` for the answer. If the runtime is gone or the call's task
+    /// panicked, the call fails with an error that is not retried (a construction failure
+    /// naming the I/O runtime); if the time runs out, with `late`. Gives up at once (with
+    /// [`interrupted`]) when `by` disconnects or sends; the caller then drops the call,
+    /// which cancels it.
     #[allow(
         clippy::result_large_err,
         reason = "passes the SDK's own result type through unchanged"
     )]
-    pub(crate) fn wait(&self, limit: Duration) -> Result<T, SdkError<E>> {
-        match self.answer.recv_timeout(limit) {
-            Ok(answer) => answer,
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(
-                SdkError::construction_failure("no answer from the kinsumer I/O runtime in time"),
-            ),
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(lost()),
-        }
-    }
-
-    /// [`wait`](Call::wait), but gives up at once (with [`interrupted`]) when `by`
-    /// disconnects or sends; the caller then drops the call, which cancels it.
-    #[allow(
-        clippy::result_large_err,
-        reason = "passes the SDK's own result type through unchanged"
-    )]
-    pub(crate) fn wait_unless(
+    pub(crate) fn wait(
         &self,
         limit: Duration,
-        by: &crossbeam_channel::Receiver<()>,
+        by: Option<&crossbeam_channel::Receiver<()>>,
+        late: &'static str,
     ) -> Result<T, SdkError<E>> {
         let mut sel = crossbeam_channel::Select::new();
         let answer = sel.recv(&self.answer);
-        sel.recv(by);
+        if let Some(by) = by {
+            sel.recv(by);
+        }
         match sel.select_timeout(limit) {
             Ok(op) if op.index() == answer => op.recv(&self.answer).unwrap_or_else(|_| Err(lost())),
             Ok(op) => {
-                let _ = op.recv(by);
+                if let Some(by) = by {
+                    let _ = op.recv(by);
+                }
                 Err(interrupted())
             }
-            Err(_) => Err(SdkError::construction_failure(
-                "no answer from the kinsumer I/O runtime in time",
-            )),
+            Err(_) => Err(SdkError::construction_failure(late)),
         }
     }
 
@@ -544,6 +555,9 @@ impl<T, E> Call<T, E> {
         }
     }
 }
+
+/// What a call that got no answer within its wait says.
+const NO_ANSWER: &str = "no answer from the kinsumer I/O runtime in time";
 
 /// The error of a call given up because the consumer is stopping.
 pub(crate) fn interrupted<E>() -> SdkError<E> {
@@ -632,7 +646,7 @@ mod tests {
             "a pending call has no answer"
         );
         // A caller that times out gives up too.
-        let timed_out = calls[1].wait(Duration::from_millis(20));
+        let timed_out = calls[1].wait(Duration::from_millis(20), None, NO_ANSWER);
         assert!(timed_out.is_err());
         drop(calls);
         wait_until("every slot free again", || {

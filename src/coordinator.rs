@@ -38,6 +38,10 @@ use crate::tables::Names;
 /// How long a stop waits for shard threads to commit and release.
 const SHARD_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// How long a whole stop may take (shard threads, resigning, deregistering): within the
+/// consumer's own wait for the coordinator, so that what was left undone is reported.
+const SHUTDOWN_BUDGET: Duration = Duration::from_secs(25);
+
 /// How often a client looks for fleet changes (joins, clean leaves) between shard checks:
 /// one consistent read of a small item.
 const FLEET_POLL: Duration = Duration::from_secs(1);
@@ -914,6 +918,9 @@ impl<'a> Coordinator<'a> {
     /// or that did not stop in time, and a failed deregistration.
     fn shutdown(&mut self, abandon: bool) -> Vec<String> {
         let mut problems = Vec::new();
+        let budget = Instant::now() + SHUTDOWN_BUDGET;
+        // The last calls end by the budget, whatever DynamoDB does.
+        let bridge = self.parts.bridge.until(budget);
         self.abandon.store(abandon, Ordering::Release);
         if abandon {
             // A crash writes nothing more, its row included.
@@ -952,11 +959,7 @@ impl<'a> Coordinator<'a> {
             problems.push(format!("shard {shard} was not released: {why}"));
         }
         if self.leader {
-            match metadata::resign(
-                &self.parts.bridge,
-                &self.parts.names.metadata,
-                &self.parts.owner,
-            ) {
+            match metadata::resign(&bridge, &self.parts.names.metadata, &self.parts.owner) {
                 Ok(()) => {
                     log::info!("client {}: gave up the leadership", self.name());
                     self.parts.config.stats().leadership_changed(false);
@@ -967,17 +970,13 @@ impl<'a> Coordinator<'a> {
         }
         // The row is deleted next: no write of it may land after that.
         if let Some(h) = self.heartbeat.take() {
-            h.stop();
+            h.stop(budget.saturating_duration_since(Instant::now()));
         }
-        match clients::deregister(
-            &self.parts.bridge,
-            &self.parts.names.clients,
-            &self.parts.owner,
-        ) {
+        match clients::deregister(&bridge, &self.parts.names.clients, &self.parts.owner) {
             Ok(()) => {
                 log::info!("client {}: stopped and deregistered", self.name());
                 // The others take its shards now rather than at their next check.
-                self.announce_with(&self.parts.bridge.clone());
+                self.announce_with(&bridge);
             }
             Err(e) => {
                 log::warn!("client {}: {e}", self.name());

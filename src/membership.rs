@@ -104,13 +104,15 @@ pub(crate) struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Ends the task and waits (up to one write's time limit) until it has: no write of
-    /// the row can land after this returns, so the row can be deleted.
-    pub(crate) fn stop(self) {
+    /// Ends the task and waits (up to one write's time limit, and at most `within`)
+    /// until it has: no write of the row can land after this returns, so the row can be
+    /// deleted. (Cut short by `within`, a late write may still land: the row then
+    /// expires like a crashed client's.)
+    pub(crate) fn stop(self, within: Duration) {
         self.stop.notify_one();
         let _ = self
             .done
-            .recv_timeout(self.attempt + Duration::from_secs(1));
+            .recv_timeout((self.attempt + Duration::from_secs(1)).min(within));
     }
 }
 

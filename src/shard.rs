@@ -1418,8 +1418,15 @@ impl<'a> Worker<'a> {
             (Instant::now() + FINAL_WRITE_PATIENCE).min(self.last_write + self.lease_margin());
         let mut backoff =
             Backoff::new(self.throttle(), Duration::from_secs(2).max(self.throttle()));
+        // Each attempt, SDK retries included, ends by the deadline too: a stop during a
+        // DynamoDB blackhole ends in time to say which leases it left behind.
+        let bounded = self.bridge.until(deadline);
         loop {
-            match write(&self.leases()) {
+            let leases = Leases {
+                bridge: &bounded,
+                ..self.leases()
+            };
+            match write(&leases) {
                 Err(WriteError::Other {
                     error,
                     transient: true,

@@ -374,3 +374,40 @@ fn a_client_that_comes_back_after_an_outage_repeats_nothing() -> TestResult {
     support::check_per_key_order(&log, written)?;
     Ok(())
 }
+
+/// `close()` during a DynamoDB blackhole returns within its bound and names every lease
+/// it could not release (they expire on their own), rather than only saying that the
+/// coordinator did not stop in time.
+#[test]
+fn close_during_a_dynamodb_blackhole_names_the_leases_it_left_behind() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    let outage = Outage::blackhole()?;
+    let consumer = consumer_with_outage(&mut env, "blackholed", support::fast_config(), &outage)?;
+    consumer.run()?;
+    env.put_numbered(0, 20, 5)?;
+    support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 20)?;
+    let shards = env.shard_ids()?;
+    support::wait_for(Duration::from_secs(30), "both leases taken", || {
+        Ok(env.owners()?.len() == 2)
+    })?;
+    outage.arm(true);
+    let started = Instant::now();
+    let closed = consumer.close();
+    let took = started.elapsed();
+    eprintln!("close() during a DynamoDB blackhole took {took:?}: {closed:?}");
+    let err = closed
+        .err()
+        .ok_or("close() hid the leases it left behind")?;
+    assert_eq!(err.kind(), kinsumer::ErrorKind::StopIncomplete, "{err}");
+    let text = err.to_string();
+    for shard in &shards {
+        assert!(text.contains(shard.as_str()), "{shard} not named: {text}");
+    }
+    assert!(
+        !text.contains("coordinator did not stop"),
+        "the stop ran out of time: {text}"
+    );
+    outage.arm(false);
+    Ok(())
+}
