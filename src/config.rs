@@ -21,6 +21,7 @@ const DEFAULT_SUBSCRIPTION_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// The default byte bound on records waiting for the caller.
 const DEFAULT_BUFFER_BYTES: usize = 32 << 20;
+const DEFAULT_FETCH_BYTES: usize = 8 << 20;
 
 /// Where shards without a checkpoint start reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +97,7 @@ pub struct Config {
     leader_action_frequency: Duration,
     buffer_size: usize,
     buffer_bytes: usize,
+    fetch_bytes: usize,
     max_unmarked: u64,
     io_threads: usize,
     dynamo_read_capacity: i64,
@@ -145,6 +147,7 @@ impl Default for Config {
             leader_action_frequency: Duration::from_secs(60),
             buffer_size: 100,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
+            fetch_bytes: DEFAULT_FETCH_BYTES,
             max_unmarked: 10_000,
             io_threads: 1,
             dynamo_read_capacity: 10,
@@ -185,6 +188,7 @@ impl fmt::Debug for Config {
             .field("dynamo_waiter_delay", &self.dynamo_waiter_delay)
             .field("initial_position", &self.initial_position)
             .field("max_records", &self.max_records)
+            .field("fetch_bytes", &self.fetch_bytes)
             .field("billing_mode", &self.billing_mode)
             .field("checkpoint_mode", &self.checkpoint_mode)
             .field(
@@ -617,6 +621,33 @@ impl Config {
         self.buffer_bytes
     }
 
+    /// About how many bytes of records (data and partition key) all shards together
+    /// may hold fetched but not yet in the buffer (default 8 MiB; at least 1). Each
+    /// shard sizes its GetRecords calls from the bytes per record it has seen so that
+    /// what it holds stays within its share (this divided by the shards it reads): a
+    /// backlog of 1 MiB records is fetched a few records at a time, not in 10 MB
+    /// answers. A shard's first call asks for one record, to learn the size (the next
+    /// follows at once); at least one record is always asked for. Small records are
+    /// not affected: 8 MiB is 10,000 records of 800 B per shard at four shards.
+    ///
+    /// Peak memory is about `buffer_bytes` plus this plus the I/O's transient copies of
+    /// one answer per shard.
+    ///
+    /// ```
+    /// let config = kinsumer::Config::default().with_fetch_bytes(4 << 20);
+    /// assert_eq!(config.fetch_bytes(), 4 << 20);
+    /// assert!(kinsumer::Config::default().with_fetch_bytes(0).validate().is_err());
+    /// ```
+    pub fn with_fetch_bytes(mut self, bytes: usize) -> Self {
+        self.fetch_bytes = bytes;
+        self
+    }
+
+    /// The byte bound on records fetched ahead of the buffer, all shards together.
+    pub fn fetch_bytes(&self) -> usize {
+        self.fetch_bytes
+    }
+
     /// How many records of one shard may be handed out past the oldest one not yet
     /// processed (default 10,000; at least 1).
     ///
@@ -778,6 +809,7 @@ impl Config {
         if self.buffer_size == 0
             || self.buffer_size > MAX_BUFFER_SIZE
             || self.buffer_bytes == 0
+            || self.fetch_bytes == 0
             || self.max_unmarked == 0
         {
             return fail(ErrorKind::InvalidBufferSize);

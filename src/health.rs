@@ -137,6 +137,11 @@ impl HealthState {
         self.owned_shards.store(n, Ordering::Relaxed);
     }
 
+    /// How many shards this client reads now.
+    pub(crate) fn owned_shards(&self) -> usize {
+        self.owned_shards.load(Ordering::Relaxed)
+    }
+
     /// Replaces the list of parked shards (the coordinator's, sorted by shard id).
     pub(crate) fn set_parked(&self, parked: Vec<ParkedShard>) {
         *self.parked.lock() = parked;

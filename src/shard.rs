@@ -136,6 +136,10 @@ impl Notices {
     pub(crate) fn health(&self) -> &HealthState {
         &self.health
     }
+
+    pub(crate) fn shared_health(&self) -> Arc<HealthState> {
+        Arc::clone(&self.health)
+    }
 }
 
 /// What the coordinator hands a new shard thread.
@@ -272,6 +276,42 @@ struct Reader<'s> {
     idle_poll: Duration,
     /// Consecutive empty responses with nothing behind the tip.
     idle_streak: u32,
+    /// Bytes (data and key) per Kinesis record fetched, smoothed; `None` before the
+    /// first record: sizes the fetches ([`Reader::limit`]).
+    bytes_per_record: Option<usize>,
+    /// [`Config::fetch_bytes`], shared among the shards this client reads (counted in
+    /// `health`).
+    fetch_bytes: usize,
+    health: Arc<HealthState>,
+}
+
+/// How many records a fetch may ask for: as many as fit in `share` bytes besides the
+/// `waiting` records already held, at `per_record` bytes each (one, to learn the size,
+/// before any is known); at least one, at most `max`.
+pub(crate) fn fetch_limit(
+    per_record: Option<usize>,
+    share: usize,
+    waiting: usize,
+    max: i32,
+) -> i32 {
+    let Some(per) = per_record else {
+        return 1;
+    };
+    let per = per.max(1);
+    let room = share.saturating_sub(waiting.saturating_mul(per));
+    i32::try_from(room / per)
+        .unwrap_or(i32::MAX)
+        .clamp(1, max.max(1))
+}
+
+/// The bytes per record after a batch averaging `batch` bytes: quick to grow (a run of
+/// large records must not be fetched at the small ones' count), halfway back when
+/// smaller.
+pub(crate) fn smoothed_size(old: Option<usize>, batch: usize) -> usize {
+    match old {
+        None => batch,
+        Some(old) => batch.max(old / 2 + batch / 2),
+    }
 }
 
 /// The pause before the next GetRecords on a shard whose last `streak` responses were
@@ -288,6 +328,31 @@ pub(crate) fn idle_delay(throttle: Duration, idle_poll: Duration, streak: u32) -
 }
 
 impl Reader<'_> {
+    /// How many records the next call may ask for, with `waiting` records fetched and
+    /// not yet handed over: as many as fit in this shard's share of
+    /// [`Config::fetch_bytes`] at the bytes per record seen so far (one, to learn the
+    /// size, before any), at least one and at most `max_records`.
+    fn limit(&self, waiting: usize) -> i32 {
+        let share = self.fetch_bytes / self.health.owned_shards().max(1);
+        fetch_limit(self.bytes_per_record, share, waiting, self.max_records)
+    }
+
+    /// Learns the bytes per record from a fetched batch.
+    fn learn_size(&mut self, batch: &Batch) {
+        if batch.records.is_empty() {
+            return;
+        }
+        let bytes: usize = batch
+            .records
+            .iter()
+            .map(|r| r.data.as_ref().len() + r.partition_key.len())
+            .sum();
+        self.bytes_per_record = Some(smoothed_size(
+            self.bytes_per_record,
+            bytes / batch.records.len(),
+        ));
+    }
+
     /// The polling interval, once the shard has answered empty at the tip often enough
     /// for it to have backed off all the way (`None` before that).
     fn settled_idle(&self) -> Option<Duration> {
@@ -308,10 +373,14 @@ impl Reader<'_> {
             self.current = Vec::new().into_iter();
         }
         let started = Instant::now();
+        let probe = self.bytes_per_record.is_none();
         let result = self
             .source
             .next_batch(bridge, limit.clamp(1, self.max_records), tick);
         self.next_fetch = started + self.throttle;
+        if let Ok(batch) = &result {
+            self.learn_size(batch);
+        }
         if self.source.pushes() {
             // Pushed records arrive when they arrive: nothing to pace.
             self.next_fetch = started;
@@ -335,6 +404,11 @@ impl Reader<'_> {
                 0
             };
             self.next_fetch = started + idle_delay(self.throttle, self.idle_poll, self.idle_streak);
+            if probe && !batch.records.is_empty() {
+                // The one-record call that learned the size: the sized one follows at
+                // once (two calls in a throttle delay, within Kinesis' five a second).
+                self.next_fetch = started;
+            }
             self.stats.records_fetched(
                 &self.shard,
                 batch.records.len(),
@@ -363,8 +437,10 @@ impl Reader<'_> {
     /// Fetches the next batch ahead. A failure is left for the main path to meet
     /// again, with its retries and reporting.
     fn prefetch(&mut self, bridge: &Bridge, tick: crate::source::Tick<'_>) {
-        let remaining = i32::try_from(self.current.len()).unwrap_or(self.max_records);
-        match self.fetch(bridge, self.max_records - remaining, tick) {
+        let waiting = self.current.len();
+        let remaining = i32::try_from(waiting).unwrap_or(self.max_records);
+        let limit = (self.max_records - remaining).min(self.limit(waiting));
+        match self.fetch(bridge, limit, tick) {
             Ok(batch) => self.next = Some(batch),
             Err(_) => log::debug!(
                 "shard {}: prefetch failed; fetching again later",
@@ -890,6 +966,9 @@ impl<'a> Worker<'a> {
             throttle: self.throttle(),
             idle_poll: self.ctx.config.idle_poll_delay(),
             idle_streak: 0,
+            bytes_per_record: None,
+            fetch_bytes: self.ctx.config.fetch_bytes(),
+            health: self.ctx.notices.shared_health(),
         };
         let mut backoff = Backoff::new(
             self.throttle(),
@@ -926,9 +1005,8 @@ impl<'a> Worker<'a> {
                         && !reader.source.pushes()
                     {
                         let first = reader.next_fetch;
-                        reader
-                            .source
-                            .watch(self.bridge, reader.max_records, first, period);
+                        let limit = reader.limit(0);
+                        reader.source.watch(self.bridge, limit, first, period);
                     }
                     let waited = if reader.source.pushes() || reader.source.watching() {
                         self.wait_for_source(&*reader.source, progress)
@@ -938,7 +1016,7 @@ impl<'a> Worker<'a> {
                     if let Err(i) = waited {
                         return i;
                     }
-                    let (bridge, limit) = (self.bridge, reader.max_records);
+                    let (bridge, limit) = (self.bridge, reader.limit(0));
                     let mut interrupted = None;
                     let fetched = {
                         let mut tick = || self.tick(progress, &mut interrupted);
@@ -1553,6 +1631,26 @@ const FINAL_WRITE_PATIENCE: Duration = Duration::from_secs(15);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fetches_are_sized_to_the_share_of_bytes_from_the_sizes_seen() {
+        const MIB: usize = 1 << 20;
+        // Before any record: one, to learn the size.
+        assert_eq!(fetch_limit(None, 2 * MIB, 0, 10_000), 1);
+        // 1 MiB records, a 2 MiB share: two at a time, one while one waits, never zero.
+        assert_eq!(fetch_limit(Some(MIB), 2 * MIB, 0, 10_000), 2);
+        assert_eq!(fetch_limit(Some(MIB), 2 * MIB, 1, 10_000), 1);
+        assert_eq!(fetch_limit(Some(MIB), 2 * MIB, 5, 10_000), 1);
+        // A record larger than the share still comes, alone.
+        assert_eq!(fetch_limit(Some(10 * MIB), 2 * MIB, 0, 10_000), 1);
+        // Small records: the record bound, not the bytes.
+        assert_eq!(fetch_limit(Some(100), 2 * MIB, 0, 10_000), 10_000);
+        assert_eq!(fetch_limit(Some(0), 2 * MIB, 0, 500), 500);
+        // Sizes grow at once and shrink by halves.
+        assert_eq!(smoothed_size(None, 100), 100);
+        assert_eq!(smoothed_size(Some(100), MIB), MIB);
+        assert_eq!(smoothed_size(Some(MIB), 100), MIB / 2 + 50);
+    }
 
     #[test]
     fn idle_polling_backs_off_step_by_step_and_no_further_than_asked() {
