@@ -20,6 +20,7 @@ mod iam;
 mod idle;
 mod isolation;
 mod iterator;
+mod large;
 mod lease;
 mod lifecycle;
 mod manual;
