@@ -11,7 +11,7 @@
 //! One runtime and one pool keep memory and sockets flat as shards grow (a runtime and
 //! client set per thread was measured and dropped: see the CHANGELOG). By default HTTP
 //! and JSON decoding for all shards run on that one thread; at the throttle delays
-//! Kinesis allows a few shards, it has room to spare (see the README's drain figures).
+//! Kinesis allows a few shards, it has room to spare (see `BENCHMARKS.md`).
 //! With [`Config::with_io_threads`](crate::Config::with_io_threads) above 1 the runtime
 //! is multi-threaded: the I/O thread still drives it (inside `block_on`), and calls run
 //! on that many workers (`kinsumer-io-worker`), sharing the one pool.

@@ -387,7 +387,7 @@ impl Config {
     ///
     /// Each row states its client's failover time, so clients with different settings
     /// (and Go clients, judged by the Go rule) share a fleet. See the README's "How fast
-    /// shards move" for the trade-off in DynamoDB requests.
+    /// shards move" and `BENCHMARKS.md` for the trade-off in DynamoDB requests.
     ///
     /// ```
     /// use std::time::Duration;
@@ -678,8 +678,8 @@ impl Config {
     /// One thread with one connection pool is the cheapest in memory and sockets, and
     /// has room to spare at the read rates Kinesis allows a few shards; it saturates
     /// near 300,000 records/s of 100 B. A CPU-bound batch consumer of many busy shards on
-    /// a machine with cores to spare reads faster with 2 or more (see the README's
-    /// Performance section). Shard threads and the caller are not affected.
+    /// a machine with cores to spare reads faster with 2 or more (see `BENCHMARKS.md`,
+    /// "I/O threads"). Shard threads and the caller are not affected.
     ///
     /// ```
     /// let config = kinsumer::Config::default().with_io_threads(2);
