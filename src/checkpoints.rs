@@ -452,7 +452,7 @@ impl Leases<'_> {
         let req = self
             .owned_update_request(shard, COMMIT_SET, checkpoint)
             .customize()
-            .config_override(single_attempt(attempt));
+            .config_override(retry::single_attempt(attempt));
         PendingWrite {
             call: self.bridge.call(req.send()),
             what: format!(
@@ -494,7 +494,7 @@ impl Leases<'_> {
         let req = self
             .owned_update_request(shard, RELEASE_SET, checkpoint)
             .customize()
-            .config_override(single_attempt(attempt));
+            .config_override(retry::single_attempt(attempt));
         interpret_write(
             self.bridge.block_on(req.send()),
             format!(
@@ -666,18 +666,6 @@ impl PendingWrite {
 
 /// What a release sets: no owner (a NULL, as the Go library writes it).
 const RELEASE_SET: &str = "OwnerID = :nullv, LastUpdate = :now, LastUpdateRFC = :rfc";
-
-/// A config override for one attempt of at most `attempt`, no retries.
-pub(crate) fn single_attempt(attempt: Duration) -> aws_sdk_dynamodb::config::Builder {
-    aws_sdk_dynamodb::config::Builder::default()
-        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-        .timeout_config(
-            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
-                .operation_attempt_timeout(attempt)
-                .operation_timeout(attempt)
-                .build(),
-        )
-}
 
 /// The shards whose rows carry `Finished`: read to their end and fully processed.
 pub(crate) fn finished_shards(bridge: &Bridge, table: &str) -> Result<HashSet<String>, Error> {

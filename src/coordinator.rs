@@ -26,8 +26,9 @@ use crate::clients;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::health::ParkedShard;
+use crate::io::heartbeat::{self, Heartbeat};
 use crate::lineage;
-use crate::membership::{self, Heartbeat, Membership};
+use crate::membership::Membership;
 use crate::metadata;
 use crate::record::Record;
 use crate::scheme::{self, Phase};
@@ -308,7 +309,7 @@ impl<'a> Coordinator<'a> {
             self.parts.config.failover_time(),
         )?;
         self.membership.renewed(sent);
-        self.heartbeat = Some(membership::start_heartbeat(
+        self.heartbeat = Some(heartbeat::start_heartbeat(
             self.bridge,
             &self.parts.names.clients,
             &self.parts.owner,

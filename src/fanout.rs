@@ -18,19 +18,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use aws_sdk_kinesis::error::{ProvideErrorMetadata as _, SdkError};
+use aws_sdk_kinesis::error::SdkError;
 use aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardError;
 use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{
     ConsumerStatus, ShardIteratorType, StartingPosition, SubscribeToShardEvent,
-    SubscribeToShardEventStream,
 };
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::bridge::Bridge;
 use crate::config::{FanOutConsumer, InitialPosition};
 use crate::error::{Error, ErrorKind, Result};
+use crate::io::pump::{Pump, Pumped};
 use crate::retry::{self, Backoff};
 use crate::source::{Batch, RecordSource, ShardRef, SourceError, StartAt, Waited};
 
@@ -205,30 +204,10 @@ pub(crate) fn deregister(bridge: &Bridge, stream: &str, consumer: &FanOutConsume
     }
 }
 
-/// What the pump hands the shard thread, tagged with its subscription's number.
-enum Pumped {
-    Event(SubscribeToShardEvent),
-    /// The server ended the subscription (AWS: after 5 minutes).
-    Ended,
-    SubscribeFailed(Box<SdkError<SubscribeToShardError>>),
-    /// The event stream broke (the error's account: its type is not the SDK's usual).
-    StreamFailed(String),
-    /// No answer (to the subscription, or an event) for this long.
-    Silent(Duration),
-}
-
 /// The shard thread's handle on a running subscription: dropping it ends the pump.
 struct Subscription {
     number: u64,
-    /// One permit: the pump may read the next event.
-    credit: Arc<tokio::sync::Semaphore>,
-    pump: tokio::task::AbortHandle,
-}
-
-impl Drop for Subscription {
-    fn drop(&mut self) {
-        self.pump.abort();
-    }
+    pump: Pump,
 }
 
 /// Reads a shard through `SubscribeToShard`; see the module docs.
@@ -364,7 +343,6 @@ impl FanOut {
         self.last_subscribe = Some(not_before);
         self.subscriptions += 1;
         let number = self.subscriptions;
-        let credit = Arc::new(tokio::sync::Semaphore::new(1));
         let request = bridge
             .kinesis()
             .subscribe_to_shard()
@@ -376,19 +354,15 @@ impl FanOut {
             self.at.shard,
             self.position
         );
-        let pump = bridge.spawn(pump(
+        let pump = Pump::start(
+            bridge,
             request,
-            tokio::time::Instant::from_std(not_before),
+            not_before,
             number,
             self.events_tx.clone(),
-            Arc::clone(&credit),
             self.silence,
-        ));
-        self.subscription = Some(Subscription {
-            number,
-            credit,
-            pump,
-        });
+        );
+        self.subscription = Some(Subscription { number, pump });
         Ok(())
     }
 
@@ -454,65 +428,6 @@ impl FanOut {
     }
 }
 
-/// Subscribes, then reads events one at a time as the shard thread takes them. Waits
-/// for each answer (the subscription, then every event) at most `silence`: a connection
-/// that died without closing must not stall the shard while its lease is renewed.
-async fn pump(
-    request: aws_sdk_kinesis::operation::subscribe_to_shard::builders::SubscribeToShardFluentBuilder,
-    not_before: tokio::time::Instant,
-    number: u64,
-    events: Sender<(u64, Pumped)>,
-    credit: Arc<tokio::sync::Semaphore>,
-    silence: Duration,
-) {
-    tokio::time::sleep_until(not_before).await;
-    let mut out = match tokio::time::timeout(silence, request.send()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => {
-            let _ = events.try_send((number, Pumped::SubscribeFailed(Box::new(e))));
-            return;
-        }
-        Err(_) => {
-            let _ = events.try_send((number, Pumped::Silent(silence)));
-            return;
-        }
-    };
-    loop {
-        match credit.acquire().await {
-            Ok(permit) => permit.forget(),
-            Err(_) => return,
-        }
-        let item = match tokio::time::timeout(silence, out.event_stream.recv()).await {
-            Ok(Ok(Some(SubscribeToShardEventStream::SubscribeToShardEvent(e)))) => Pumped::Event(e),
-            Ok(Ok(Some(_))) => {
-                // An event type this SDK does not know: nothing to deliver.
-                credit.add_permits(1);
-                continue;
-            }
-            Ok(Ok(None)) => Pumped::Ended,
-            Ok(Err(e)) => Pumped::StreamFailed(stream_failure(&e)),
-            Err(_) => Pumped::Silent(silence),
-        };
-        let last = !matches!(item, Pumped::Event(_));
-        // The credit keeps the channel from filling; a full or closed one means the
-        // shard thread has moved on.
-        if events.try_send((number, item)).is_err() || last {
-            return;
-        }
-    }
-}
-
-fn stream_failure<R>(e: &SdkError<SubscribeToShardEventStreamError, R>) -> String
-where
-    R: std::fmt::Debug,
-{
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
-    }
-}
-
 impl RecordSource for FanOut {
     fn next_batch(
         &mut self,
@@ -540,7 +455,7 @@ impl RecordSource for FanOut {
         match item {
             Pumped::Event(event) => {
                 if let Some(s) = &self.subscription {
-                    s.credit.add_permits(1);
+                    s.pump.grant();
                 }
                 self.backoff.reset();
                 self.delay = Duration::ZERO;

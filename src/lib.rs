@@ -46,7 +46,8 @@
 
 mod aggregate;
 mod assignment;
-mod bridge;
+mod io;
+use io::bridge;
 mod budget;
 mod checkpoints;
 mod clients;

@@ -96,6 +96,18 @@ impl Backoff {
     }
 }
 
+/// A config override for one attempt of at most `attempt`, no retries.
+pub(crate) fn single_attempt(attempt: Duration) -> aws_sdk_dynamodb::config::Builder {
+    aws_sdk_dynamodb::config::Builder::default()
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
+                .operation_attempt_timeout(attempt)
+                .operation_timeout(attempt)
+                .build(),
+        )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,10 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{Record as KinesisRecord, ShardIteratorType};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select};
 
-use crate::bridge::{Bridge, CallSlots};
+use crate::bridge::Bridge;
 use crate::config::InitialPosition;
 use crate::error::{Error, ErrorKind};
+use crate::io::watch::{Watch, WatchCalls};
 use crate::retry;
 use crate::stats::Stats;
 
@@ -178,84 +179,6 @@ pub(crate) struct Polling {
     stats: Arc<dyn Stats>,
     /// An idle shard's polling on the I/O runtime ([`RecordSource::watch`]).
     watch: Option<Watch>,
-}
-
-/// The polling of an idle shard, running on the I/O runtime. Dropping it ends the task.
-///
-/// Why: a thousand idle shards polled from their own threads cost each call two thread
-/// wake-ups (the shard thread's timer, then the I/O thread's answer) on top of the SDK's
-/// own work, and each shard thread woke again for every commit interval. A task on the
-/// runtime that is awake anyway makes the same calls with neither, and the shard thread
-/// sleeps until records come or its lease needs it.
-#[derive(Debug)]
-struct Watch {
-    answer: Receiver<WatchEnd>,
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// How a watch ended: the first answer that was not "empty at the tip", and the
-/// iterator it was asked with (for renewing after an expired or rejected one).
-#[derive(Debug)]
-struct WatchEnd {
-    iterator: String,
-    result: Result<GetRecordsOutput, SdkError<GetRecordsError>>,
-}
-
-/// What a watch needs to make its calls.
-struct WatchCalls {
-    client: aws_sdk_kinesis::Client,
-    slots: CallSlots,
-    shard: Arc<str>,
-    stats: Arc<dyn Stats>,
-    limit: i32,
-    period: Duration,
-}
-
-impl WatchCalls {
-    /// GetRecords on `iterator` at `first`, then every `period` after each call was
-    /// sent, while the answers are empty at the tip (each reported to `Stats` as any
-    /// fetch is); returns the first other answer. Each call holds a call slot.
-    async fn run(self, mut iterator: String, first: Instant) -> WatchEnd {
-        let mut at = first;
-        loop {
-            tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
-            let sent = Instant::now();
-            let result = {
-                let _slot = self.slots.acquire().await;
-                self.client
-                    .get_records()
-                    .shard_iterator(&iterator)
-                    .limit(self.limit)
-                    .send()
-                    .await
-            };
-            // Empty at the tip goes on; anything else, the shard's end included (the
-            // worker finishes that), goes back to the worker.
-            let next = match result {
-                Ok(mut out) if out.records.is_empty() && out.millis_behind_latest == Some(0) => {
-                    match out.next_shard_iterator.take() {
-                        Some(next) => next,
-                        None => {
-                            return WatchEnd {
-                                iterator,
-                                result: Ok(out),
-                            };
-                        }
-                    }
-                }
-                result => return WatchEnd { iterator, result },
-            };
-            self.stats.records_fetched(&self.shard, 0, Some(0));
-            iterator = next;
-            at = sent + self.period;
-        }
-    }
 }
 
 impl ShardRef {
@@ -552,11 +475,7 @@ impl RecordSource for Polling {
             limit,
             period,
         };
-        let (tx, answer) = crossbeam_channel::bounded(1);
-        let task = bridge.spawn(async move {
-            let _ = tx.send(calls.run(iterator, first).await);
-        });
-        self.watch = Some(Watch { answer, task });
+        self.watch = Some(Watch::start(bridge, calls, iterator, first));
         true
     }
 

@@ -1,4 +1,4 @@
-//! The sync–async bridge: the only module that touches tokio.
+//! The sync–async bridge.
 //!
 //! Each consumer has one private I/O thread ("kinsumer-io") whose tokio current-thread
 //! runtime is always inside `block_on`, and one set of Kinesis and DynamoDB clients.
