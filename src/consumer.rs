@@ -17,8 +17,8 @@ use crate::coordinator::{self, Command, CoordinatorHandle, CoordinatorParts};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout;
 use crate::health::{Health, HealthState};
+use crate::notices::Notices;
 use crate::record::{ProcessedMarker, Record};
-use crate::shard::Notices;
 use crate::stream;
 use crate::tables::{self, Names};
 

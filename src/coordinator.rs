@@ -30,9 +30,10 @@ use crate::io::heartbeat::{self, Heartbeat};
 use crate::lineage;
 use crate::membership::Membership;
 use crate::metadata;
+use crate::notices::Notices;
 use crate::record::Record;
 use crate::scheme::{self, Phase};
-use crate::shard::{self, Notices, ShardContext, ShardExit, ShardHandle};
+use crate::shard::{self, ShardContext, ShardExit, ShardHandle};
 use crate::stream;
 use crate::tables::Names;
 

@@ -63,6 +63,7 @@ mod lineage;
 mod liveness;
 mod membership;
 mod metadata;
+mod notices;
 mod record;
 mod retry;
 mod scheme;

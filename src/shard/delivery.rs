@@ -1,0 +1,306 @@
+//! Delivery from a shard thread: unpacking KPL aggregates, handing records to the
+//! bounded channel, and the waits in between (for room, for marks, for the source),
+//! during which the lease is still committed on schedule.
+
+use crate::aggregate;
+use crate::error::Result;
+use crate::record::{Record, RecordParts};
+use crate::source::{RecordSource, Waited};
+use crate::watermark::{AggregatePart, ShardProgress};
+use crossbeam_channel::{Select, TryRecvError, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Interrupt, Reader, Worker};
+
+impl Worker<'_> {
+    /// Turns one Kinesis record into the records to deliver: its user records if it is
+    /// a KPL aggregate (less those processed before a restart), else itself.
+    pub(super) fn unpack(
+        &mut self,
+        r: aws_sdk_kinesis::types::Record,
+        progress: &Arc<ShardProgress>,
+    ) {
+        let arrival = r
+            .approximate_arrival_timestamp
+            .and_then(|t| SystemTime::try_from(t).ok());
+        let seq = r.sequence_number;
+        // Only the first record read can be the aggregate a resumed checkpoint is in.
+        let skip_through = self
+            .skip
+            .take()
+            .filter(|p| p.aggregate == seq)
+            .map(|p| p.sub_sequence_number);
+        let data = r.data.into_inner();
+        if self.ctx.config.deaggregation() && aggregate::is_aggregated(&data) {
+            match aggregate::deaggregate(&data) {
+                Ok(users) => {
+                    let before: Option<Arc<str>> = self.last_read.as_deref().map(Arc::from);
+                    let last = users.len() - 1;
+                    for (i, user) in users.into_iter().enumerate() {
+                        let sub = i as u64;
+                        if skip_through.is_some_and(|k| sub <= k) {
+                            continue;
+                        }
+                        let parts = RecordParts {
+                            data: user.data,
+                            partition_key: user.partition_key,
+                            explicit_hash_key: user.explicit_hash_key,
+                            sequence_number: seq.clone(),
+                            arrival,
+                            part: Some(AggregatePart {
+                                sub_sequence_number: sub,
+                                last: i == last,
+                                before: before.clone(),
+                            }),
+                        };
+                        self.push(parts, progress);
+                    }
+                    self.last_read = Some(seq);
+                    return;
+                }
+                Err(reason) => {
+                    log::warn!(
+                        "shard {}: record {seq} looks like a KPL aggregate but is corrupt \
+                         ({reason}); delivering it as it is",
+                        self.shard()
+                    );
+                    self.ctx.config.stats().aggregate_corrupt(
+                        self.shard(),
+                        &seq,
+                        &reason.to_string(),
+                    );
+                }
+            }
+        }
+        let buf = self.last_read.get_or_insert_with(String::new);
+        buf.clear();
+        buf.push_str(&seq);
+        let parts = RecordParts {
+            data,
+            partition_key: r.partition_key,
+            explicit_hash_key: None,
+            sequence_number: seq,
+            arrival,
+            part: None,
+        };
+        self.push(parts, progress);
+    }
+
+    pub(super) fn push(&mut self, parts: RecordParts, progress: &Arc<ShardProgress>) {
+        let record = Record::new(parts, Arc::clone(progress), self.next_index);
+        self.next_index += 1;
+        self.unpacked.push_back(record);
+    }
+
+    /// Hands one record to the caller. While the channel is full it commits on
+    /// schedule and, when due, prefetches the next batch, so the server's time and the
+    /// decoding overlap the caller's work.
+    pub(super) fn send(
+        &mut self,
+        record: Record,
+        progress: &ShardProgress,
+        reader: &mut Reader<'_>,
+    ) -> Result<(), Interrupt> {
+        self.wait_for_marks(progress)?;
+        let size = record.buffered_size();
+        self.wait_for_room(size, progress)?;
+        let sent = self.send_counted(record, progress, reader);
+        if sent.is_err() {
+            self.ctx.budget.release(size);
+        }
+        sent
+    }
+
+    /// Waits (committing on schedule) while `max_unmarked` records of this shard are
+    /// handed out past the oldest one not yet processed.
+    pub(super) fn wait_for_marks(&mut self, progress: &ShardProgress) -> Result<(), Interrupt> {
+        let max = self.ctx.config.max_unmarked();
+        // The processed count only grows: a count read earlier is a lower bound, and the
+        // progress lock is taken only when that bound alone would reach the limit.
+        if self.delivered.saturating_sub(self.processed_seen) < max {
+            return Ok(());
+        }
+        let mut warned = false;
+        loop {
+            self.processed_seen = progress.processed_since(u64::MAX).0;
+            let outstanding = self.delivered.saturating_sub(self.processed_seen);
+            if outstanding < max {
+                return Ok(());
+            }
+            if !warned {
+                log::warn!(
+                    "shard {}: {outstanding} records handed out past the oldest one not yet \
+                     marked processed (the bound, max_unmarked); pausing the shard until it is",
+                    self.shard()
+                );
+                warned = true;
+            }
+            let deadline = self.between_waits(progress)?;
+            progress.wait_for_mark(deadline);
+        }
+    }
+
+    /// Between two short waits for the caller: commits on schedule, checks for a stop,
+    /// and says how long the next wait may be (the stop is checked every 100 ms).
+    pub(super) fn between_waits(&mut self, progress: &ShardProgress) -> Result<Instant, Interrupt> {
+        self.commit_if_due(progress)?;
+        if !matches!(self.stop.try_recv(), Err(TryRecvError::Empty)) {
+            return Err(Interrupt::Stop);
+        }
+        Ok(self
+            .next_commit
+            .min(Instant::now() + Duration::from_millis(100)))
+    }
+
+    /// Reserves `size` bytes of the buffer's byte bound, waiting (and committing on
+    /// schedule) while the caller has too many bytes of records waiting.
+    pub(super) fn wait_for_room(
+        &mut self,
+        size: usize,
+        progress: &ShardProgress,
+    ) -> Result<(), Interrupt> {
+        loop {
+            if self.ctx.budget.try_reserve(size) {
+                return Ok(());
+            }
+            // Woken by the caller taking records.
+            let deadline = self.between_waits(progress)?;
+            self.ctx.budget.wait(deadline);
+        }
+    }
+
+    /// Hands one record over within the channel's record-count bound.
+    pub(super) fn send_counted(
+        &mut self,
+        record: Record,
+        progress: &ShardProgress,
+        reader: &mut Reader<'_>,
+    ) -> Result<(), Interrupt> {
+        let mut record = match self.ctx.records.try_send(record) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Disconnected(_)) => return Err(Interrupt::Stop),
+            Err(TrySendError::Full(r)) => r,
+        };
+        loop {
+            self.commit_if_due(progress)?;
+            let mut deadline = self.next_commit;
+            if let Some(at) = reader.prefetch_at() {
+                if Instant::now() >= at {
+                    let bridge = self.bridge;
+                    let mut interrupted = None;
+                    {
+                        let mut tick = || self.tick(progress, &mut interrupted);
+                        reader.prefetch(bridge, &mut tick);
+                    }
+                    if let Some(i) = interrupted {
+                        return Err(i);
+                    }
+                    continue;
+                }
+                deadline = deadline.min(at);
+            }
+            let mut sel = Select::new();
+            let send_op = sel.send(&self.ctx.records);
+            sel.recv(&self.stop);
+            match sel.select_deadline(deadline) {
+                Ok(op) if op.index() == send_op => {
+                    return op
+                        .send(&self.ctx.records, record)
+                        .map_err(|_| Interrupt::Stop);
+                }
+                Ok(op) => {
+                    let _ = op.recv(&self.stop);
+                    return Err(Interrupt::Stop);
+                }
+                Err(_) => {
+                    // Re-offer on the next round.
+                    record = match self.ctx.records.try_send(record) {
+                        Ok(()) => return Ok(()),
+                        Err(TrySendError::Disconnected(_)) => return Err(Interrupt::Stop),
+                        Err(TrySendError::Full(r)) => r,
+                    };
+                }
+            }
+        }
+    }
+
+    /// Sleeps until `deadline`, committing on schedule; `Err` on stop or a lost lease.
+    pub(super) fn wait_until(
+        &mut self,
+        deadline: Instant,
+        progress: &ShardProgress,
+    ) -> Result<(), Interrupt> {
+        loop {
+            self.commit_if_due(progress)?;
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(());
+            }
+            if self.stop_within(
+                deadline
+                    .min(self.next_commit)
+                    .saturating_duration_since(now),
+            ) {
+                return Err(Interrupt::Stop);
+            }
+        }
+    }
+
+    /// What a source waiting on a slow Kinesis call does every [`TICK`](crate::source::TICK):
+    /// commit on schedule (so a stalled read never stalls the lease) and watch for a stop.
+    /// `false`, with the reason in `interrupted`, ends the wait.
+    pub(super) fn tick(
+        &mut self,
+        progress: &ShardProgress,
+        interrupted: &mut Option<Interrupt>,
+    ) -> bool {
+        match self.between_waits(progress) {
+            Ok(_) => true,
+            Err(i) => {
+                *interrupted = Some(i);
+                false
+            }
+        }
+    }
+
+    /// Waits until a pushing or watching source has something, committing on schedule;
+    /// `Err` on stop or a lost lease.
+    pub(super) fn wait_for_source(
+        &mut self,
+        source: &dyn RecordSource,
+        progress: &ShardProgress,
+    ) -> Result<(), Interrupt> {
+        loop {
+            self.commit_if_due(progress)?;
+            match source.wait_ready(&self.stop, self.wake_deadline(progress)) {
+                Waited::Ready => return Ok(()),
+                Waited::Stop => return Err(Interrupt::Stop),
+                Waited::Timeout => {}
+            }
+        }
+    }
+
+    /// When a thread waiting for records must next see to its lease: at the next commit
+    /// slot while a write is in flight or anything handed out is unprocessed or
+    /// uncommitted; otherwise — all committed, so nothing can change until records come —
+    /// when the lease's heartbeat falls due or this client's membership would run out
+    /// (either makes [`commit_if_due`](Worker::commit_if_due) act), never before the next
+    /// commit slot.
+    pub(super) fn wake_deadline(&self, progress: &ShardProgress) -> Instant {
+        if self.in_flight.is_some() {
+            return self.next_commit;
+        }
+        let (processed, moved) = progress.processed_since(self.committed);
+        if moved.is_some() || processed != self.delivered {
+            return self.next_commit;
+        }
+        let heartbeat = self.last_write + self.ctx.config.shard_check_frequency();
+        let until = self
+            .ctx
+            .membership
+            .deadline()
+            .map_or(heartbeat, |m| m.min(heartbeat));
+        until.max(self.next_commit)
+    }
+}
