@@ -1,5 +1,5 @@
 //! The operator's tools: `Fleet` (status, release, rewind) against the embedded
-//! emulators, and the `kinsumer-ctl` example's output and exit codes.
+//! emulators, and the `kinsumer-ctl` binary's output and exit codes.
 
 use kinsumer::Polled;
 use std::process::Command;
@@ -201,7 +201,14 @@ fn example(env: &Env, name: &str) -> TestResult<Command> {
         .parent()
         .and_then(|deps| deps.parent())
         .ok_or("no target dir")?;
-    let mut command = Command::new(dir.join("examples").join(name));
+    Ok(pointed_at(
+        env,
+        Command::new(dir.join("examples").join(name)),
+    ))
+}
+
+/// `command` with the SDK's standard variables pointing at this env's servers.
+fn pointed_at(env: &Env, mut command: Command) -> Command {
     command
         .env("AWS_ENDPOINT_URL_KINESIS", env.emulators.kinesis_endpoint())
         .env(
@@ -213,13 +220,15 @@ fn example(env: &Env, name: &str) -> TestResult<Command> {
         .env("AWS_SECRET_ACCESS_KEY", "test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE");
-    Ok(command)
+    command
 }
 
-/// Runs the `kinsumer-ctl` example against this env's servers. Returns (exit code,
+/// Runs the `kinsumer-ctl` binary against this env's servers. Returns (exit code,
 /// stdout, stderr).
 fn ctl(env: &Env, args: &[&str]) -> TestResult<(i32, String, String)> {
-    let out = example(env, "kinsumer-ctl")?.args(args).output()?;
+    let out = pointed_at(env, Command::new(env!("CARGO_BIN_EXE_kinsumer-ctl")))
+        .args(args)
+        .output()?;
     Ok((
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -279,6 +288,24 @@ fn kinsumer_ctl_prints_status_and_exits_2_on_bad_input() -> TestResult {
         let (code, out, err) = ctl(&env, &args)?;
         assert_eq!(code, 2, "{args:?}: {out} {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+    // Help and version: printed, exit 0.
+    for args in [
+        vec!["--help"],
+        vec!["-h"],
+        vec!["rewind", "--help"],
+        vec!["--version"],
+    ] {
+        let (code, out, err) = ctl(&env, &args)?;
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(
+            out.contains("kinsumer-ctl") || out.contains("Usage"),
+            "{args:?}: {out}"
+        );
+    }
+    let (_, out, _) = ctl(&env, &["--help"])?;
+    for command in ["status", "release", "rewind"] {
+        assert!(out.contains(command), "{out}");
     }
     // The dry run, then the real thing.
     let (code, out, _) = ctl(&env, &with(&["rewind", "--to", "trim-horizon"]))?;

@@ -1,82 +1,86 @@
-//! `kinsumer-ctl`: see and steer a fleet from the command line — status, lag, release,
-//! rewind — through [`kinsumer::Fleet`], the same table code the consumers use.
+//! `kinsumer-ctl`: see and steer a kinsumer fleet from the command line — status, lag,
+//! release, rewind — through [`kinsumer::Fleet`], the same table code the consumers use.
 //!
 //! ```text
-//! cargo run --example kinsumer-ctl -- status  --stream S --app A [--json]
-//! cargo run --example kinsumer-ctl -- release SHARD --stream S --app A [--force]
-//! cargo run --example kinsumer-ctl -- rewind  --to TIME|trim-horizon|latest --stream S --app A
-//!                                             [--shards ID,ID] [--yes]
+//! cargo install --path . --features cli
+//! kinsumer-ctl status  --stream S --app A [--json]
+//! kinsumer-ctl release SHARD --stream S --app A [--force]
+//! kinsumer-ctl rewind  --to TIME|trim-horizon|latest --stream S --app A [--shards ID,ID] [--yes]
+//! kinsumer-ctl --help
 //! ```
-//!
-//! Common options: `--shard-check SECONDS` (the fleet's shard check frequency, default 60:
-//! a lease, or a Go client, is alive if it wrote within 5 × this; a Rust client's row
-//! states its own failover time). TIME is RFC 3339
-//! (`2026-11-26T10:00:00Z`) or Unix seconds. `rewind` without `--yes` is a dry run.
 //!
 //! AWS access comes from the SDK's standard chain (`AWS_REGION`, credentials, and
 //! `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL_DYNAMODB` for emulators). Exit codes:
-//! 0 done, 2 bad input (nothing written), 1 anything else.
+//! 0 done, 2 bad input (nothing written; one line on stderr), 1 anything else.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_smithy_types::DateTime;
 use aws_smithy_types::date_time::Format;
+use clap::{Args, Parser, Subcommand};
 use kinsumer::{Config, ErrorKind, Fleet, FleetStatus, Released, RewindPlan, RewindTo};
 
-const USAGE: &str = "usage: kinsumer-ctl status|release SHARD|rewind --to TIME|trim-horizon|latest \
-                     --stream S --app A [--json] [--force] [--shards ID,ID] [--yes] [--shard-check SECONDS]";
+/// See and steer a kinsumer fleet: the shards, their leases and checkpoints, the clients.
+#[derive(Debug, Parser)]
+#[command(name = "kinsumer-ctl", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-#[derive(Debug, Default)]
-struct Args {
-    command: String,
-    shard: Option<String>,
+/// Which fleet: a stream and an application name.
+#[derive(Debug, Args)]
+struct FleetArgs {
+    /// The Kinesis stream.
+    #[arg(long)]
     stream: String,
+    /// The application name (the tables are `<app>_clients`, `<app>_checkpoints`,
+    /// `<app>_metadata`).
+    #[arg(long)]
     app: String,
-    json: bool,
-    force: bool,
-    yes: bool,
-    to: Option<String>,
-    shards: Option<Vec<String>>,
+    /// The fleet's shard check frequency (default 60): a lease, or a Go client, is alive
+    /// if it wrote within 5 × this.
+    #[arg(long, value_name = "SECONDS")]
     shard_check: Option<u64>,
 }
 
-fn parse(args: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args::default();
-    let mut it = args.peekable();
-    while let Some(arg) = it.next() {
-        let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
-        match arg.as_str() {
-            "--stream" => a.stream = value("--stream")?,
-            "--app" => a.app = value("--app")?,
-            "--json" => a.json = true,
-            "--force" => a.force = true,
-            "--yes" => a.yes = true,
-            "--to" => a.to = Some(value("--to")?),
-            "--shards" => {
-                a.shards = Some(value("--shards")?.split(',').map(str::to_owned).collect());
-            }
-            "--shard-check" => {
-                let v = value("--shard-check")?;
-                a.shard_check = Some(
-                    v.parse()
-                        .map_err(|_| format!("--shard-check {v:?}: not a number of seconds"))?,
-                );
-            }
-            "-h" | "--help" => return Err(USAGE.into()),
-            flag if flag.starts_with("--") => return Err(format!("unknown option {flag}")),
-            word if a.command.is_empty() => a.command = word.to_owned(),
-            word if a.command == "release" && a.shard.is_none() => a.shard = Some(word.to_owned()),
-            word => return Err(format!("unexpected argument {word:?}")),
-        }
-    }
-    if a.command.is_empty() {
-        return Err(USAGE.into());
-    }
-    if a.stream.is_empty() || a.app.is_empty() {
-        return Err("--stream and --app are required".into());
-    }
-    Ok(a)
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Per shard: owner, lease age, checkpoint and its age, lag, finished, parents, and
+    /// parked shards; then the clients, the leader and the shard cache.
+    Status {
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// One JSON object, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Frees the lease of a shard whose holder is gone.
+    Release {
+        /// The shard id.
+        shard: String,
+        #[command(flatten)]
+        fleet: FleetArgs,
+        /// Even if the holder or the lease looks alive.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Moves checkpoints for a replay (the fleet stopped, or only parked shards). Without
+    /// --yes, prints the plan only.
+    Rewind {
+        /// RFC 3339 (2026-11-26T10:00:00Z), Unix seconds, trim-horizon or latest.
+        #[arg(long, value_name = "TIME|trim-horizon|latest")]
+        to: String,
+        /// Only these shards (comma-separated); default all.
+        #[arg(long, value_delimiter = ',', value_name = "ID,ID")]
+        shards: Option<Vec<String>>,
+        /// Apply the plan.
+        #[arg(long)]
+        yes: bool,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
 }
 
 /// RFC 3339, or Unix seconds.
@@ -89,12 +93,11 @@ fn parse_time(text: &str) -> Result<SystemTime, String> {
     SystemTime::try_from(t).map_err(|e| format!("--to {text:?}: {e}"))
 }
 
-fn rewind_target(to: Option<&str>) -> Result<RewindTo, String> {
+fn rewind_target(to: &str) -> Result<RewindTo, String> {
     match to {
-        Some("trim-horizon") => Ok(RewindTo::TrimHorizon),
-        Some("latest") => Ok(RewindTo::Latest),
-        Some(time) => parse_time(time).map(RewindTo::Time),
-        None => Err("rewind needs --to TIME|trim-horizon|latest".into()),
+        "trim-horizon" => Ok(RewindTo::TrimHorizon),
+        "latest" => Ok(RewindTo::Latest),
+        time => parse_time(time).map(RewindTo::Time),
     }
 }
 
@@ -111,14 +114,23 @@ impl From<kinsumer::Error> for Failure {
 }
 
 fn main() {
-    let args = match parse(std::env::args().skip(1)) {
-        Ok(a) => a,
-        Err(message) => {
-            eprintln!("kinsumer-ctl: {message}");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version: printed to stdout, exit 0.
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            // One line: clap's first, without its usage block.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("kinsumer-ctl: {first} (see kinsumer-ctl --help)");
             std::process::exit(2);
         }
     };
-    match run(&args) {
+    match run(&cli.command) {
         Ok(output) => print!("{output}"),
         Err(Failure::Usage(message)) => {
             eprintln!("kinsumer-ctl: {message}");
@@ -143,7 +155,7 @@ fn main() {
     }
 }
 
-fn run(args: &Args) -> Result<String, Failure> {
+fn open(args: &FleetArgs) -> Result<Fleet, Failure> {
     let mut config = Config::default();
     if let Some(secs) = args.shard_check {
         let every = Duration::from_secs(secs);
@@ -151,31 +163,38 @@ fn run(args: &Args) -> Result<String, Failure> {
             .with_shard_check_frequency(every)
             .with_leader_action_frequency(every);
     }
-    let fleet = Fleet::new(&args.stream, &args.app, config)?;
-    match args.command.as_str() {
-        "status" => {
-            let status = fleet.status()?;
-            Ok(if args.json {
+    Ok(Fleet::new(&args.stream, &args.app, config)?)
+}
+
+fn run(command: &Command) -> Result<String, Failure> {
+    match command {
+        Command::Status { fleet, json } => {
+            let status = open(fleet)?.status()?;
+            Ok(if *json {
                 status_json(&status)
             } else {
                 status_table(&status)
             })
         }
-        "release" => {
-            let shard = args
-                .shard
-                .as_deref()
-                .ok_or(Failure::Usage("release needs a SHARD".into()))?;
-            Ok(match fleet.release(shard, args.force)? {
-                Released::Freed(holder) => format!("released {shard} (was held by {holder})\n"),
-                _ => format!("{shard} was not leased; nothing to do\n"),
-            })
-        }
-        "rewind" => {
-            let to = rewind_target(args.to.as_deref()).map_err(Failure::Usage)?;
-            let plan = fleet.plan_rewind(to, args.shards.as_deref())?;
+        Command::Release {
+            shard,
+            fleet,
+            force,
+        } => Ok(match open(fleet)?.release(shard, *force)? {
+            Released::Freed(holder) => format!("released {shard} (was held by {holder})\n"),
+            _ => format!("{shard} was not leased; nothing to do\n"),
+        }),
+        Command::Rewind {
+            to,
+            shards,
+            yes,
+            fleet,
+        } => {
+            let to = rewind_target(to).map_err(Failure::Usage)?;
+            let fleet = open(fleet)?;
+            let plan = fleet.plan_rewind(to, shards.as_deref())?;
             let mut out = plan_text(&plan);
-            if args.yes {
+            if *yes {
                 fleet.apply_rewind(&plan)?;
                 out.push_str("applied: start the fleet to replay\n");
             } else {
@@ -183,9 +202,6 @@ fn run(args: &Args) -> Result<String, Failure> {
             }
             Ok(out)
         }
-        other => Err(Failure::Usage(format!(
-            "unknown command {other:?}; {USAGE}"
-        ))),
     }
 }
 
