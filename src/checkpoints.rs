@@ -667,6 +667,142 @@ impl PendingWrite {
 /// What a release sets: no owner (a NULL, as the Go library writes it).
 const RELEASE_SET: &str = "OwnerID = :nullv, LastUpdate = :now, LastUpdateRFC = :rfc";
 
+/// Every checkpoint row, by shard id (a consistent scan), for tools that look at rows.
+pub(crate) fn all_rows(
+    bridge: &Bridge,
+    table: &str,
+) -> Result<HashMap<String, HashMap<String, AttributeValue>>, Error> {
+    let mut rows = HashMap::new();
+    tables::scan_all(bridge, table, None, |item| {
+        if let Some(AttributeValue::S(shard)) = item.get("Shard") {
+            rows.insert(shard.clone(), item);
+        }
+    })?;
+    Ok(rows)
+}
+
+/// What a tool reads of a checkpoint row ([`all_rows`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RowView<'a>(pub(crate) &'a HashMap<String, AttributeValue>);
+
+impl RowView<'_> {
+    /// The lease holder's client id, if leased.
+    pub(crate) fn owner_id(&self) -> Option<String> {
+        string_attr(self.0, "OwnerID")
+    }
+
+    /// The lease holder's name, if leased.
+    pub(crate) fn owner_name(&self) -> Option<String> {
+        self.owner_id().and(string_attr(self.0, "OwnerName"))
+    }
+
+    /// The checkpointed sequence number.
+    pub(crate) fn sequence_number(&self) -> Option<String> {
+        string_attr(self.0, "SequenceNumber")
+    }
+
+    /// Whether the row says the shard was read to its end (a number, as clients write it).
+    pub(crate) fn finished(&self) -> bool {
+        matches!(self.0.get("Finished"), Some(AttributeValue::N(_)))
+    }
+
+    /// Whether the row has a `Finished` attribute at all.
+    pub(crate) fn has_finished(&self) -> bool {
+        self.0.contains_key("Finished")
+    }
+
+    /// A rewind's start position, if any.
+    pub(crate) fn start_position(&self) -> Option<String> {
+        string_attr(self.0, START_POSITION)
+    }
+
+    /// Time since the row was last written, by this machine's clock.
+    pub(crate) fn age(&self) -> Option<Duration> {
+        let Some(AttributeValue::N(v)) = self.0.get("LastUpdate") else {
+            return None;
+        };
+        let then: i64 = v.parse().ok()?;
+        let age = clock::now_nanos().saturating_sub(then);
+        Some(Duration::from_nanos(u64::try_from(age).unwrap_or(0)))
+    }
+
+    /// The failure mark, if in effect ([`failure_in_effect`]).
+    pub(crate) fn failure(&self) -> Option<FailureMark> {
+        failure_in_effect(self.0)
+    }
+}
+
+/// An operator's release of a lease whose holder is gone: conditional on `holder` still
+/// holding it. `Ok(false)` if it changed hands meanwhile.
+pub(crate) fn force_release(
+    bridge: &Bridge,
+    table: &str,
+    shard: &str,
+    holder: &str,
+) -> Result<bool, Error> {
+    let now = clock::now_nanos();
+    let req = bridge
+        .dynamodb()
+        .update_item()
+        .table_name(table)
+        .key("Shard", s(shard))
+        .update_expression(format!("SET {RELEASE_SET}"))
+        .condition_expression("OwnerID = :holder")
+        .expression_attribute_values(":holder", s(holder))
+        .expression_attribute_values(":nullv", AttributeValue::Null(true))
+        .expression_attribute_values(":now", n(now))
+        .expression_attribute_values(":rfc", s(&clock::rfc3339(now)));
+    match bridge.block_on(req.send()) {
+        Ok(_) => Ok(true),
+        Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(Error::aws(format!("releasing shard {shard}"), e)),
+    }
+}
+
+/// A rewind of one row: its checkpoint (and `Finished`, and a failure mark) removed and
+/// `position` (a [`START_POSITION`] value) set, conditional on the row being unowned and
+/// its checkpoint still `from`. `Ok(false)` if it was captured or moved since.
+pub(crate) fn rewind(
+    bridge: &Bridge,
+    table: &str,
+    shard: &str,
+    from: Option<&str>,
+    position: &str,
+) -> Result<bool, Error> {
+    let now = clock::now_nanos();
+    let unchanged = match from {
+        Some(_) => "SequenceNumber = :old",
+        None => {
+            "(attribute_not_exists(SequenceNumber) OR attribute_type(SequenceNumber, :nulltype))"
+        }
+    };
+    let mut req = bridge
+        .dynamodb()
+        .update_item()
+        .table_name(table)
+        .key("Shard", s(shard))
+        .update_expression(format!(
+            "SET StartPosition = :pos, LastUpdate = :now, LastUpdateRFC = :rfc \
+             REMOVE SequenceNumber, Finished, FinishedRFC, AggregateSequenceNumber, \
+             SubSequenceNumber, {FAILURE_ATTRIBUTES}"
+        ))
+        .condition_expression(format!(
+            "(attribute_not_exists(OwnerID) OR attribute_type(OwnerID, :nulltype)) AND {unchanged}"
+        ))
+        .expression_attribute_values(":pos", s(position))
+        .expression_attribute_values(":nulltype", s("NULL"))
+        .expression_attribute_values(":now", n(now))
+        .expression_attribute_values(":rfc", s(&clock::rfc3339(now)));
+    if let Some(old) = from {
+        req = req.expression_attribute_values(":old", s(old));
+    }
+    match bridge.block_on(req.send()) {
+        Ok(_) => Ok(true),
+        Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
+        Err(e) => Err(Error::aws(format!("rewinding shard {shard}"), e)),
+    }
+}
+
 /// The shards whose rows carry `Finished`: read to their end and fully processed.
 pub(crate) fn finished_shards(bridge: &Bridge, table: &str) -> Result<HashSet<String>, Error> {
     let mut finished = HashSet::new();

@@ -75,6 +75,12 @@ pub enum ErrorKind {
     /// An AWS request failed; [`source`](std::error::Error::source) has the SDK error.
     Aws,
     /// The consumer has been stopped.
+    ///
+    /// Kept so that code matching on it compiles; this crate does not return it today:
+    /// after a stop the record iterator simply ends, and [`Kinsumer::run`] after a stop
+    /// is [`ErrorKind::RunTwice`] (as in Go).
+    ///
+    /// [`Kinsumer::run`]: crate::Kinsumer::run
     Stopped,
     /// An internal thread or runtime could not be started, or ended unexpectedly.
     Internal,

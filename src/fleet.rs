@@ -18,7 +18,6 @@ use crate::clock;
 use crate::config::{Config, InitialPosition};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metadata;
-use crate::retry;
 use crate::stream;
 use crate::tables::{self, Names};
 
@@ -224,13 +223,7 @@ impl Fleet {
 
     /// Every checkpoint row, by shard id.
     fn rows(&self) -> Result<HashMap<String, HashMap<String, AttributeValue>>> {
-        let mut rows = HashMap::new();
-        tables::scan_all(&self.bridge, &self.names.checkpoints, None, |item| {
-            if let Some(AttributeValue::S(shard)) = item.get("Shard") {
-                rows.insert(shard.clone(), item);
-            }
-        })?;
-        Ok(rows)
+        checkpoints::all_rows(&self.bridge, &self.names.checkpoints)
     }
 
     fn clients(&self) -> Result<Vec<ClientStatus>> {
@@ -270,11 +263,9 @@ impl Fleet {
         let rows = self.rows()?;
         let mut shards = Vec::with_capacity(listed.len());
         for info in listed {
-            let row = rows.get(&info.id);
-            let get = |name: &str| row.and_then(|r| s_attr(r, name));
-            let checkpoint = get("SequenceNumber");
-            let finished =
-                row.is_some_and(|r| matches!(r.get("Finished"), Some(AttributeValue::N(_))));
+            let row = rows.get(&info.id).map(checkpoints::RowView);
+            let checkpoint = row.and_then(|r| r.sequence_number());
+            let finished = row.is_some_and(|r| r.finished());
             let (checkpoint_age, behind) = if finished {
                 (None, None)
             } else {
@@ -287,17 +278,15 @@ impl Fleet {
                     .chain(&info.adjacent_parent)
                     .cloned()
                     .collect(),
-                owner_id: get("OwnerID"),
-                owner_name: get("OwnerID").and(get("OwnerName")),
-                lease_age: row.and_then(|r| age_of(r, "LastUpdate")),
+                owner_id: row.and_then(|r| r.owner_id()),
+                owner_name: row.and_then(|r| r.owner_name()),
+                lease_age: row.and_then(|r| r.age()),
                 checkpoint,
                 checkpoint_age,
                 finished,
                 millis_behind_latest: behind,
-                start_position: get(checkpoints::START_POSITION),
-                failure: row
-                    .and_then(checkpoints::failure_in_effect)
-                    .map(|mark| mark.to_string()),
+                start_position: row.and_then(|r| r.start_position()),
+                failure: row.and_then(|r| r.failure()).map(|mark| mark.to_string()),
                 shard_id: info.id,
             });
         }
@@ -379,40 +368,23 @@ impl Fleet {
             )));
         }
         let row = self.rows()?.remove(shard);
-        let Some(holder) = row.as_ref().and_then(|r| s_attr(r, "OwnerID")) else {
+        let row = row.as_ref().map(checkpoints::RowView);
+        let Some(holder) = row.and_then(|r| r.owner_id()) else {
             return Ok(Released::NotHeld);
         };
         let ttl = self.config.lease_ttl();
-        let lease_fresh = row
-            .as_ref()
-            .and_then(|r| age_of(r, "LastUpdate"))
-            .is_some_and(|age| age < ttl);
+        let lease_fresh = row.and_then(|r| r.age()).is_some_and(|age| age < ttl);
         let client_live = self.clients()?.iter().any(|c| c.id == holder && c.live);
         if (lease_fresh || client_live) && !force {
             return Err(Error::new(ErrorKind::LeaseHeld).with_context(format!(
                 "shard {shard} is leased by {holder}, whose heartbeat is fresh (use force)"
             )));
         }
-        let now = clock::now_nanos();
-        let req = self
-            .bridge
-            .dynamodb()
-            .update_item()
-            .table_name(&self.names.checkpoints)
-            .key("Shard", AttributeValue::S(shard.to_owned()))
-            .update_expression("SET OwnerID = :null, LastUpdate = :now, LastUpdateRFC = :rfc")
-            .condition_expression("OwnerID = :holder")
-            .expression_attribute_values(":holder", AttributeValue::S(holder.clone()))
-            .expression_attribute_values(":null", AttributeValue::Null(true))
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .expression_attribute_values(":rfc", AttributeValue::S(clock::rfc3339(now)));
-        match self.bridge.block_on(req.send()) {
-            Ok(_) => Ok(Released::Freed(holder)),
-            Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
-                Err(Error::new(ErrorKind::LeaseHeld)
-                    .with_context(format!("shard {shard} changed hands meanwhile; look again")))
-            }
-            Err(e) => Err(Error::aws(format!("releasing shard {shard}"), e)),
+        if checkpoints::force_release(&self.bridge, &self.names.checkpoints, shard, &holder)? {
+            Ok(Released::Freed(holder))
+        } else {
+            Err(Error::new(ErrorKind::LeaseHeld)
+                .with_context(format!("shard {shard} changed hands meanwhile; look again")))
         }
     }
 
@@ -474,7 +446,7 @@ impl Fleet {
                     .iter()
                     .filter(|id| {
                         rows.get(id.as_str())
-                            .and_then(checkpoints::failure_in_effect)
+                            .and_then(|r| checkpoints::RowView(r).failure())
                             .is_none()
                     })
                     .collect(),
@@ -495,10 +467,10 @@ impl Fleet {
         let steps = chosen
             .into_iter()
             .map(|shard_id| {
-                let row = rows.get(&shard_id);
+                let row = rows.get(&shard_id).map(checkpoints::RowView);
                 RewindStep {
-                    from: row.and_then(|r| s_attr(r, "SequenceNumber")),
-                    finished: row.is_some_and(|r| r.contains_key("Finished")),
+                    from: row.and_then(|r| r.sequence_number()),
+                    finished: row.is_some_and(|r| r.has_finished()),
                     shard_id,
                 }
             })
@@ -537,44 +509,15 @@ impl Fleet {
     }
 
     fn rewind_row(&self, step: &RewindStep, position: &str) -> Result<()> {
-        let now = clock::now_nanos();
-        let unchanged = match step.from {
-            Some(_) => "SequenceNumber = :old",
-            None => {
-                "(attribute_not_exists(SequenceNumber) OR attribute_type(SequenceNumber, :nulltype))"
-            }
-        };
-        let mut req = self
-            .bridge
-            .dynamodb()
-            .update_item()
-            .table_name(&self.names.checkpoints)
-            .key("Shard", AttributeValue::S(step.shard_id.clone()))
-            .update_expression(format!(
-                "SET StartPosition = :pos, LastUpdate = :now, LastUpdateRFC = :rfc \
-                 REMOVE SequenceNumber, Finished, FinishedRFC, AggregateSequenceNumber, \
-                 SubSequenceNumber, {}",
-                checkpoints::FAILURE_ATTRIBUTES
-            ))
-            .condition_expression(format!(
-                "(attribute_not_exists(OwnerID) OR attribute_type(OwnerID, :nulltype)) AND {unchanged}"
-            ))
-            .expression_attribute_values(":pos", AttributeValue::S(position.to_owned()))
-            .expression_attribute_values(":nulltype", AttributeValue::S("NULL".into()))
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .expression_attribute_values(":rfc", AttributeValue::S(clock::rfc3339(now)));
-        if let Some(old) = &step.from {
-            req = req.expression_attribute_values(":old", AttributeValue::S(old.clone()));
-        }
-        match self.bridge.block_on(req.send()) {
-            Ok(_) => Ok(()),
-            Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
-                Err(Error::new(ErrorKind::FleetRunning).with_context(format!(
-                    "rewinding shard {}: it was captured or moved since the plan",
-                    step.shard_id
-                )))
-            }
-            Err(e) => Err(Error::aws(format!("rewinding shard {}", step.shard_id), e)),
+        let table = &self.names.checkpoints;
+        let from = step.from.as_deref();
+        if checkpoints::rewind(&self.bridge, table, &step.shard_id, from, position)? {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorKind::FleetRunning).with_context(format!(
+                "rewinding shard {}: it was captured or moved since the plan",
+                step.shard_id
+            )))
         }
     }
 }
