@@ -311,8 +311,10 @@ fn a_stop_interrupts_a_hung_shard_listing_and_releases_every_lease() -> TestResu
     eprintln!("close() during a hung ListShards took {took:?}");
     closed?;
     assert!(env.owners()?.is_empty(), "leases left: {:?}", env.owners()?);
+    // A bound far above the ~50 ms measured, below one attempt of the hung listing (10 s):
+    // a stop that waited for the listing cannot meet it, however fast the machine.
     assert!(
-        took < Duration::from_secs(5),
+        took < Duration::from_secs(10),
         "close() waited {took:?} for the listing"
     );
     proxy.hold_answers(false);

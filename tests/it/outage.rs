@@ -9,7 +9,7 @@ use kinsumer::{Kinsumer, Polled};
 use parking_lot::Mutex;
 
 use crate::support::outage::Outage;
-use crate::support::{self, Env, Producer, TestResult};
+use crate::support::{self, Env, Producer, Recorder, TestResult};
 
 /// A consumer whose DynamoDB calls go through `outage`.
 fn consumer_with_outage(
@@ -23,15 +23,19 @@ fn consumer_with_outage(
     env.consumer_with(&kinesis, &dynamodb, name, config)
 }
 
+/// Reading does not wait on DynamoDB: while checkpoint writes hang (a blackhole), records
+/// keep coming. Shown by the order of events, not by timing: records are delivered
+/// after a write was reported stuck and while it still is.
 #[test]
 fn reading_goes_on_while_dynamodb_stalls() -> TestResult {
     support::init_logging();
     let mut env = Env::new(2)?;
-    // Lease time 10 s: a 5 s stall is well inside it. Each stalled attempt waits out
-    // the 5 s attempt timeout.
+    // Lease time 10 s: a stall is well inside it.
+    let stats = Arc::new(Recorder::default());
     let config = support::fast_config()
         .with_shard_check_frequency(Duration::from_secs(2))
-        .with_leader_action_frequency(Duration::from_secs(2));
+        .with_leader_action_frequency(Duration::from_secs(2))
+        .with_stats(stats.clone());
     let outage = Outage::blackhole()?;
     let consumer = consumer_with_outage(&mut env, "stalled", config, &outage)?;
     consumer.run()?;
@@ -39,36 +43,32 @@ fn reading_goes_on_while_dynamodb_stalls() -> TestResult {
     let mut log = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 100)?;
 
     outage.arm(true);
-    let stalled_at = Instant::now();
-    let mut gaps = Vec::new();
-    let mut last = Instant::now();
+    let lagging_before = Recorder::get(&stats.lagging);
+    let mut after_stuck = 0;
     let mut records = consumer.records();
-    while stalled_at.elapsed() < Duration::from_secs(5) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while after_stuck < 20 {
+        if Instant::now() >= deadline {
+            return Err(format!("{after_stuck} records delivered after a write got stuck").into());
+        }
         match records.next_timeout(Duration::from_millis(100)) {
             Polled::Record(r) => {
-                gaps.push(last.elapsed());
-                last = Instant::now();
+                if Recorder::get(&stats.lagging) > lagging_before {
+                    after_stuck += 1;
+                }
                 log.push(String::from_utf8_lossy(r.data()).into_owned());
             }
             Polled::TimedOut => {}
             other => return Err(format!("during the stall: {other:?}").into()),
         }
     }
-    gaps.push(last.elapsed());
+    // Still stalled: no lease was given up, nothing committed meanwhile.
+    assert_eq!(Recorder::get(&stats.lost), 0);
+    drop(records);
     outage.arm(false);
-    let during = gaps.len() - 1;
     let written = producer.stop_and_catch_up(&consumer, &mut log)?;
     consumer.close()?;
     support::check_per_key_order(&log, written)?;
-    let longest = gaps.iter().max().copied().unwrap_or_default();
-    println!("{during} records delivered during a 5 s DynamoDB stall; longest gap {longest:?}");
-    assert!(during > 0, "nothing delivered while DynamoDB stalled");
-    // Records arrive every ~0.2 s; a shard waiting on a stalled write would pause for
-    // the 5 s attempt timeout.
-    assert!(
-        longest < Duration::from_secs(2),
-        "delivery paused {longest:?} during the stall"
-    );
     Ok(())
 }
 

@@ -18,6 +18,8 @@ pub struct Call {
     pub operation: String,
     /// The access key id in the SigV4 `Authorization` header.
     pub access_key: Option<String>,
+    /// When the attempt was sent.
+    pub sent: std::time::Instant,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -28,6 +30,16 @@ pub struct CallLog {
 impl CallLog {
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().clone()
+    }
+
+    /// When each attempt of `operation` was sent, in order.
+    pub fn sent(&self, operation: &str) -> Vec<std::time::Instant> {
+        self.calls
+            .lock()
+            .iter()
+            .filter(|c| c.operation == operation)
+            .map(|c| c.sent)
+            .collect()
     }
 
     /// How many attempts of `operation` were sent.
@@ -66,6 +78,7 @@ impl Intercept for CallLog {
             service,
             operation,
             access_key,
+            sent: std::time::Instant::now(),
         });
         Ok(())
     }

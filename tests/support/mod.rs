@@ -405,17 +405,37 @@ pub struct Recorder {
     pub fetch_calls: AtomicU64,
     pub aggregate_commits: AtomicU64,
     pub corrupt_aggregates: AtomicU64,
+    /// Reports of a checkpoint write in flight for more than a commit interval.
+    pub lagging: AtomicU64,
     pub modes: parking_lot::Mutex<Vec<kinsumer::AssignmentMode>>,
+    /// When each GetRecords answer was reported, per shard.
+    pub fetch_times: parking_lot::Mutex<Vec<(String, Instant)>>,
 }
 
 impl Recorder {
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::SeqCst)
     }
+
+    /// The gaps between `shard`'s consecutive GetRecords answers from the `skip`-th on.
+    pub fn fetch_gaps(&self, shard: &str, skip: usize) -> Vec<Duration> {
+        let times: Vec<Instant> = self
+            .fetch_times
+            .lock()
+            .iter()
+            .filter(|(s, _)| s == shard)
+            .map(|(_, t)| *t)
+            .skip(skip)
+            .collect();
+        times.windows(2).map(|w| w[1] - w[0]).collect()
+    }
 }
 
 impl kinsumer::Stats for Recorder {
-    fn records_fetched(&self, _shard: &str, count: usize, _behind: Option<i64>) {
+    fn records_fetched(&self, shard: &str, count: usize, _behind: Option<i64>) {
+        self.fetch_times
+            .lock()
+            .push((shard.to_owned(), Instant::now()));
         self.fetch_calls.fetch_add(1, Ordering::SeqCst);
         self.fetched.fetch_add(count as u64, Ordering::SeqCst);
     }
@@ -445,6 +465,9 @@ impl kinsumer::Stats for Recorder {
     }
     fn aggregate_corrupt(&self, _shard: &str, _seq: &str, _reason: &str) {
         self.corrupt_aggregates.fetch_add(1, Ordering::SeqCst);
+    }
+    fn commit_lagging(&self, _shard: &str, _for: Duration) {
+        self.lagging.fetch_add(1, Ordering::SeqCst);
     }
     fn assignment_mode_changed(&self, mode: kinsumer::AssignmentMode) {
         self.modes.lock().push(mode);
