@@ -232,6 +232,61 @@ fn catch_panic(doing: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     })
 }
 
+/// When the coordinator next checks the shards, polls the fleet-change epoch and scans
+/// the clients table. Between shard checks, the epoch is polled every `FLEET_POLL` and
+/// the clients table read every membership interval (a client gone silent); not at all
+/// when shard checks are that frequent.
+struct Schedule {
+    interval: Duration,
+    scan_every: Duration,
+    check: Instant,
+    poll: Instant,
+    scan: Instant,
+}
+
+impl Schedule {
+    fn new(interval: Duration, scan_every: Duration) -> Self {
+        let now = Instant::now();
+        let mut at = Schedule {
+            interval,
+            scan_every,
+            check: now + interval,
+            poll: now,
+            scan: now,
+        };
+        at.poll = at.poll_after(now);
+        at.scan = at.scan_after(now);
+        at
+    }
+
+    fn next_wake(&self) -> Instant {
+        self.check.min(self.poll).min(self.scan)
+    }
+
+    fn poll_after(&self, now: Instant) -> Instant {
+        if FLEET_POLL < self.interval {
+            now + FLEET_POLL
+        } else {
+            self.check
+        }
+    }
+
+    fn scan_after(&self, now: Instant) -> Instant {
+        if self.scan_every < self.interval {
+            now + self.scan_every
+        } else {
+            self.check
+        }
+    }
+
+    /// A shard check starts at `now`: the next one is an interval away.
+    fn checked(&mut self, now: Instant) {
+        self.check = now + self.interval;
+        self.poll = self.poll_after(now);
+        self.scan = self.scan_after(now);
+    }
+}
+
 enum Event {
     Command(Command),
     Exit(Arc<str>, ShardExit),
@@ -328,61 +383,22 @@ impl<'a> Coordinator<'a> {
     }
 
     fn run(&mut self) {
-        let interval = self.parts.config.shard_check_frequency();
-        let mut next_check = Instant::now() + interval;
-        // Between shard checks, the fleet-change epoch is polled every `FLEET_POLL`, and
-        // the clients table read every membership interval (a client gone silent); not
-        // at all when shard checks are that frequent.
-        let polling = FLEET_POLL < interval;
-        let scan_every = self.parts.config.membership_interval();
-        let scanning = scan_every < interval;
-        let next_poll_after = |now: Instant, next_check: Instant| {
-            if polling {
-                now + FLEET_POLL
-            } else {
-                next_check
-            }
-        };
-        let next_scan_after = |now: Instant, next_check: Instant| {
-            if scanning {
-                now + scan_every
-            } else {
-                next_check
-            }
-        };
-        let mut next_poll = next_poll_after(Instant::now(), next_check);
-        let mut next_scan = next_scan_after(Instant::now(), next_check);
+        let mut at = Schedule::new(
+            self.parts.config.shard_check_frequency(),
+            self.parts.config.membership_interval(),
+        );
         // Failed shard checks in a row whose error retrying does not fix.
         let mut hopeless = 0;
         loop {
-            match self.next_event(next_check.min(next_poll).min(next_scan)) {
-                Event::Tick if Instant::now() < next_check => {
-                    let now = Instant::now();
-                    if now >= next_scan {
-                        next_scan = next_scan_after(now, next_check);
-                        if self.members_changed() {
-                            log::info!(
-                                "client {}: the live clients changed; checking now",
-                                self.name()
-                            );
-                            next_check = Instant::now();
-                        }
-                    }
-                    if now >= next_poll {
-                        next_poll = next_poll_after(Instant::now(), next_check);
-                        if self.fleet_changed() {
-                            log::info!("client {}: the fleet changed; checking now", self.name());
-                            next_check = Instant::now();
-                        }
-                    }
-                }
+            match self.next_event(at.next_wake()) {
+                Event::Tick if Instant::now() < at.check => self.between_checks(&mut at),
                 Event::Command(command) => {
                     let problems = self.shutdown(matches!(command, Command::Abandon));
                     let _ = self.parts.closed.try_send(problems);
                     return;
                 }
                 Event::Exit(shard, exit) => match self.on_exit(shard, exit) {
-                    Ok(Some(after)) => next_check = next_check.min(Instant::now() + after),
+                    Ok(Some(after)) => at.check = at.check.min(Instant::now() + after),
                     Ok(None) => {}
                     Err(e) => {
                         log::error!("client {}: {e}; stopping", self.name());
@@ -392,9 +408,7 @@ impl<'a> Coordinator<'a> {
                     }
                 },
                 Event::Tick => {
-                    next_check = Instant::now() + interval;
-                    next_poll = next_poll_after(Instant::now(), next_check);
-                    next_scan = next_scan_after(Instant::now(), next_check);
+                    at.checked(Instant::now());
                     let Err(e) = self.refresh() else {
                         hopeless = 0;
                         continue;
@@ -415,6 +429,29 @@ impl<'a> Coordinator<'a> {
                     log::warn!("client {}: {e}", self.name());
                     self.parts.notices.report(e);
                 }
+            }
+        }
+    }
+
+    /// Between shard checks: reads the clients table and the fleet-change epoch when due,
+    /// and brings the next check forward when either moved.
+    fn between_checks(&mut self, at: &mut Schedule) {
+        let now = Instant::now();
+        if now >= at.scan {
+            at.scan = at.scan_after(now);
+            if self.members_changed() {
+                log::info!(
+                    "client {}: the live clients changed; checking now",
+                    self.name()
+                );
+                at.check = Instant::now();
+            }
+        }
+        if now >= at.poll {
+            at.poll = at.poll_after(Instant::now());
+            if self.fleet_changed() {
+                log::info!("client {}: the fleet changed; checking now", self.name());
+                at.check = Instant::now();
             }
         }
     }
@@ -742,6 +779,14 @@ impl<'a> Coordinator<'a> {
         let mut mine = phase.owned(&listed, &shard_ids, &live, &self.parts.owner.id);
         mine.retain(|id| !self.finished.contains(id.as_str()));
         self.check_parked(&mine);
+        self.reconcile(&mine, &shard_ids);
+        Ok(mine.len())
+    }
+
+    /// Stops the shard threads no longer in `mine` (they release and report their exits)
+    /// and starts those of `mine` not running or parked. `listed`: the shards still
+    /// to read, to say why one stops.
+    fn reconcile(&mut self, mine: &HashSet<String>, listed: &[String]) {
         let gone: Vec<Arc<str>> = self
             .shards
             .keys()
@@ -749,19 +794,20 @@ impl<'a> Coordinator<'a> {
             .cloned()
             .collect();
         for shard in gone {
-            let why = Departure::of(&shard, &shard_ids);
+            let why = Departure::of(&shard, listed);
             log::info!("client {}: stopping shard {shard}: {why}", self.name());
             if let Some(h) = self.shards.get_mut(&shard) {
                 // The thread releases and reports its exit; `on_exit` joins it.
                 h.request_stop();
             }
         }
-        for shard in &mine {
+        for shard in mine {
             if self.shards.contains_key(shard.as_str()) || self.parked.contains_key(shard.as_str())
             {
                 continue;
             }
             let shard: Arc<str> = Arc::from(shard.as_str());
+            let names = Arc::clone(&self.parts.names);
             let ctx = ShardContext {
                 shard_id: Arc::clone(&shard),
                 stream: Arc::from(names.stream.as_str()),
@@ -788,7 +834,6 @@ impl<'a> Coordinator<'a> {
             }
         }
         self.show_shards();
-        Ok(mine.len())
     }
 
     /// Reads (and, when this client should, writes) the fleet's scheme word and moves

@@ -2,7 +2,7 @@
 //! commits on schedule and their outcome, the deadlines that end a lease here, and the
 //! last writes (release, finish, handing back a lease that ran out).
 
-use crate::checkpoints::{Capture, LeaseState, Leases, WriteError};
+use crate::checkpoints::{Capture, Captured, LeaseState, Leases, WriteError};
 use crate::config::InitialPosition;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::Backoff;
@@ -12,6 +12,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{Failure, InFlight, Interrupt, ShardExit, Worker};
+
+/// How waiting for a lease's holder ended ([`Worker::wait_for_holder`]).
+enum HolderWait {
+    /// Capture now, conditional on this stale version if any.
+    Capture(Option<crate::liveness::Version>),
+    Stop,
+    Fail(ShardExit),
+}
 
 impl Worker<'_> {
     /// Captures the lease, retrying while another client holds it. `None` if told to
@@ -32,41 +40,7 @@ impl Worker<'_> {
                 continue;
             }
             match self.leases().capture(self.shard(), ttl, stale.as_ref()) {
-                Ok(Capture::Captured(found)) => {
-                    log::info!(
-                        "client {}: acquired the lease of shard {} (checkpoint {:?})",
-                        self.ctx.owner.name,
-                        self.shard(),
-                        found.checkpoint
-                    );
-                    if let Some(wrong) = &found.repaired {
-                        let e = Error::new(ErrorKind::InvalidCheckpoint).with_context(format!(
-                            "shard {}: repaired its checkpoint row ({wrong})",
-                            self.shard()
-                        ));
-                        log::warn!("{e}");
-                        self.ctx.notices.report(e);
-                    }
-                    if let (Some(mark), false) = (&found.parked, found.finished) {
-                        // Parked and not repaired since: reading it would only fail again.
-                        let _ = self.leases().release(self.shard(), None);
-                        return Some(Err(ShardExit::Parked(mark.clone())));
-                    }
-                    self.ctx.config.stats().lease_acquired(self.shard());
-                    self.tell_listener("assigned", |l, shard| l.assigned(shard));
-                    if found.finished {
-                        // Already read to its end by some client: nothing to do.
-                        let _ = self.leases().release(self.shard(), None);
-                        return Some(Err(ShardExit::Finished));
-                    }
-                    // The row says the lease was renewed when the write was sent: a
-                    // slow or retried answer must not stretch the lease past its margin.
-                    self.last_write = found.sent;
-                    self.next_commit = Instant::now() + self.ctx.config.commit_frequency();
-                    let start = found.start;
-                    let checkpoint = self.resume_unwritten(found.checkpoint, found.was_ours);
-                    return Some(Ok(self.start_from(checkpoint, start)));
-                }
+                Ok(Capture::Captured(found)) => return Some(self.took(found)),
                 Ok(Capture::HeldBy {
                     holder,
                     version,
@@ -81,56 +55,13 @@ impl Worker<'_> {
                     let liveness = Arc::clone(&self.ctx.liveness);
                     stale =
                         version.filter(|v| liveness.lease_is_stale(self.shard(), v, ttl, asked));
-                    if stale.is_some() {
-                        continue;
+                    if stale.is_none() {
+                        stale = match self.wait_for_holder(&mut backoff) {
+                            HolderWait::Capture(v) => v,
+                            HolderWait::Stop => return None,
+                            HolderWait::Fail(exit) => return Some(Err(exit)),
+                        };
                     }
-                    // Wait by reading, and write again only once the row is free or
-                    // stale. A live holder told of a join releases within about a
-                    // second (the fleet-change poll), else at its next shard check:
-                    // poll from the throttle delay, every half second at most while a
-                    // prompt handover is likely, then slowing to 2 s (or the shard
-                    // check).
-                    let most = self
-                        .ctx
-                        .config
-                        .shard_check_frequency()
-                        .min(Duration::from_secs(2))
-                        .max(self.throttle());
-                    let prompt = HANDOVER_POLL.max(self.throttle()).min(most);
-                    let waiting = Instant::now();
-                    let mut delay = self.throttle();
-                    stale = loop {
-                        if self.stop_within(delay) {
-                            return None;
-                        }
-                        match self.leases().capturable(self.shard(), ttl, &liveness) {
-                            Ok(LeaseState::Held) => {
-                                let cap = if waiting.elapsed() < HANDOVER_WATCH {
-                                    prompt
-                                } else {
-                                    most
-                                };
-                                delay = (delay * 2).min(cap);
-                            }
-                            Ok(LeaseState::Stale(v)) => break Some(v),
-                            Ok(LeaseState::Free) => break None,
-                            Err(WriteError::Other {
-                                error,
-                                transient: true,
-                            }) => {
-                                // Read again after a back-off; the holder's lease goes on.
-                                log::warn!("{error}; retrying");
-                                self.ctx.notices.report(error);
-                                delay = backoff.next_delay();
-                            }
-                            Err(WriteError::Other { error, .. }) => {
-                                let why = Failure::of(&error);
-                                self.ctx.notices.report(error);
-                                return Some(Err(ShardExit::Failed(why)));
-                            }
-                            Err(WriteError::LeaseLost) => break None,
-                        }
-                    };
                     continue;
                 }
                 Err(WriteError::Other {
@@ -155,6 +86,96 @@ impl Worker<'_> {
             }
             if self.stop_within(backoff.next_delay()) {
                 return None;
+            }
+        }
+    }
+
+    /// What a capture that took the row does with what it found: reports a repaired row,
+    /// gives a parked or finished shard back at once, else starts the lease.
+    fn took(&mut self, found: Captured) -> Result<StartAt, ShardExit> {
+        log::info!(
+            "client {}: acquired the lease of shard {} (checkpoint {:?})",
+            self.ctx.owner.name,
+            self.shard(),
+            found.checkpoint
+        );
+        if let Some(wrong) = &found.repaired {
+            let e = Error::new(ErrorKind::InvalidCheckpoint).with_context(format!(
+                "shard {}: repaired its checkpoint row ({wrong})",
+                self.shard()
+            ));
+            log::warn!("{e}");
+            self.ctx.notices.report(e);
+        }
+        if let (Some(mark), false) = (&found.parked, found.finished) {
+            // Parked and not repaired since: reading it would only fail again.
+            let _ = self.leases().release(self.shard(), None);
+            return Err(ShardExit::Parked(mark.clone()));
+        }
+        self.ctx.config.stats().lease_acquired(self.shard());
+        self.tell_listener("assigned", |l, shard| l.assigned(shard));
+        if found.finished {
+            // Already read to its end by some client: nothing to do.
+            let _ = self.leases().release(self.shard(), None);
+            return Err(ShardExit::Finished);
+        }
+        // The row says the lease was renewed when the write was sent: a slow or retried
+        // answer must not stretch the lease past its margin.
+        self.last_write = found.sent;
+        self.next_commit = Instant::now() + self.ctx.config.commit_frequency();
+        let start = found.start;
+        let checkpoint = self.resume_unwritten(found.checkpoint, found.was_ours);
+        Ok(self.start_from(checkpoint, start))
+    }
+
+    /// Waits for a held lease by reading the row, writing again only once it is free or
+    /// stale. A live holder told of a join releases within about a second (the
+    /// fleet-change poll), else at its next shard check: reads from the throttle delay,
+    /// every half second at most while a prompt handover is likely, then slowing to 2 s
+    /// (or the shard check).
+    fn wait_for_holder(&mut self, backoff: &mut Backoff) -> HolderWait {
+        let ttl = self.ctx.config.lease_ttl();
+        let liveness = Arc::clone(&self.ctx.liveness);
+        let most = self
+            .ctx
+            .config
+            .shard_check_frequency()
+            .min(Duration::from_secs(2))
+            .max(self.throttle());
+        let prompt = HANDOVER_POLL.max(self.throttle()).min(most);
+        let waiting = Instant::now();
+        let mut delay = self.throttle();
+        loop {
+            if self.stop_within(delay) {
+                return HolderWait::Stop;
+            }
+            match self.leases().capturable(self.shard(), ttl, &liveness) {
+                Ok(LeaseState::Held) => {
+                    let cap = if waiting.elapsed() < HANDOVER_WATCH {
+                        prompt
+                    } else {
+                        most
+                    };
+                    delay = (delay * 2).min(cap);
+                }
+                Ok(LeaseState::Stale(v)) => return HolderWait::Capture(Some(v)),
+                Ok(LeaseState::Free) | Err(WriteError::LeaseLost) => {
+                    return HolderWait::Capture(None);
+                }
+                Err(WriteError::Other {
+                    error,
+                    transient: true,
+                }) => {
+                    // Read again after a back-off; the holder's lease goes on.
+                    log::warn!("{error}; retrying");
+                    self.ctx.notices.report(error);
+                    delay = backoff.next_delay();
+                }
+                Err(WriteError::Other { error, .. }) => {
+                    let why = Failure::of(&error);
+                    self.ctx.notices.report(error);
+                    return HolderWait::Fail(ShardExit::Failed(why));
+                }
             }
         }
     }
@@ -274,6 +295,63 @@ impl Worker<'_> {
         }
         self.next_commit = now + self.ctx.config.commit_frequency();
         self.report_held_back(progress, now);
+        self.check_deadlines(now, unrenewed)?;
+        if self.in_flight.is_some() {
+            // One write in flight per shard: they land in order.
+            self.report_lagging(now, unrenewed);
+            return Ok(());
+        }
+        let (count, checkpoint) = progress.processed_since(self.committed);
+        let heartbeat_due = unrenewed >= self.ctx.config.shard_check_frequency();
+        if checkpoint.is_none() && !heartbeat_due {
+            return Ok(());
+        }
+        self.in_flight = Some(InFlight {
+            write: self.leases().start_commit(
+                self.shard(),
+                checkpoint.as_ref(),
+                self.commit_attempt(now),
+            ),
+            count,
+            checkpoint,
+            sent: now,
+            warned: false,
+        });
+        Ok(())
+    }
+
+    /// Says so (once in the log, every commit slot to `Stats`) while the write in flight
+    /// has been so for more than a commit interval.
+    fn report_lagging(&mut self, now: Instant, unrenewed: Duration) {
+        let slow = self
+            .ctx
+            .config
+            .commit_frequency()
+            .max(Duration::from_secs(1));
+        let Some(f) = self.in_flight.as_mut() else {
+            return;
+        };
+        let age = now.duration_since(f.sent);
+        if age < slow {
+            return;
+        }
+        if !std::mem::replace(&mut f.warned, true) {
+            log::warn!(
+                "shard {}: a checkpoint write has been in flight for {age:?} (lease last \
+                 renewed {unrenewed:?} ago); reading goes on",
+                self.ctx.shard_id
+            );
+        }
+        self.ctx
+            .config
+            .stats()
+            .commit_lagging(&self.ctx.shard_id, age);
+    }
+
+    /// Gives the lease up locally (`LeaseExpired`) once this client's membership has
+    /// lapsed, or the lease was not renewed for `lease_margin`: before any other client
+    /// may take it.
+    fn check_deadlines(&mut self, now: Instant, unrenewed: Duration) -> Result<(), Interrupt> {
         if let Some(silent) = self.ctx.membership.lapsed(now) {
             let e = Error::new(ErrorKind::LeaseLost).with_context(format!(
                 "shard {}: this client's row was not written for {silent:?} (DynamoDB \
@@ -295,45 +373,6 @@ impl Worker<'_> {
             self.ctx.notices.report(e);
             return Err(Interrupt::LeaseExpired);
         }
-        if let Some(f) = &mut self.in_flight {
-            let age = now.duration_since(f.sent);
-            if age
-                >= self
-                    .ctx
-                    .config
-                    .commit_frequency()
-                    .max(Duration::from_secs(1))
-            {
-                if !std::mem::replace(&mut f.warned, true) {
-                    log::warn!(
-                        "shard {}: a checkpoint write has been in flight for {age:?} (lease \
-                         last renewed {unrenewed:?} ago); reading goes on",
-                        self.ctx.shard_id
-                    );
-                }
-                self.ctx
-                    .config
-                    .stats()
-                    .commit_lagging(&self.ctx.shard_id, age);
-            }
-            return Ok(());
-        }
-        let (count, checkpoint) = progress.processed_since(self.committed);
-        let heartbeat_due = unrenewed >= self.ctx.config.shard_check_frequency();
-        if checkpoint.is_none() && !heartbeat_due {
-            return Ok(());
-        }
-        self.in_flight = Some(InFlight {
-            write: self.leases().start_commit(
-                self.shard(),
-                checkpoint.as_ref(),
-                self.commit_attempt(now),
-            ),
-            count,
-            checkpoint,
-            sent: now,
-            warned: false,
-        });
         Ok(())
     }
 

@@ -32,7 +32,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::FanOut;
 use crate::record::Record;
 use crate::retry::Backoff;
-use crate::source::{Polling, RecordSource, ShardRef, SourceError};
+use crate::source::{Batch, Polling, RecordSource, ShardRef, SourceError};
 use crate::tables::Names;
 use crate::watermark::{Checkpoint, Partial, ShardProgress};
 
@@ -347,6 +347,13 @@ impl<'a> Worker<'a> {
         let interrupt = self.consume(&progress, source.as_mut());
         // A fan-out subscription ends here, before the lease is released.
         drop(source);
+        self.end(interrupt, &progress)
+    }
+
+    /// Ends the lease the way `interrupt` says: released (after a stop, a failure, a
+    /// refused hand-out), handed back or let go (lost, expired), or left as a crash
+    /// leaves it.
+    fn end(&mut self, interrupt: Interrupt, progress: &Arc<ShardProgress>) -> ShardExit {
         if self.ctx.abandon.load(Ordering::Acquire) {
             progress.seal();
             return ShardExit::Abandoned;
@@ -356,7 +363,7 @@ impl<'a> Worker<'a> {
                 // Records of this lease still in the channel are dropped from here on.
                 progress.stop_handing_out();
                 if matches!(interrupt, Interrupt::LeaseExpired) {
-                    self.hand_back_expired(&progress);
+                    self.hand_back_expired(progress);
                 }
                 progress.seal();
                 self.ctx.left_behind.lock().remove(self.shard());
@@ -372,16 +379,16 @@ impl<'a> Worker<'a> {
             Interrupt::Finished => ShardExit::Finished,
             // A failed release is recorded in `left_behind`, for `close()`.
             Interrupt::Stop => {
-                let _ = self.release(&progress);
+                let _ = self.release(progress);
                 ShardExit::Stopped
             }
             // Best effort: the failure is what gets reported.
             Interrupt::Failed(why) => {
-                let _ = self.release(&progress);
+                let _ = self.release(progress);
                 ShardExit::Failed(why)
             }
             Interrupt::NoSuchStream => {
-                let _ = self.release(&progress);
+                let _ = self.release(progress);
                 ShardExit::NoSuchStream
             }
             Interrupt::Refused => {
@@ -392,7 +399,7 @@ impl<'a> Worker<'a> {
                     self.ctx.owner.name,
                     self.shard()
                 );
-                let _ = self.release(&progress);
+                let _ = self.release(progress);
                 ShardExit::LeaseLost
             }
         }
@@ -403,22 +410,12 @@ impl<'a> Worker<'a> {
         progress: &Arc<ShardProgress>,
         source: &mut dyn RecordSource,
     ) -> Interrupt {
-        let mut reader = Reader {
+        let mut reader = Reader::new(
             source,
-            shard: Arc::clone(&self.ctx.shard_id),
-            stats: Arc::clone(self.ctx.config.stats()),
-            current: Vec::new().into_iter(),
-            current_is_last: false,
-            next: None,
-            next_fetch: Instant::now(),
-            max_records: self.ctx.config.max_records(),
-            throttle: self.throttle(),
-            idle_poll: self.ctx.config.idle_poll_delay(),
-            idle_streak: 0,
-            bytes_per_record: None,
-            fetch_bytes: self.ctx.config.fetch_bytes(),
-            health: self.ctx.notices.shared_health(),
-        };
+            &self.ctx,
+            self.throttle(),
+            self.ctx.notices.shared_health(),
+        );
         let mut backoff = Backoff::new(
             self.throttle(),
             Duration::from_secs(10).max(self.throttle()),
@@ -447,65 +444,73 @@ impl<'a> Worker<'a> {
             }
             let batch = match reader.next.take() {
                 Some(batch) => batch,
-                None => {
-                    // A shard settled at the tip is polled by the I/O runtime while this
-                    // thread sleeps (see `RecordSource::watch`).
-                    if let Some(period) = reader.settled_idle()
-                        && !reader.source.pushes()
-                    {
-                        let first = reader.next_fetch;
-                        let limit = reader.limit(0);
-                        reader.source.watch(self.bridge, limit, first, period);
-                    }
-                    let waited = if reader.source.pushes() || reader.source.watching() {
-                        self.wait_for_source(&*reader.source, progress)
-                    } else {
-                        self.wait_until(reader.next_fetch, progress)
-                    };
-                    if let Err(i) = waited {
-                        return i;
-                    }
-                    let (bridge, limit) = (self.bridge, reader.limit(0));
-                    let mut interrupted = None;
-                    let fetched = {
-                        let mut tick = || self.tick(progress, &mut interrupted);
-                        reader.fetch(bridge, limit, &mut tick)
-                    };
-                    match fetched {
-                        Ok(batch) => {
-                            backoff.reset();
-                            batch
-                        }
-                        Err(SourceError::Interrupted) => {
-                            return interrupted.unwrap_or(Interrupt::Stop);
-                        }
-                        Err(SourceError::Transient(error)) => {
-                            let delay = backoff.next_delay();
-                            reader.stats.retried("GetRecords", delay);
-                            log::warn!("{error}; retrying in {delay:?}");
-                            self.ctx.notices.report(error);
-                            reader.next_fetch = Instant::now() + delay;
-                            continue;
-                        }
-                        Err(SourceError::Fatal(error)) => {
-                            log::error!("{error}");
-                            let gone = error.kind() == ErrorKind::NoSuchStream;
-                            let why = Failure::of(&error);
-                            self.ctx.notices.report(error);
-                            return if gone {
-                                Interrupt::NoSuchStream
-                            } else {
-                                Interrupt::Failed(why)
-                            };
-                        }
-                    }
-                }
+                None => match self.fetch_next(&mut reader, progress, &mut backoff) {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => continue,
+                    Err(i) => return i,
+                },
             };
             if batch.end_of_shard {
                 log::info!("shard {} read to its end", self.shard());
             }
             reader.current_is_last = batch.end_of_shard;
             reader.current = batch.records.into_iter();
+        }
+    }
+
+    /// Waits until the next fetch is due (or the source has records), then fetches.
+    /// `Ok(None)`: a transient failure, reported, with the next try scheduled.
+    fn fetch_next(
+        &mut self,
+        reader: &mut Reader<'_>,
+        progress: &ShardProgress,
+        backoff: &mut Backoff,
+    ) -> Result<Option<Batch>, Interrupt> {
+        // A shard settled at the tip is polled by the I/O runtime while this thread
+        // sleeps (see `RecordSource::watch`).
+        if let Some(period) = reader.settled_idle()
+            && !reader.source.pushes()
+        {
+            let first = reader.next_fetch;
+            let limit = reader.limit(0);
+            reader.source.watch(self.bridge, limit, first, period);
+        }
+        if reader.source.pushes() || reader.source.watching() {
+            self.wait_for_source(&*reader.source, progress)?;
+        } else {
+            self.wait_until(reader.next_fetch, progress)?;
+        }
+        let (bridge, limit) = (self.bridge, reader.limit(0));
+        let mut interrupted = None;
+        let fetched = {
+            let mut tick = || self.tick(progress, &mut interrupted);
+            reader.fetch(bridge, limit, &mut tick)
+        };
+        match fetched {
+            Ok(batch) => {
+                backoff.reset();
+                Ok(Some(batch))
+            }
+            Err(SourceError::Interrupted) => Err(interrupted.unwrap_or(Interrupt::Stop)),
+            Err(SourceError::Transient(error)) => {
+                let delay = backoff.next_delay();
+                reader.stats.retried("GetRecords", delay);
+                log::warn!("{error}; retrying in {delay:?}");
+                self.ctx.notices.report(error);
+                reader.next_fetch = Instant::now() + delay;
+                Ok(None)
+            }
+            Err(SourceError::Fatal(error)) => {
+                log::error!("{error}");
+                let gone = error.kind() == ErrorKind::NoSuchStream;
+                let why = Failure::of(&error);
+                self.ctx.notices.report(error);
+                Err(if gone {
+                    Interrupt::NoSuchStream
+                } else {
+                    Interrupt::Failed(why)
+                })
+            }
         }
     }
 }

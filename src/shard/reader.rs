@@ -81,7 +81,32 @@ pub(crate) fn idle_delay(throttle: Duration, idle_poll: Duration, streak: u32) -
         .max(throttle)
 }
 
-impl Reader<'_> {
+impl<'s> Reader<'s> {
+    /// A reader of `source` with nothing fetched yet, sized and paced by `ctx`'s config.
+    pub(super) fn new(
+        source: &'s mut dyn RecordSource,
+        ctx: &super::ShardContext,
+        throttle: Duration,
+        health: Arc<HealthState>,
+    ) -> Self {
+        Reader {
+            source,
+            shard: Arc::clone(&ctx.shard_id),
+            stats: Arc::clone(ctx.config.stats()),
+            current: Vec::new().into_iter(),
+            current_is_last: false,
+            next: None,
+            next_fetch: Instant::now(),
+            max_records: ctx.config.max_records(),
+            throttle,
+            idle_poll: ctx.config.idle_poll_delay(),
+            idle_streak: 0,
+            bytes_per_record: None,
+            fetch_bytes: ctx.config.fetch_bytes(),
+            health,
+        }
+    }
+
     /// How many records the next call may ask for, with `waiting` records fetched and
     /// not yet handed over: as many as fit in this shard's share of
     /// [`Config::fetch_bytes`] at the bytes per record seen so far (one, to learn the
