@@ -422,6 +422,68 @@ impl FanOut {
         }
     }
 
+    /// An event's records, less any before the subscription's start; remembers where the
+    /// next subscription starts, and ends this one at the shard's end.
+    fn take_event(&mut self, event: SubscribeToShardEvent) -> Batch {
+        let SubscribeToShardEvent {
+            mut records,
+            continuation_sequence_number,
+            millis_behind_latest,
+            child_shards,
+            ..
+        } = event;
+        if let Some(floor) = self.floor.take() {
+            let before = records.len();
+            records.retain(|r| floor.admits(r));
+            let dropped = (before - records.len()) as u64;
+            if dropped > 0 {
+                if self.dropped == 0 {
+                    log::warn!(
+                        "shard {}: the server sent records before the subscription's \
+                         start {floor:?}; dropping them",
+                        self.at.shard
+                    );
+                }
+                self.dropped += dropped;
+            }
+            if records.is_empty() {
+                // Not past the start yet.
+                self.floor = Some(floor);
+            }
+        }
+        if let Some(last) = records.last() {
+            self.position = StartAt::After(last.sequence_number.clone());
+        }
+        // AWS ends a shard with an event that lists its children and has no
+        // continuation; some servers list the children on every event once the
+        // shard is closed and end it with one that has no records.
+        let children = child_shards.as_ref().is_some_and(|c| !c.is_empty());
+        let end_of_shard =
+            continuation_sequence_number.is_empty() || (children && records.is_empty());
+        if end_of_shard {
+            self.subscription = None;
+        }
+        Batch {
+            records,
+            millis_behind_latest: Some(millis_behind_latest),
+            end_of_shard,
+        }
+    }
+
+    /// The subscription broke (`what` happened): resubscribe from the last record read,
+    /// after a back-off.
+    fn broken(&mut self, what: String) -> SourceError {
+        self.subscription = None;
+        let error = Error::new(ErrorKind::Aws)
+            .with_context(format!(
+                "{}: {what}; resubscribing from {:?}",
+                self.at.what("SubscribeToShard"),
+                self.position
+            ))
+            .transient();
+        self.retry_later(error)
+    }
+
     fn retry_later(&mut self, error: Error) -> SourceError {
         self.delay = self.backoff.next_delay();
         SourceError::Transient(error)
@@ -459,49 +521,7 @@ impl RecordSource for FanOut {
                 }
                 self.backoff.reset();
                 self.delay = Duration::ZERO;
-                let SubscribeToShardEvent {
-                    mut records,
-                    continuation_sequence_number,
-                    millis_behind_latest,
-                    child_shards,
-                    ..
-                } = event;
-                if let Some(floor) = self.floor.take() {
-                    let before = records.len();
-                    records.retain(|r| floor.admits(r));
-                    let dropped = (before - records.len()) as u64;
-                    if dropped > 0 {
-                        if self.dropped == 0 {
-                            log::warn!(
-                                "shard {}: the server sent records before the subscription's \
-                                 start {floor:?}; dropping them",
-                                self.at.shard
-                            );
-                        }
-                        self.dropped += dropped;
-                    }
-                    if records.is_empty() {
-                        // Not past the start yet.
-                        self.floor = Some(floor);
-                    }
-                }
-                if let Some(last) = records.last() {
-                    self.position = StartAt::After(last.sequence_number.clone());
-                }
-                // AWS ends a shard with an event that lists its children and has no
-                // continuation; some servers list the children on every event once the
-                // shard is closed and end it with one that has no records.
-                let children = child_shards.as_ref().is_some_and(|c| !c.is_empty());
-                let end_of_shard =
-                    continuation_sequence_number.is_empty() || (children && records.is_empty());
-                if end_of_shard {
-                    self.subscription = None;
-                }
-                Ok(Batch {
-                    records,
-                    millis_behind_latest: Some(millis_behind_latest),
-                    end_of_shard,
-                })
+                Ok(self.take_event(event))
             }
             Pumped::Ended => {
                 log::debug!(
@@ -518,28 +538,11 @@ impl RecordSource for FanOut {
                 Err(self.refused(bridge, *e))
             }
             Pumped::StreamFailed(why) => {
-                self.subscription = None;
-                let error = Error::new(ErrorKind::Aws)
-                    .with_context(format!(
-                        "{}: the event stream failed ({why}); resubscribing from {:?}",
-                        self.at.what("SubscribeToShard"),
-                        self.position
-                    ))
-                    .transient();
-                Err(self.retry_later(error))
+                Err(self.broken(format!("the event stream failed ({why})")))
             }
-            Pumped::Silent(silence) => {
-                self.subscription = None;
-                let error = Error::new(ErrorKind::Aws)
-                    .with_context(format!(
-                        "{}: no answer for {silence:?} (a connection that died without \
-                         closing?); resubscribing from {:?}",
-                        self.at.what("SubscribeToShard"),
-                        self.position
-                    ))
-                    .transient();
-                Err(self.retry_later(error))
-            }
+            Pumped::Silent(silence) => Err(self.broken(format!(
+                "no answer for {silence:?} (a connection that died without closing?)"
+            ))),
         }
     }
 
