@@ -525,17 +525,7 @@ impl<'a> Coordinator<'a> {
             "client {}: shard thread {shard} ended: {exit:?}",
             self.name()
         );
-        let failures = match &exit {
-            ShardExit::Failed(_) => {
-                let n = self.failures.entry(Arc::clone(&shard)).or_insert(0);
-                *n += 1;
-                *n
-            }
-            _ => {
-                self.failures.remove(&shard);
-                0
-            }
-        };
+        let failures = self.count_failures(&shard, &exit);
         match exit {
             ShardExit::Failed(failure) if failures >= MAX_SHARD_FAILURES => {
                 let why = format!(
@@ -545,19 +535,10 @@ impl<'a> Coordinator<'a> {
                 if failure.client_wide {
                     return Err(Error::new(ErrorKind::ShardFailed).with_context(why));
                 }
-                self.park(shard, why);
+                self.park(shard, why, true);
             }
-            ShardExit::Parked(mark) => {
-                let parked = Parked {
-                    reason: mark.to_string(),
-                    since: SystemTime::now(),
-                    marked: true,
-                    reported: Instant::now(),
-                };
-                self.report_parked(&shard, &parked);
-                self.parked.insert(shard, parked);
-                self.show_shards();
-            }
+            // The row says so already: parked at once, not tried three times.
+            ShardExit::Parked(mark) => self.park(shard, mark.to_string(), false),
             ShardExit::Finished => {
                 self.finished.insert(shard);
                 return Ok(Some(Duration::ZERO));
@@ -584,26 +565,39 @@ impl<'a> Coordinator<'a> {
         Ok(None)
     }
 
-    /// Parks a shard that kept failing: records it on the shard's row (so that no other
-    /// client tries it again before a repair), reports it, and reads it no more until a
-    /// repair lifts the mark ([`Coordinator::check_parked`]).
-    fn park(&mut self, shard: Arc<str>, reason: String) {
-        let marked = match checkpoints::mark_failed(
-            self.bridge,
-            &self.parts.names.checkpoints,
-            &shard,
-            &self.parts.owner,
-            &reason,
-        ) {
-            Ok(marked) => marked.is_some(),
-            Err(e) => {
-                log::warn!(
-                    "client {}: {e}; trying again at the next shard check",
-                    self.name()
-                );
-                false
-            }
-        };
+    /// Consecutive failed runs of `shard`, this `exit` included (0 once it ran well).
+    fn count_failures(&mut self, shard: &Arc<str>, exit: &ShardExit) -> u32 {
+        if let ShardExit::Failed(_) = exit {
+            let n = self.failures.entry(Arc::clone(shard)).or_insert(0);
+            *n += 1;
+            *n
+        } else {
+            self.failures.remove(shard);
+            0
+        }
+    }
+
+    /// Parks a shard: with `write_mark`, records it on the shard's row (so that no other
+    /// client tries it again before a repair; else the row says so already), reports it,
+    /// and reads it no more until a repair lifts the mark ([`Coordinator::check_parked`]).
+    fn park(&mut self, shard: Arc<str>, reason: String, write_mark: bool) {
+        let marked = !write_mark
+            || match checkpoints::mark_failed(
+                self.bridge,
+                &self.parts.names.checkpoints,
+                &shard,
+                &self.parts.owner,
+                &reason,
+            ) {
+                Ok(marked) => marked.is_some(),
+                Err(e) => {
+                    log::warn!(
+                        "client {}: {e}; trying again at the next shard check",
+                        self.name()
+                    );
+                    false
+                }
+            };
         let parked = Parked {
             reason,
             since: SystemTime::now(),
@@ -964,39 +958,13 @@ impl<'a> Coordinator<'a> {
     /// Returns what could not be finished: shards whose final commit and release failed
     /// or that did not stop in time, and a failed deregistration.
     fn shutdown(&mut self, abandon: bool) -> Vec<String> {
-        let mut problems = Vec::new();
         let budget = Instant::now() + SHUTDOWN_BUDGET;
-        // The last calls end by the budget, whatever DynamoDB does.
-        let bridge = self.parts.bridge.until(budget);
         self.abandon.store(abandon, Ordering::Release);
         if abandon {
             // A crash writes nothing more, its row included.
             self.heartbeat = None;
         }
-        for handle in self.shards.values_mut() {
-            handle.request_stop();
-        }
-        let deadline = Instant::now() + SHARD_STOP_TIMEOUT;
-        while !self.shards.is_empty() {
-            match self.exits_rx.recv_deadline(deadline) {
-                Ok((shard, _)) => {
-                    if let Some(h) = self.shards.remove(&shard) {
-                        h.join();
-                    }
-                }
-                Err(_) => {
-                    let left: Vec<&Arc<str>> = self.shards.keys().collect();
-                    log::warn!(
-                        "client {}: shard threads {left:?} did not stop within {SHARD_STOP_TIMEOUT:?}; leaving them",
-                        self.name()
-                    );
-                    problems.push(format!(
-                        "shards {left:?} did not stop within {SHARD_STOP_TIMEOUT:?}"
-                    ));
-                    break;
-                }
-            }
-        }
+        let mut problems = self.stop_shards();
         if abandon {
             return problems;
         }
@@ -1005,6 +973,39 @@ impl<'a> Coordinator<'a> {
         for (shard, why) in left {
             problems.push(format!("shard {shard} was not released: {why}"));
         }
+        problems.extend(self.leave(budget));
+        problems
+    }
+
+    /// Tells every shard thread to stop and waits (at most [`SHARD_STOP_TIMEOUT`]) for
+    /// their final commits and releases; says which did not stop in time.
+    fn stop_shards(&mut self) -> Vec<String> {
+        for handle in self.shards.values_mut() {
+            handle.request_stop();
+        }
+        let deadline = Instant::now() + SHARD_STOP_TIMEOUT;
+        while !self.shards.is_empty() {
+            let Ok((shard, _)) = self.exits_rx.recv_deadline(deadline) else {
+                let left: Vec<&Arc<str>> = self.shards.keys().collect();
+                log::warn!(
+                    "client {}: shard threads {left:?} did not stop within {SHARD_STOP_TIMEOUT:?}; leaving them",
+                    self.name()
+                );
+                return vec![format!(
+                    "shards {left:?} did not stop within {SHARD_STOP_TIMEOUT:?}"
+                )];
+            };
+            if let Some(h) = self.shards.remove(&shard) {
+                h.join();
+            }
+        }
+        Vec::new()
+    }
+
+    /// Resigns the leadership, stops the heartbeat and deletes this client's row, all by
+    /// `budget` (the last calls end by then, whatever DynamoDB does); says what failed.
+    fn leave(&mut self, budget: Instant) -> Vec<String> {
+        let bridge = self.parts.bridge.until(budget);
         if self.leader {
             match metadata::resign(&bridge, &self.parts.names.metadata, &self.parts.owner) {
                 Ok(()) => {
@@ -1024,13 +1025,13 @@ impl<'a> Coordinator<'a> {
                 log::info!("client {}: stopped and deregistered", self.name());
                 // The others take its shards now rather than at their next check.
                 self.announce_with(&bridge);
+                Vec::new()
             }
             Err(e) => {
                 log::warn!("client {}: {e}", self.name());
-                problems.push(e.to_string());
+                vec![e.to_string()]
             }
         }
-        problems
     }
 }
 
