@@ -916,17 +916,7 @@ impl<'a> Coordinator<'a> {
         if !self.leader {
             return Ok(());
         }
-        for (id, last_update) in gone {
-            // Best effort: the next refresh tries again.
-            match clients::delete_if_unchanged(self.bridge, &names.clients, id, *last_update) {
-                Ok(true) => log::info!(
-                    "client {}: removed client {id}, silent for its failover time",
-                    self.name()
-                ),
-                Ok(false) => {}
-                Err(e) => log::debug!("client {}: {e}", self.name()),
-            }
-        }
+        self.remove_gone(gone);
         let due = Instant::now() >= self.next_leader_action;
         let stale = match cache.as_deref() {
             None => true,
@@ -950,6 +940,22 @@ impl<'a> Coordinator<'a> {
         *cache = Some(ids);
         written?;
         Ok(())
+    }
+
+    /// As the leader: deletes the rows of clients found `gone` (best effort: the next
+    /// refresh tries again), each only if unchanged since it was seen.
+    fn remove_gone(&self, gone: &[(String, i64)]) {
+        let table = &self.parts.names.clients;
+        for (id, last_update) in gone {
+            match clients::delete_if_unchanged(self.bridge, table, id, *last_update) {
+                Ok(true) => log::info!(
+                    "client {}: removed client {id}, silent for its failover time",
+                    self.name()
+                ),
+                Ok(false) => {}
+                Err(e) => log::debug!("client {}: {e}", self.name()),
+            }
+        }
     }
 
     /// Stops every shard thread (waiting a bounded time for their final commits), then

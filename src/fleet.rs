@@ -408,59 +408,29 @@ impl Fleet {
             .map(|c| format!("{} ({})", c.name, c.id))
             .collect();
         if let RewindTo::Time(t) = to {
-            let retention = stream::retention(&self.bridge, &self.names.stream)?;
-            let now = SystemTime::now();
-            let invalid = |why: &str| {
-                Err(Error::new(ErrorKind::InvalidRewind).with_context(format!("rewinding: {why}")))
-            };
-            if t > now {
-                return invalid("the time is in the future");
-            }
-            if now.duration_since(t).unwrap_or_default() > retention {
-                return invalid(&format!(
-                    "the time is older than the stream's retention ({} h)",
-                    retention.as_secs() / 3600
-                ));
-            }
+            self.check_rewind_time(t)?;
         }
-        let listed = stream::list_shards(&self.bridge, &self.names.stream, None)?;
-        let chosen: Vec<String> = match shards {
-            None => listed.into_iter().map(|s| s.id).collect(),
-            Some(wanted) => {
-                if let Some(unknown) = wanted.iter().find(|w| !listed.iter().any(|s| s.id == **w)) {
-                    return Err(Error::new(ErrorKind::InvalidRewind).with_context(format!(
-                        "rewinding: shard {unknown} is not in stream {}",
-                        self.names.stream
-                    )));
-                }
-                wanted.to_vec()
-            }
-        };
+        let chosen = self.chosen_shards(shards)?;
         let rows = self.rows()?;
         if !live.is_empty() {
             // Parked shards are read by nobody: they may be rewound while the fleet runs
             // (the write is still conditional on the row being unowned and unchanged).
-            let unparked: Vec<&String> = match shards {
-                None => chosen.iter().collect(),
-                Some(_) => chosen
-                    .iter()
-                    .filter(|id| {
-                        rows.get(id.as_str())
-                            .and_then(|r| checkpoints::RowView(r).failure())
-                            .is_none()
-                    })
-                    .collect(),
+            let parked = |id: &&String| {
+                rows.get(id.as_str())
+                    .and_then(|r| checkpoints::RowView(r).failure())
+                    .is_some()
             };
+            let unparked: Vec<&str> = chosen
+                .iter()
+                .filter(|id| shards.is_none() || !parked(id))
+                .map(String::as_str)
+                .collect();
             if !unparked.is_empty() {
                 return Err(Error::new(ErrorKind::FleetRunning).with_context(format!(
                     "rewinding: live clients {} (only parked shards can be rewound while \
                      clients run; not parked: {})",
                     live.join(", "),
-                    unparked
-                        .iter()
-                        .map(|s| s.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    unparked.join(", ")
                 )));
             }
         }
@@ -481,6 +451,40 @@ impl Fleet {
             other => other,
         };
         Ok(RewindPlan { to, steps })
+    }
+
+    /// A rewind time must be past, and within the stream's retention.
+    fn check_rewind_time(&self, t: SystemTime) -> Result<()> {
+        let retention = stream::retention(&self.bridge, &self.names.stream)?;
+        let now = SystemTime::now();
+        let invalid = |why: &str| {
+            Err(Error::new(ErrorKind::InvalidRewind).with_context(format!("rewinding: {why}")))
+        };
+        if t > now {
+            return invalid("the time is in the future");
+        }
+        if now.duration_since(t).unwrap_or_default() > retention {
+            return invalid(&format!(
+                "the time is older than the stream's retention ({} h)",
+                retention.as_secs() / 3600
+            ));
+        }
+        Ok(())
+    }
+
+    /// The shards a rewind covers: `shards`, each one the stream lists, or all it lists.
+    fn chosen_shards(&self, shards: Option<&[String]>) -> Result<Vec<String>> {
+        let listed = stream::list_shards(&self.bridge, &self.names.stream, None)?;
+        let Some(wanted) = shards else {
+            return Ok(listed.into_iter().map(|s| s.id).collect());
+        };
+        if let Some(unknown) = wanted.iter().find(|w| !listed.iter().any(|s| s.id == **w)) {
+            return Err(Error::new(ErrorKind::InvalidRewind).with_context(format!(
+                "rewinding: shard {unknown} is not in stream {}",
+                self.names.stream
+            )));
+        }
+        Ok(wanted.to_vec())
     }
 
     /// Applies a plan: each shard's row loses its checkpoint (and `Finished`) and gets the
