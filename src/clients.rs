@@ -191,3 +191,48 @@ pub(crate) fn scan(
     liveness.set_dead_clients(dead, &present, ttl.saturating_mul(4));
     Ok(clients)
 }
+
+/// One client row as a tool sees it: id, name, time since its last write (by this
+/// machine's clock), and how long the row may stay unchanged before the client counts
+/// as gone (its stated failover time, else `ttl`: a Go client's lease time).
+pub(crate) fn rows(bridge: &Bridge, table: &str, ttl: Duration) -> Result<Vec<ClientRow>> {
+    let mut rows = Vec::new();
+    tables::scan_all(bridge, table, None, |item| {
+        let Some(AttributeValue::S(id)) = item.get("ID") else {
+            return;
+        };
+        let age = match item.get("LastUpdate") {
+            Some(AttributeValue::N(v)) => v.parse::<i64>().ok().map(|then| {
+                let age = clock::now_nanos().saturating_sub(then);
+                Duration::from_nanos(u64::try_from(age).unwrap_or(0))
+            }),
+            _ => None,
+        }
+        .unwrap_or(Duration::MAX);
+        let silence = match item.get(FAILOVER_ATTRIBUTE) {
+            Some(AttributeValue::N(ms)) => ms.parse().map_or(ttl, Duration::from_millis),
+            _ => ttl,
+        };
+        let name = match item.get("Name") {
+            Some(AttributeValue::S(n)) => n.clone(),
+            _ => String::new(),
+        };
+        rows.push(ClientRow {
+            id: id.clone(),
+            name,
+            age,
+            silence,
+        });
+    })?;
+    rows.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(rows)
+}
+
+/// See [`rows`].
+#[derive(Debug, Clone)]
+pub(crate) struct ClientRow {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) age: Duration,
+    pub(crate) silence: Duration,
+}

@@ -14,7 +14,6 @@ use aws_sdk_kinesis::types::ShardIteratorType;
 
 use crate::bridge::{Bridge, ClientConfigs};
 use crate::checkpoints;
-use crate::clock;
 use crate::config::{Config, InitialPosition};
 use crate::error::{Error, ErrorKind, Result};
 use crate::metadata;
@@ -227,28 +226,17 @@ impl Fleet {
     }
 
     fn clients(&self) -> Result<Vec<ClientStatus>> {
-        let ttl = self.config.lease_ttl();
-        let mut clients = Vec::new();
-        tables::scan_all(&self.bridge, &self.names.clients, None, |item| {
-            let Some(id) = s_attr(&item, "ID") else {
-                return;
-            };
-            let age = age_of(&item, "LastUpdate").unwrap_or(Duration::MAX);
-            // A Rust client states how long it may stay silent; a Go client has the
-            // lease time.
-            let silence = match item.get(crate::clients::FAILOVER_ATTRIBUTE) {
-                Some(AttributeValue::N(ms)) => ms.parse().map_or(ttl, Duration::from_millis),
-                _ => ttl,
-            };
-            clients.push(ClientStatus {
-                id,
-                name: s_attr(&item, "Name").unwrap_or_default(),
-                age,
-                live: age < silence,
-            });
-        })?;
-        clients.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(clients)
+        let rows =
+            crate::clients::rows(&self.bridge, &self.names.clients, self.config.lease_ttl())?;
+        Ok(rows
+            .into_iter()
+            .map(|row| ClientStatus {
+                live: row.age < row.silence,
+                id: row.id,
+                name: row.name,
+                age: row.age,
+            })
+            .collect())
     }
 
     /// Reads the whole picture: shards (owner, lease age, checkpoint and its age,
@@ -290,17 +278,8 @@ impl Fleet {
                 shard_id: info.id,
             });
         }
-        let leader =
-            metadata::read_item(&self.bridge, &self.names.metadata, "Leader")?.and_then(|item| {
-                Some((
-                    s_attr(&item, "ID")?,
-                    s_attr(&item, "Name").unwrap_or_default(),
-                    age_of(&item, "LastUpdate")?,
-                ))
-            });
-        let shard_cache_age =
-            metadata::read_item(&self.bridge, &self.names.metadata, "ShardCache")?
-                .and_then(|item| age_of(&item, "LastUpdate"));
+        let leader = metadata::leader(&self.bridge, &self.names.metadata)?;
+        let shard_cache_age = metadata::shard_cache_age(&self.bridge, &self.names.metadata)?;
         Ok(FleetStatus {
             shards,
             clients: self.clients()?,
@@ -524,21 +503,4 @@ impl Fleet {
             )))
         }
     }
-}
-
-fn s_attr(item: &HashMap<String, AttributeValue>, name: &str) -> Option<String> {
-    match item.get(name) {
-        Some(AttributeValue::S(v)) => Some(v.clone()),
-        _ => None,
-    }
-}
-
-/// Now minus a Unix-nanosecond `N` attribute.
-fn age_of(item: &HashMap<String, AttributeValue>, name: &str) -> Option<Duration> {
-    let Some(AttributeValue::N(v)) = item.get(name) else {
-        return None;
-    };
-    let then: i64 = v.parse().ok()?;
-    let age = clock::now_nanos().saturating_sub(then);
-    Some(Duration::from_nanos(u64::try_from(age).unwrap_or(0)))
 }

@@ -75,21 +75,7 @@ pub(crate) fn claim_leadership(
         match bridge.block_on(req.condition_expression(condition).send()) {
             Ok(_) => return Ok(true),
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
-                let holder = e.as_service_error().and_then(|se| match se {
-                    PutItemError::ConditionalCheckFailedException(c) => c.item.as_ref(),
-                    _ => None,
-                });
-                let version =
-                    holder.and_then(|item| match (item.get("ID"), item.get("LastUpdate")) {
-                        (Some(AttributeValue::S(id)), Some(AttributeValue::N(t))) => {
-                            Some(Version {
-                                owner: id.clone(),
-                                last_update: t.parse().ok()?,
-                            })
-                        }
-                        _ => None,
-                    });
-                match version {
+                match holder_version(&e) {
                     Some(v)
                         if stale.is_none()
                             && (liveness.is_stale(
@@ -115,6 +101,21 @@ pub(crate) fn claim_leadership(
     }
 }
 
+/// The leader item's holder and `LastUpdate`, from a refused claim's old item.
+fn holder_version(e: &aws_sdk_dynamodb::error::SdkError<PutItemError>) -> Option<Version> {
+    let item = e.as_service_error().and_then(|se| match se {
+        PutItemError::ConditionalCheckFailedException(c) => c.item.as_ref(),
+        _ => None,
+    })?;
+    match (item.get("ID"), item.get("LastUpdate")) {
+        (Some(AttributeValue::S(id)), Some(AttributeValue::N(t))) => Some(Version {
+            owner: id.clone(),
+            last_update: t.parse().ok()?,
+        }),
+        _ => None,
+    }
+}
+
 /// Gives the leadership up, if it is ours.
 pub(crate) fn resign(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
     let req = bridge
@@ -133,6 +134,36 @@ pub(crate) fn resign(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
             e,
         )),
     }
+}
+
+/// The `Leader` item as a tool sees it: holder id, name, and time since its last write.
+pub(crate) fn leader(bridge: &Bridge, table: &str) -> Result<Option<(String, String, Duration)>> {
+    Ok(read_item(bridge, table, "Leader")?.and_then(|item| {
+        let id = match item.get("ID") {
+            Some(AttributeValue::S(id)) => id.clone(),
+            _ => return None,
+        };
+        let name = match item.get("Name") {
+            Some(AttributeValue::S(n)) => n.clone(),
+            _ => String::new(),
+        };
+        Some((id, name, age_of(&item)?))
+    }))
+}
+
+/// Time since the `ShardCache` item was written, if there is one.
+pub(crate) fn shard_cache_age(bridge: &Bridge, table: &str) -> Result<Option<Duration>> {
+    Ok(read_item(bridge, table, "ShardCache")?.and_then(|item| age_of(&item)))
+}
+
+/// Now minus an item's `LastUpdate` (Unix ns), by this machine's clock.
+fn age_of(item: &std::collections::HashMap<String, AttributeValue>) -> Option<Duration> {
+    let Some(AttributeValue::N(v)) = item.get("LastUpdate") else {
+        return None;
+    };
+    let then: i64 = v.parse().ok()?;
+    let age = clock::now_nanos().saturating_sub(then);
+    Some(Duration::from_nanos(u64::try_from(age).unwrap_or(0)))
 }
 
 /// The item with key `key`, if there is one.

@@ -35,28 +35,7 @@ impl Worker<'_> {
         if self.ctx.config.deaggregation() && aggregate::is_aggregated(&data) {
             match aggregate::deaggregate(&data) {
                 Ok(users) => {
-                    let before: Option<Arc<str>> = self.last_read.as_deref().map(Arc::from);
-                    let last = users.len() - 1;
-                    for (i, user) in users.into_iter().enumerate() {
-                        let sub = i as u64;
-                        if skip_through.is_some_and(|k| sub <= k) {
-                            continue;
-                        }
-                        let parts = RecordParts {
-                            data: user.data,
-                            partition_key: user.partition_key,
-                            explicit_hash_key: user.explicit_hash_key,
-                            sequence_number: seq.clone(),
-                            arrival,
-                            part: Some(AggregatePart {
-                                sub_sequence_number: sub,
-                                last: i == last,
-                                before: before.clone(),
-                            }),
-                        };
-                        self.push(parts, progress);
-                    }
-                    self.last_read = Some(seq);
+                    self.push_users(users, seq, arrival, skip_through, progress);
                     return;
                 }
                 Err(reason) => {
@@ -85,6 +64,40 @@ impl Worker<'_> {
             part: None,
         };
         self.push(parts, progress);
+    }
+
+    /// Pushes the user records of aggregate `seq`, less those up to `skip_through`
+    /// (processed before a restart).
+    fn push_users(
+        &mut self,
+        users: Vec<aggregate::UserRecord>,
+        seq: String,
+        arrival: Option<SystemTime>,
+        skip_through: Option<u64>,
+        progress: &Arc<ShardProgress>,
+    ) {
+        let before: Option<Arc<str>> = self.last_read.as_deref().map(Arc::from);
+        let last = users.len() - 1;
+        for (i, user) in users.into_iter().enumerate() {
+            let sub = i as u64;
+            if skip_through.is_some_and(|k| sub <= k) {
+                continue;
+            }
+            let parts = RecordParts {
+                data: user.data,
+                partition_key: user.partition_key,
+                explicit_hash_key: user.explicit_hash_key,
+                sequence_number: seq.clone(),
+                arrival,
+                part: Some(AggregatePart {
+                    sub_sequence_number: sub,
+                    last: i == last,
+                    before: before.clone(),
+                }),
+            };
+            self.push(parts, progress);
+        }
+        self.last_read = Some(seq);
     }
 
     pub(super) fn push(&mut self, parts: RecordParts, progress: &Arc<ShardProgress>) {
