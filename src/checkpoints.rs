@@ -329,6 +329,44 @@ impl Leases<'_> {
         ttl: Duration,
         stale: Option<&Version>,
     ) -> Result<Capture, WriteError> {
+        let req = self.capture_request(shard, ttl, stale);
+        let asked = Instant::now();
+        match self.bridge.block_on(req.send()) {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                Ok(Capture::Captured(Captured {
+                    checkpoint: checkpoint_of(&item),
+                    finished: matches!(item.get("Finished"), Some(AttributeValue::N(_))),
+                    start: string_attr(&item, START_POSITION)
+                        .and_then(|v| parse_start_position(&v)),
+                    repaired: malformed(&item),
+                    sent: asked,
+                    parked: failure_in_effect(&item),
+                    was_ours: string_attr(&item, "OwnerID").is_some_and(|o| o == self.owner.id),
+                }))
+            }
+            Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
+                let old = e.as_service_error().and_then(|se| match se {
+                    UpdateItemError::ConditionalCheckFailedException(c) => c.item.as_ref(),
+                    _ => None,
+                });
+                Ok(Capture::HeldBy {
+                    holder: old.and_then(|item| string_attr(item, "OwnerName")),
+                    version: old.and_then(version_of),
+                    asked,
+                })
+            }
+            Err(e) => Err(self.other(format!("capturing the lease of shard {shard}"), e)),
+        }
+    }
+
+    /// The conditional write of [`capture`](Leases::capture).
+    fn capture_request(
+        &self,
+        shard: &str,
+        ttl: Duration,
+        stale: Option<&Version>,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
         let now = clock::now_nanos();
         let req = self
             .bridge
@@ -364,39 +402,11 @@ impl Leases<'_> {
             // The old row: the capture changes none of the attributes read from it.
             .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        let req = match stale {
+        match stale {
             Some(v) => req
                 .expression_attribute_values(":seenowner", s(&v.owner))
                 .expression_attribute_values(":seenlast", n(v.last_update)),
             None => req,
-        };
-        let asked = Instant::now();
-        match self.bridge.block_on(req.send()) {
-            Ok(out) => {
-                let item = out.attributes.unwrap_or_default();
-                Ok(Capture::Captured(Captured {
-                    checkpoint: checkpoint_of(&item),
-                    finished: matches!(item.get("Finished"), Some(AttributeValue::N(_))),
-                    start: string_attr(&item, START_POSITION)
-                        .and_then(|v| parse_start_position(&v)),
-                    repaired: malformed(&item),
-                    sent: asked,
-                    parked: failure_in_effect(&item),
-                    was_ours: string_attr(&item, "OwnerID").is_some_and(|o| o == self.owner.id),
-                }))
-            }
-            Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
-                let old = e.as_service_error().and_then(|se| match se {
-                    UpdateItemError::ConditionalCheckFailedException(c) => c.item.as_ref(),
-                    _ => None,
-                });
-                Ok(Capture::HeldBy {
-                    holder: old.and_then(|item| string_attr(item, "OwnerName")),
-                    version: old.and_then(version_of),
-                    asked,
-                })
-            }
-            Err(e) => Err(self.other(format!("capturing the lease of shard {shard}"), e)),
         }
     }
 

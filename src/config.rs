@@ -769,27 +769,7 @@ impl Config {
     /// [`ErrorKind::InvalidInitialPosition`] (a timestamp in the future).
     pub fn validate(&self) -> Result<()> {
         let fail = |kind| Err(Error::new(kind).with_context("validating the configuration"));
-        // Every interval is added to clock readings: a huge one must be an error here,
-        // not a panic in a thread later.
-        for (name, d) in [
-            ("throttle_delay", Some(self.throttle_delay)),
-            ("commit_frequency", Some(self.commit_frequency)),
-            ("shard_check_frequency", Some(self.shard_check_frequency)),
-            (
-                "leader_action_frequency",
-                Some(self.leader_action_frequency),
-            ),
-            ("dynamo_waiter_delay", Some(self.dynamo_waiter_delay)),
-            ("idle_poll_delay", self.idle_poll_delay),
-            ("handover_grace", self.handover_grace),
-            ("failover_time", self.failover_time),
-            ("subscription_timeout", Some(self.subscription_timeout)),
-        ] {
-            if d.is_some_and(|d| d > MAX_INTERVAL) {
-                return Err(Error::new(ErrorKind::InvalidDuration)
-                    .with_context(format!("validating the configuration: {name}")));
-            }
-        }
+        self.validate_intervals()?;
         if self.throttle_delay < Duration::from_millis(200) {
             return fail(ErrorKind::InvalidThrottleDelay);
         }
@@ -814,15 +794,7 @@ impl Config {
         {
             return fail(ErrorKind::InvalidBufferSize);
         }
-        if !(1..=64).contains(&self.io_threads) {
-            return fail(ErrorKind::InvalidIoThreads);
-        }
-        if self.dynamo_read_capacity <= 0 || self.dynamo_write_capacity <= 0 {
-            return fail(ErrorKind::InvalidDynamoCapacity);
-        }
-        if !(1..=10_000).contains(&self.max_records) {
-            return fail(ErrorKind::InvalidMaxRecords);
-        }
+        self.validate_sizes()?;
         if self
             .idle_poll_delay
             .is_some_and(|d| d < self.throttle_delay)
@@ -855,6 +827,46 @@ impl Config {
 }
 
 impl Config {
+    /// Every interval is added to clock readings: a huge one must be an error here, not
+    /// a panic in a thread later.
+    fn validate_intervals(&self) -> Result<()> {
+        for (name, d) in [
+            ("throttle_delay", Some(self.throttle_delay)),
+            ("commit_frequency", Some(self.commit_frequency)),
+            ("shard_check_frequency", Some(self.shard_check_frequency)),
+            (
+                "leader_action_frequency",
+                Some(self.leader_action_frequency),
+            ),
+            ("dynamo_waiter_delay", Some(self.dynamo_waiter_delay)),
+            ("idle_poll_delay", self.idle_poll_delay),
+            ("handover_grace", self.handover_grace),
+            ("failover_time", self.failover_time),
+            ("subscription_timeout", Some(self.subscription_timeout)),
+        ] {
+            if d.is_some_and(|d| d > MAX_INTERVAL) {
+                return Err(Error::new(ErrorKind::InvalidDuration)
+                    .with_context(format!("validating the configuration: {name}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Threads, table capacities and the records per call.
+    fn validate_sizes(&self) -> Result<()> {
+        let fail = |kind| Err(Error::new(kind).with_context("validating the configuration"));
+        if !(1..=64).contains(&self.io_threads) {
+            return fail(ErrorKind::InvalidIoThreads);
+        }
+        if self.dynamo_read_capacity <= 0 || self.dynamo_write_capacity <= 0 {
+            return fail(ErrorKind::InvalidDynamoCapacity);
+        }
+        if !(1..=10_000).contains(&self.max_records) {
+            return fail(ErrorKind::InvalidMaxRecords);
+        }
+        Ok(())
+    }
+
     fn validate_fan_out_and_role(&self) -> Result<()> {
         let bad = |kind, what: String| {
             Err(Error::new(kind).with_context(format!("validating the configuration: {what}")))

@@ -41,38 +41,9 @@ pub(crate) fn claim_leadership(
 ) -> Result<bool> {
     let mut stale: Option<Version> = None;
     loop {
-        let now = clock::now_nanos();
-        let mut condition = String::from(
-            "attribute_not_exists(#id) OR attribute_type(#id, :null) OR #id = :me OR LastUpdate < :cutoff",
-        );
-        let mut req = bridge
-            .dynamodb()
-            .put_item()
-            .table_name(table)
-            .item("Key", s("Leader"))
-            .item("ID", s(&me.id))
-            .item("Name", s(&me.name))
-            .item("LastUpdate", AttributeValue::N(now.to_string()))
-            .item("LastUpdateRFC", s(&clock::rfc3339(now)))
-            .expression_attribute_names("#id", "ID")
-            .expression_attribute_values(":me", s(&me.id))
-            .expression_attribute_values(":null", s("NULL"))
-            .expression_attribute_values(
-                ":cutoff",
-                AttributeValue::N(liveness::ancient_cutoff(ttl).to_string()),
-            )
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        if let Some(v) = &stale {
-            condition.push_str(" OR (#id = :seenid AND LastUpdate = :seenlast)");
-            req = req
-                .expression_attribute_values(":seenid", s(&v.owner))
-                .expression_attribute_values(
-                    ":seenlast",
-                    AttributeValue::N(v.last_update.to_string()),
-                );
-        }
+        let req = claim_request(bridge, table, me, ttl, stale.as_ref());
         let asked = Instant::now();
-        match bridge.block_on(req.condition_expression(condition).send()) {
+        match bridge.block_on(req.send()) {
             Ok(_) => return Ok(true),
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
                 match holder_version(&e) {
@@ -99,6 +70,45 @@ pub(crate) fn claim_leadership(
             }
         }
     }
+}
+
+/// The conditional write of [`claim_leadership`]: free, ours, ancient, or still the
+/// `stale` version this client saw go stale.
+fn claim_request(
+    bridge: &Bridge,
+    table: &str,
+    me: &Owner,
+    ttl: Duration,
+    stale: Option<&Version>,
+) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+    let now = clock::now_nanos();
+    let mut condition = String::from(
+        "attribute_not_exists(#id) OR attribute_type(#id, :null) OR #id = :me OR LastUpdate < :cutoff",
+    );
+    let mut req = bridge
+        .dynamodb()
+        .put_item()
+        .table_name(table)
+        .item("Key", s("Leader"))
+        .item("ID", s(&me.id))
+        .item("Name", s(&me.name))
+        .item("LastUpdate", AttributeValue::N(now.to_string()))
+        .item("LastUpdateRFC", s(&clock::rfc3339(now)))
+        .expression_attribute_names("#id", "ID")
+        .expression_attribute_values(":me", s(&me.id))
+        .expression_attribute_values(":null", s("NULL"))
+        .expression_attribute_values(
+            ":cutoff",
+            AttributeValue::N(liveness::ancient_cutoff(ttl).to_string()),
+        )
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    if let Some(v) = stale {
+        condition.push_str(" OR (#id = :seenid AND LastUpdate = :seenlast)");
+        req = req
+            .expression_attribute_values(":seenid", s(&v.owner))
+            .expression_attribute_values(":seenlast", AttributeValue::N(v.last_update.to_string()));
+    }
+    req.condition_expression(condition)
 }
 
 /// The leader item's holder and `LastUpdate`, from a refused claim's old item.

@@ -152,43 +152,12 @@ pub(crate) fn list_shards(
     stream: &str,
     page_size: Option<i32>,
 ) -> Result<Vec<ShardInfo>> {
-    let what = || format!("listing the shards of stream {stream}");
     let mut shards: Vec<ShardInfo> = Vec::new();
     let mut seen: HashSet<String> = HashSet::new();
     let mut token: Option<String> = None;
     loop {
-        let by_token = match token.take() {
-            Some(t) => bridge
-                .block_on(
-                    bridge
-                        .kinesis()
-                        .list_shards()
-                        .next_token(t)
-                        .set_max_results(page_size)
-                        .send(),
-                )
-                .map_err(|e| {
-                    log::debug!("ListShards by NextToken failed ({e}); paging by shard id");
-                })
-                .ok(),
-            None => None,
-        };
-        let out = match by_token {
-            Some(out) => out,
-            None => {
-                let mut req = bridge
-                    .kinesis()
-                    .list_shards()
-                    .stream_name(stream)
-                    .set_max_results(page_size);
-                if let Some(last) = shards.last() {
-                    req = req.exclusive_start_shard_id(&last.id);
-                }
-                bridge
-                    .block_on(req.send())
-                    .map_err(|e| stream_error(what(), e))?
-            }
-        };
+        let after = shards.last().map(|s| s.id.clone());
+        let out = list_page(bridge, stream, page_size, token.take(), after.as_deref())?;
         let page = out.shards.unwrap_or_default();
         let before = shards.len();
         for s in page {
@@ -207,6 +176,42 @@ pub(crate) fn list_shards(
             _ => return Ok(shards),
         }
     }
+}
+
+/// One page of ListShards: by `token` if there is one and it works (a token can expire),
+/// else by the stream's name from the shard `after`.
+fn list_page(
+    bridge: &Bridge,
+    stream: &str,
+    page_size: Option<i32>,
+    token: Option<String>,
+    after: Option<&str>,
+) -> Result<aws_sdk_kinesis::operation::list_shards::ListShardsOutput> {
+    if let Some(t) = token {
+        let by_token = bridge.block_on(
+            bridge
+                .kinesis()
+                .list_shards()
+                .next_token(t)
+                .set_max_results(page_size)
+                .send(),
+        );
+        match by_token {
+            Ok(out) => return Ok(out),
+            Err(e) => log::debug!("ListShards by NextToken failed ({e}); paging by shard id"),
+        }
+    }
+    let mut req = bridge
+        .kinesis()
+        .list_shards()
+        .stream_name(stream)
+        .set_max_results(page_size);
+    if let Some(last) = after {
+        req = req.exclusive_start_shard_id(last);
+    }
+    bridge
+        .block_on(req.send())
+        .map_err(|e| stream_error(format!("listing the shards of stream {stream}"), e))
 }
 
 /// Writes one record.

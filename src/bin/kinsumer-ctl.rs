@@ -217,6 +217,37 @@ fn short(seq: Option<&str>) -> String {
     }
 }
 
+/// One shard's line of the status table.
+fn shard_line(s: &kinsumer::ShardStatus) -> String {
+    let owner = match (&s.owner_name, &s.owner_id) {
+        (Some(name), Some(id)) => format!("{name} ({})", id.get(..8).unwrap_or(id)),
+        (None, Some(id)) => id.clone(),
+        _ => "-".into(),
+    };
+    let behind = s
+        .millis_behind_latest
+        .map_or("-".into(), |ms| format!("{ms}ms"));
+    let checkpoint = match &s.start_position {
+        Some(p) if s.checkpoint.is_none() => format!("({p})"),
+        _ => short(s.checkpoint.as_deref()),
+    };
+    format!(
+        "{:<24} {:<24} {:>9} {:>14} {:>10} {:>10} {:>8}  {}\n",
+        s.shard_id,
+        owner,
+        secs(s.lease_age.filter(|_| s.owner_id.is_some())),
+        checkpoint,
+        secs(s.checkpoint_age),
+        behind,
+        if s.finished { "yes" } else { "no" },
+        if s.parents.is_empty() {
+            "-".into()
+        } else {
+            s.parents.join(",")
+        },
+    )
+}
+
 fn status_table(st: &FleetStatus) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -225,34 +256,7 @@ fn status_table(st: &FleetStatus) -> String {
         "shard", "owner", "lease", "checkpoint", "ckpt age", "behind", "finished"
     );
     for s in &st.shards {
-        let owner = match (&s.owner_name, &s.owner_id) {
-            (Some(name), Some(id)) => format!("{name} ({})", id.get(..8).unwrap_or(id)),
-            (None, Some(id)) => id.clone(),
-            _ => "-".into(),
-        };
-        let behind = s
-            .millis_behind_latest
-            .map_or("-".into(), |ms| format!("{ms}ms"));
-        let checkpoint = match &s.start_position {
-            Some(p) if s.checkpoint.is_none() => format!("({p})"),
-            _ => short(s.checkpoint.as_deref()),
-        };
-        let _ = writeln!(
-            out,
-            "{:<24} {:<24} {:>9} {:>14} {:>10} {:>10} {:>8}  {}",
-            s.shard_id,
-            owner,
-            secs(s.lease_age.filter(|_| s.owner_id.is_some())),
-            checkpoint,
-            secs(s.checkpoint_age),
-            behind,
-            if s.finished { "yes" } else { "no" },
-            if s.parents.is_empty() {
-                "-".into()
-            } else {
-                s.parents.join(",")
-            },
-        );
+        out.push_str(&shard_line(s));
     }
     for s in st.shards.iter().filter(|s| s.failure.is_some()) {
         let _ = writeln!(

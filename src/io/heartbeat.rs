@@ -51,14 +51,23 @@ pub(crate) fn start_heartbeat(
     config: &Config,
     membership: &Arc<Membership>,
 ) -> Heartbeat {
-    let dynamodb = bridge.dynamodb().clone();
-    let (table, owner, membership) = (table.to_owned(), Arc::clone(owner), Arc::clone(membership));
     let every = config.membership_interval();
     let failover = config.failover_time();
-    // A slow answer still counts from its send time: wait for it well past the interval
-    // (a loaded server must not look like an unreachable one), within the margin.
-    let attempt = failover / 2;
-    let retry_after = (every / 3).max(Duration::from_millis(100));
+    let mut writer = RowWriter {
+        dynamodb: bridge.dynamodb().clone(),
+        table: table.to_owned(),
+        owner: Arc::clone(owner),
+        membership: Arc::clone(membership),
+        every,
+        failover,
+        // A slow answer still counts from its send time: wait for it well past the
+        // interval (a loaded server must not look like an unreachable one), within the
+        // margin.
+        attempt: failover / 2,
+        retry_after: (every / 3).max(Duration::from_millis(100)),
+        failing: 0,
+    };
+    let attempt = writer.attempt;
     let stop = Arc::new(tokio::sync::Notify::new());
     let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
     let told = Arc::clone(&stop);
@@ -66,7 +75,6 @@ pub(crate) fn start_heartbeat(
     drop(bridge.spawn(async move {
         let _done = done_tx;
         let mut next = Instant::now() + every;
-        let mut failing = 0u32;
         loop {
             // A stop stores its permit if it comes while a write is in flight.
             if tokio::time::timeout_at(next.into(), told.notified())
@@ -75,44 +83,67 @@ pub(crate) fn start_heartbeat(
             {
                 return;
             }
-            let sent = Instant::now();
-            let put = clients::put_row(&dynamodb, &table, &owner, failover)
-                .customize()
-                .config_override(crate::retry::single_attempt(attempt))
-                .send()
-                .await;
-            match put {
-                Ok(_) => {
-                    membership.renewed(sent);
-                    if failing > 0 {
-                        log::info!(
-                            "client {}: wrote its row in table {table} again after {failing} \
-                             failed tries",
-                            owner.name
-                        );
-                    }
-                    failing = 0;
-                    next = (sent + every).max(Instant::now());
-                }
-                Err(e) => {
-                    failing += 1;
-                    let e = crate::error::Error::aws(
-                        format!("writing the row of client {} in table {table}", owner.name),
-                        e,
-                    );
-                    if failing == 1 {
-                        log::warn!("{e}; retrying in {retry_after:?}");
-                    } else {
-                        log::debug!("{e} ({failing} tries in a row)");
-                    }
-                    next = Instant::now() + retry_after;
-                }
-            }
+            next = writer.write().await;
         }
     }));
     Heartbeat {
         stop,
         done,
         attempt,
+    }
+}
+
+/// What the heartbeat task needs to write the row, and how its writes have gone.
+struct RowWriter {
+    dynamodb: aws_sdk_dynamodb::Client,
+    table: String,
+    owner: Arc<Owner>,
+    membership: Arc<Membership>,
+    every: Duration,
+    failover: Duration,
+    attempt: Duration,
+    retry_after: Duration,
+    /// Failed writes in a row.
+    failing: u32,
+}
+
+impl RowWriter {
+    /// Writes the row once (one attempt), renewing the membership from the send if it
+    /// lands; returns when to write next.
+    async fn write(&mut self) -> Instant {
+        let sent = Instant::now();
+        let put = clients::put_row(&self.dynamodb, &self.table, &self.owner, self.failover)
+            .customize()
+            .config_override(crate::retry::single_attempt(self.attempt))
+            .send()
+            .await;
+        let (table, name) = (&self.table, &self.owner.name);
+        match put {
+            Ok(_) => {
+                self.membership.renewed(sent);
+                if self.failing > 0 {
+                    log::info!(
+                        "client {name}: wrote its row in table {table} again after {} failed \
+                         tries",
+                        self.failing
+                    );
+                }
+                self.failing = 0;
+                (sent + self.every).max(Instant::now())
+            }
+            Err(e) => {
+                self.failing += 1;
+                let e = crate::error::Error::aws(
+                    format!("writing the row of client {name} in table {table}"),
+                    e,
+                );
+                if self.failing == 1 {
+                    log::warn!("{e}; retrying in {:?}", self.retry_after);
+                } else {
+                    log::debug!("{e} ({} tries in a row)", self.failing);
+                }
+                Instant::now() + self.retry_after
+            }
+        }
     }
 }

@@ -52,16 +52,11 @@ impl Worker<'_> {
                         self.shard(),
                         holder.as_deref().unwrap_or("another client")
                     );
-                    let liveness = Arc::clone(&self.ctx.liveness);
-                    stale =
-                        version.filter(|v| liveness.lease_is_stale(self.shard(), v, ttl, asked));
-                    if stale.is_none() {
-                        stale = match self.wait_for_holder(&mut backoff) {
-                            HolderWait::Capture(v) => v,
-                            HolderWait::Stop => return None,
-                            HolderWait::Fail(exit) => return Some(Err(exit)),
-                        };
-                    }
+                    stale = match self.wait_for_holder(version, asked, &mut backoff) {
+                        HolderWait::Capture(v) => v,
+                        HolderWait::Stop => return None,
+                        HolderWait::Fail(exit) => return Some(Err(exit)),
+                    };
                     continue;
                 }
                 Err(WriteError::Other {
@@ -128,14 +123,24 @@ impl Worker<'_> {
         Ok(self.start_from(checkpoint, start))
     }
 
-    /// Waits for a held lease by reading the row, writing again only once it is free or
-    /// stale. A live holder told of a join releases within about a second (the
+    /// Waits for a lease held at `version` (as the capture sent at `asked` found it) by
+    /// reading the row, writing again only once it is free or stale. A live holder told of a join releases within about a second (the
     /// fleet-change poll), else at its next shard check: reads from the throttle delay,
     /// every half second at most while a prompt handover is likely, then slowing to 2 s
     /// (or the shard check).
-    fn wait_for_holder(&mut self, backoff: &mut Backoff) -> HolderWait {
+    fn wait_for_holder(
+        &mut self,
+        version: Option<crate::liveness::Version>,
+        asked: Instant,
+        backoff: &mut Backoff,
+    ) -> HolderWait {
         let ttl = self.ctx.config.lease_ttl();
         let liveness = Arc::clone(&self.ctx.liveness);
+        // Seen stale already (unchanged for the lease time, as this client observed it):
+        // capture it now, conditional on that version.
+        if let Some(v) = version.filter(|v| liveness.lease_is_stale(self.shard(), v, ttl, asked)) {
+            return HolderWait::Capture(Some(v));
+        }
         let most = self
             .ctx
             .config

@@ -176,31 +176,35 @@ impl<'s> Reader<'s> {
             return result;
         }
         if let Ok(batch) = &result {
-            let idle = batch.records.is_empty() && batch.millis_behind_latest == Some(0);
-            self.idle_streak = if idle {
-                self.idle_streak.saturating_add(1)
-            } else {
-                0
-            };
-            self.next_fetch = started + idle_delay(self.throttle, self.idle_poll, self.idle_streak);
-            if probe && !batch.records.is_empty() {
-                // The one-record call that learned the size: the sized one follows at
-                // once (two calls in a throttle delay, within Kinesis' five a second).
-                self.next_fetch = started;
-            }
-            self.stats.records_fetched(
-                &self.shard,
-                batch.records.len(),
-                batch.millis_behind_latest,
-            );
-            log::debug!(
-                "shard {}: fetched {} records ({:?} ms behind)",
-                self.shard,
-                batch.records.len(),
-                batch.millis_behind_latest
-            );
+            self.polled(batch, started, probe);
         }
         result
+    }
+
+    /// After a poll sent at `started` answered `batch`: the next one's time (backing
+    /// off while idle at the tip; at once after the call that learned the record size,
+    /// `probe`), and the report to `Stats`.
+    fn polled(&mut self, batch: &Batch, started: Instant, probe: bool) {
+        let idle = batch.records.is_empty() && batch.millis_behind_latest == Some(0);
+        self.idle_streak = if idle {
+            self.idle_streak.saturating_add(1)
+        } else {
+            0
+        };
+        self.next_fetch = started + idle_delay(self.throttle, self.idle_poll, self.idle_streak);
+        if probe && !batch.records.is_empty() {
+            // The sized call follows at once (two calls in a throttle delay, within
+            // Kinesis' five a second).
+            self.next_fetch = started;
+        }
+        self.stats
+            .records_fetched(&self.shard, batch.records.len(), batch.millis_behind_latest);
+        log::debug!(
+            "shard {}: fetched {} records ({:?} ms behind)",
+            self.shard,
+            batch.records.len(),
+            batch.millis_behind_latest
+        );
     }
 
     /// When a prefetch may run, if one is useful at all.
