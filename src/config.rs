@@ -1065,97 +1065,73 @@ mod tests {
 
     #[test]
     fn every_rule_has_its_error() {
+        use ErrorKind::*;
         let d = Config::default;
         let ms = Duration::from_millis;
-        assert_eq!(
-            kind(d().with_throttle_delay(ms(199))),
-            Some(ErrorKind::InvalidThrottleDelay)
-        );
-        assert_eq!(kind(d().with_throttle_delay(ms(200))), None);
-        assert_eq!(
-            kind(d().with_commit_frequency(Duration::ZERO)),
-            Some(ErrorKind::InvalidCommitFrequency)
-        );
-        assert_eq!(
-            kind(d().with_shard_check_frequency(Duration::ZERO)),
-            Some(ErrorKind::InvalidShardCheckFrequency)
-        );
-        assert_eq!(
-            kind(d().with_leader_action_frequency(Duration::ZERO)),
-            Some(ErrorKind::InvalidLeaderActionFrequency)
-        );
-        assert_eq!(
-            kind(d().with_leader_action_frequency(Duration::from_secs(59))),
-            Some(ErrorKind::InvalidLeaderActionFrequency)
-        );
-        assert_eq!(
-            kind(d().with_buffer_size(0)),
-            Some(ErrorKind::InvalidBufferSize)
-        );
-        assert_eq!(
-            kind(d().with_dynamo_read_capacity(0)),
-            Some(ErrorKind::InvalidDynamoCapacity)
-        );
-        assert_eq!(
-            kind(d().with_dynamo_write_capacity(-1)),
-            Some(ErrorKind::InvalidDynamoCapacity)
-        );
-        assert_eq!(
-            kind(d().with_max_records(0)),
-            Some(ErrorKind::InvalidMaxRecords)
-        );
-        assert_eq!(
-            kind(d().with_max_records(10_001)),
-            Some(ErrorKind::InvalidMaxRecords)
-        );
-        assert_eq!(kind(d().with_max_records(1)), None);
-        // Too large for clock arithmetic, or a lease heartbeated too late.
-        for c in [
-            d().with_throttle_delay(Duration::MAX),
-            d().with_shard_check_frequency(Duration::MAX),
-            d().with_dynamo_waiter_delay(Duration::MAX),
-            d().with_idle_poll_delay(Duration::MAX),
-            d().with_failover_time(Duration::MAX),
-        ] {
-            assert_eq!(kind(c), Some(ErrorKind::InvalidDuration));
+        let secs = Duration::from_secs;
+        let max = Duration::MAX;
+        let at = |t| d().with_initial_position(InitialPosition::AtTimestamp(t));
+        let hour = secs(3600);
+        let cases = [
+            (d().with_throttle_delay(ms(199)), Some(InvalidThrottleDelay)),
+            (d().with_throttle_delay(ms(200)), None),
+            (
+                d().with_commit_frequency(Duration::ZERO),
+                Some(InvalidCommitFrequency),
+            ),
+            // A lease heartbeated too late.
+            (
+                d().with_commit_frequency(secs(150)),
+                Some(InvalidCommitFrequency),
+            ),
+            (
+                d().with_shard_check_frequency(Duration::ZERO),
+                Some(InvalidShardCheckFrequency),
+            ),
+            (
+                d().with_leader_action_frequency(Duration::ZERO),
+                Some(InvalidLeaderActionFrequency),
+            ),
+            (
+                d().with_leader_action_frequency(secs(59)),
+                Some(InvalidLeaderActionFrequency),
+            ),
+            (d().with_buffer_size(0), Some(InvalidBufferSize)),
+            (d().with_buffer_size(1 << 40), Some(InvalidBufferSize)),
+            (d().with_buffer_size(usize::MAX), Some(InvalidBufferSize)),
+            (d().with_buffer_size(100_000), None),
+            (d().with_fetch_bytes(0), Some(InvalidBufferSize)),
+            (
+                d().with_dynamo_read_capacity(0),
+                Some(InvalidDynamoCapacity),
+            ),
+            (
+                d().with_dynamo_write_capacity(-1),
+                Some(InvalidDynamoCapacity),
+            ),
+            (d().with_max_records(0), Some(InvalidMaxRecords)),
+            (d().with_max_records(10_001), Some(InvalidMaxRecords)),
+            (d().with_max_records(1), None),
+            // Too large for clock arithmetic.
+            (d().with_throttle_delay(max), Some(InvalidDuration)),
+            (d().with_shard_check_frequency(max), Some(InvalidDuration)),
+            (d().with_dynamo_waiter_delay(max), Some(InvalidDuration)),
+            (d().with_idle_poll_delay(max), Some(InvalidDuration)),
+            (d().with_failover_time(max), Some(InvalidDuration)),
+            (
+                d().with_idle_poll_delay(ms(100)),
+                Some(InvalidIdlePollDelay),
+            ),
+            (d().with_idle_poll_delay(ms(250)), None),
+            (d().with_failover_time(ms(999)), Some(InvalidFailoverTime)),
+            (d().with_failover_time(ms(1000)), None),
+            (at(SystemTime::now() + hour), Some(InvalidInitialPosition)),
+            (at(SystemTime::now() - hour), None),
+        ];
+        for (i, (config, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(kind(config), expected, "case {i}");
         }
-        assert_eq!(
-            kind(d().with_commit_frequency(Duration::from_secs(150))),
-            Some(ErrorKind::InvalidCommitFrequency)
-        );
-        assert_eq!(
-            kind(d().with_buffer_size(1 << 40)),
-            Some(ErrorKind::InvalidBufferSize)
-        );
-        assert_eq!(
-            kind(d().with_buffer_size(usize::MAX)),
-            Some(ErrorKind::InvalidBufferSize)
-        );
-        assert_eq!(kind(d().with_buffer_size(100_000)), None);
-        assert_eq!(
-            kind(d().with_idle_poll_delay(ms(100))),
-            Some(ErrorKind::InvalidIdlePollDelay)
-        );
-        assert_eq!(kind(d().with_idle_poll_delay(ms(250))), None);
-        assert_eq!(
-            kind(d().with_failover_time(ms(999))),
-            Some(ErrorKind::InvalidFailoverTime)
-        );
-        assert_eq!(kind(d().with_failover_time(ms(1000))), None);
         // Unset, it follows a long throttle delay rather than reject it.
-        assert_eq!(
-            d().with_throttle_delay(Duration::from_secs(3))
-                .idle_poll_delay(),
-            Duration::from_secs(3)
-        );
-        let hour = Duration::from_secs(3600);
-        assert_eq!(
-            kind(d().with_initial_position(InitialPosition::AtTimestamp(SystemTime::now() + hour))),
-            Some(ErrorKind::InvalidInitialPosition)
-        );
-        assert_eq!(
-            kind(d().with_initial_position(InitialPosition::AtTimestamp(SystemTime::now() - hour))),
-            None
-        );
+        assert_eq!(d().with_throttle_delay(secs(3)).idle_poll_delay(), secs(3));
     }
 }
