@@ -105,6 +105,7 @@ pub struct Config {
     dynamo_waiter_delay: Duration,
     initial_position: InitialPosition,
     max_records: i32,
+    max_batch_records: usize,
     billing_mode: BillingMode,
     checkpoint_mode: CheckpointMode,
     use_list_shards_for_readiness: bool,
@@ -155,6 +156,7 @@ impl Default for Config {
             dynamo_waiter_delay: Duration::from_secs(3),
             initial_position: InitialPosition::TrimHorizon,
             max_records: 10_000,
+            max_batch_records: 1_000,
             billing_mode: BillingMode::Provisioned,
             checkpoint_mode: CheckpointMode::Auto,
             use_list_shards_for_readiness: false,
@@ -188,6 +190,7 @@ impl fmt::Debug for Config {
             .field("dynamo_waiter_delay", &self.dynamo_waiter_delay)
             .field("initial_position", &self.initial_position)
             .field("max_records", &self.max_records)
+            .field("max_batch_records", &self.max_batch_records)
             .field("fetch_bytes", &self.fetch_bytes)
             .field("billing_mode", &self.billing_mode)
             .field("checkpoint_mode", &self.checkpoint_mode)
@@ -302,6 +305,38 @@ impl Config {
     pub fn with_max_records(mut self, max: i32) -> Self {
         self.max_records = max;
         self
+    }
+
+    /// The most records one [`Batch`](crate::Batch) holds, 1..=10,000 (default 1,000).
+    ///
+    /// A batch is what one GetRecords answer (or fan-out event) brought, KPL aggregates
+    /// unpacked; a larger answer is split. A batch never holds more than
+    /// [`buffer_size`](Config::with_buffer_size) or
+    /// [`max_unmarked`](Config::with_max_unmarked) records either, so with the default
+    /// buffer of 100 records, batches hold at most 100: raise both for larger ones.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let config = kinsumer::Config::default()
+    ///     .with_buffer_size(2_000)
+    ///     .with_max_batch_records(2_000);
+    /// assert_eq!(config.batch_records(), 2_000);
+    /// assert!(kinsumer::Config::default().with_max_batch_records(0).validate().is_err());
+    /// ```
+    pub fn with_max_batch_records(mut self, max: usize) -> Self {
+        self.max_batch_records = max;
+        self
+    }
+
+    /// The most records one batch holds: [`with_max_batch_records`](Config::with_max_batch_records),
+    /// but never more than the buffer or `max_unmarked` allow (default 100).
+    pub fn batch_records(&self) -> usize {
+        let unmarked = usize::try_from(self.max_unmarked).unwrap_or(usize::MAX);
+        self.max_batch_records
+            .min(self.buffer_size)
+            .min(unmarked)
+            .max(1)
     }
 
     /// Billing mode of the tables created by `create_required_tables` (default
@@ -864,6 +899,9 @@ impl Config {
         if !(1..=10_000).contains(&self.max_records) {
             return fail(ErrorKind::InvalidMaxRecords);
         }
+        if !(1..=10_000).contains(&self.max_batch_records) {
+            return fail(ErrorKind::InvalidBatchSize);
+        }
         Ok(())
     }
 
@@ -1112,6 +1150,9 @@ mod tests {
             (d().with_max_records(0), Some(InvalidMaxRecords)),
             (d().with_max_records(10_001), Some(InvalidMaxRecords)),
             (d().with_max_records(1), None),
+            (d().with_max_batch_records(0), Some(InvalidBatchSize)),
+            (d().with_max_batch_records(10_001), Some(InvalidBatchSize)),
+            (d().with_max_batch_records(10_000), None),
             // Too large for clock arithmetic.
             (d().with_throttle_delay(max), Some(InvalidDuration)),
             (d().with_shard_check_frequency(max), Some(InvalidDuration)),

@@ -9,6 +9,7 @@ use aws_config::SdkConfig;
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use parking_lot::Mutex;
 
+use crate::batch::{Batch, BatchHead, Batches};
 use crate::bridge::{Bridge, ClientConfigs};
 use crate::budget::Budget;
 use crate::checkpoints::Owner;
@@ -122,10 +123,14 @@ pub struct Kinsumer {
     state: Mutex<RunState>,
     signal: Arc<StopSignal>,
     wake: Receiver<()>,
-    records_tx: Sender<Record>,
-    records: Receiver<Record>,
-    /// The byte bound on `records`.
+    records_tx: Sender<Batch>,
+    records: Receiver<Batch>,
+    /// The record and byte bound on `records`.
     budget: Arc<Budget>,
+    /// The batch `records()` is handing out one record at a time, with what is left of
+    /// it: the next pull of any iterator goes on with it (a `batches()` iterator takes
+    /// the rest whole).
+    loose: Mutex<Option<(BatchHead, std::vec::IntoIter<Record>)>>,
     /// The error that ended consumption; capacity one: the first one wins.
     fatal_tx: Sender<Error>,
     fatal_rx: Receiver<Error>,
@@ -224,6 +229,7 @@ impl Kinsumer {
         let bridge = connect(&configs, &config)?;
         let (records_tx, records) = crossbeam_channel::bounded(config.buffer_size());
         let config_buffer_bytes = config.buffer_bytes();
+        let config_buffer_records = config.buffer_size();
         let (fatal_tx, fatal_rx) = crossbeam_channel::bounded(1);
         let (closed_tx, closed_rx) = crossbeam_channel::bounded(1);
         let (wake_tx, wake) = crossbeam_channel::bounded(0);
@@ -249,7 +255,8 @@ impl Kinsumer {
             closed_rx,
             coordinator_done: std::sync::OnceLock::new(),
             health: Arc::new(HealthState::default()),
-            budget: Arc::new(Budget::new(config_buffer_bytes)),
+            budget: Arc::new(Budget::new(config_buffer_records, config_buffer_bytes)),
+            loose: Mutex::new(None),
             hands: Arc::default(),
             fatal: AtomicBool::new(false),
         })
@@ -454,6 +461,43 @@ impl Kinsumer {
         }
     }
 
+    /// The records in [`Batch`]es, as an iterator of `Result<Batch, Error>`: consecutive
+    /// records of one shard as one read brought them, at most
+    /// [`Config::batch_records`] each. For processors that work a batch at a time (one
+    /// write per batch, one transaction, one pass over the data): a batch costs one
+    /// channel message and one wake-up, not one per record.
+    ///
+    /// The error contract is that of [`records`](Kinsumer::records): an `Err` is fatal and
+    /// ends iteration. In [`CheckpointMode::Auto`], a batch counts as processed when the
+    /// iterator that yielded it is asked for the next item (or its thread stops the
+    /// consumer, as for records); in [`CheckpointMode::Manual`], call
+    /// [`Batch::mark_processed`] or mark its records one by one.
+    ///
+    /// Several iterators on several threads share the batches: each batch goes to one of
+    /// them, and two batches of one shard may then be at work at once. To process in
+    /// parallel while keeping each shard's order, use [`process`](Kinsumer::process).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo(consumer: &kinsumer::Kinsumer) -> Result<(), kinsumer::Error> {
+    /// for batch in consumer.batches() {
+    ///     let batch = batch?;
+    ///     let total: usize = batch.iter().map(|r| r.data().len()).sum();
+    ///     println!("{}: {} records, {total} bytes", batch.shard_id(), batch.len());
+    ///     // Auto mode: the batch is processed once the loop asks for the next one.
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn batches(&self) -> Batches<'_> {
+        Batches {
+            consumer: self,
+            ended: false,
+            in_hand: InHand::new(&self.hands),
+        }
+    }
+
     /// Whether the consumer is running: [`run`](Kinsumer::run) succeeded, and it has
     /// neither been stopped nor ended with a fatal error.
     pub fn is_running(&self) -> bool {
@@ -561,9 +605,10 @@ impl Kinsumer {
         self.closed_rx.try_recv().unwrap_or_default()
     }
 
-    /// The next record for an iterator that holds `in_hand` (auto mode: the record it
-    /// yielded last, processed now that the iterator moves on).
-    fn next_item(&self, in_hand: &mut InHand, deadline: Option<Instant>) -> Polled {
+    /// Counts what `in_hand` holds processed (auto mode: the record or batch an iterator
+    /// yielded last, processed now that the iterator moves on), and this thread's
+    /// records left in dropped iterators.
+    fn move_on(&self, in_hand: &mut InHand) -> bool {
         let auto = self.config.checkpoint_mode() == CheckpointMode::Auto;
         if let Some(f) = in_hand.take() {
             f.mark();
@@ -571,8 +616,106 @@ impl Kinsumer {
         if auto {
             self.hands.mark_mine(false);
         }
+        auto
+    }
+
+    /// The next record for an iterator that holds `in_hand`.
+    fn next_item(&self, in_hand: &mut InHand, deadline: Option<Instant>) -> Polled {
+        let auto = self.move_on(in_hand);
+        loop {
+            if self.signal.is_requested() || self.fatal.load(Ordering::Acquire) {
+                return Polled::Ended;
+            }
+            let record = {
+                let mut loose = self.loose.lock();
+                let next = loose.as_mut().and_then(|(_, rest)| rest.next());
+                if next.is_none() {
+                    *loose = None;
+                }
+                next
+            };
+            let Some(record) = record else {
+                match self.pull(deadline, None, &mut || self.take()) {
+                    Pulled::Got(batch) => {
+                        *self.loose.lock() = Some(batch.into_parts());
+                        continue;
+                    }
+                    Pulled::Failed(e) => return Polled::Failed(e),
+                    Pulled::Ended => return Polled::Ended,
+                    Pulled::TimedOut => return Polled::TimedOut,
+                }
+            };
+            if !record.progress().hand_out(record.index()) {
+                continue; // its lease is ending: the next owner delivers it
+            }
+            if auto {
+                in_hand.hold(record.processed_marker());
+            }
+            self.config.stats().records_delivered(record.shard_id(), 1);
+            return Polled::Record(record);
+        }
+    }
+
+    /// The next batch for an iterator that holds `in_hand`: the rest of the batch
+    /// `records()` was handing out, if any, else the next off the channel.
+    pub(crate) fn next_batch(
+        &self,
+        in_hand: &mut InHand,
+        deadline: Option<Instant>,
+    ) -> Pulled<Batch> {
+        let auto = self.move_on(in_hand);
+        loop {
+            if self.signal.is_requested() || self.fatal.load(Ordering::Acquire) {
+                return Pulled::Ended;
+            }
+            let rest = self
+                .loose
+                .lock()
+                .take()
+                .and_then(|(head, rest)| Batch::from_parts(head, rest));
+            let batch = match rest {
+                Some(batch) => batch,
+                None => match self.pull(deadline, None, &mut || self.take()) {
+                    Pulled::Got(batch) => batch,
+                    other => return other,
+                },
+            };
+            if !batch.progress().hand_out(batch.last_index()) {
+                continue; // its lease is ending: the next owner delivers it
+            }
+            if auto {
+                in_hand.hold(batch.processed_marker());
+            }
+            self.config
+                .stats()
+                .records_delivered(batch.shard_id(), batch.len());
+            return Pulled::Got(batch);
+        }
+    }
+
+    /// Takes the next batch off the channel, giving its room in the buffer back.
+    fn take(&self) -> std::result::Result<Option<Batch>, TryRecvError> {
+        let batch = self.records.try_recv()?;
+        self.release(&batch);
+        Ok(Some(batch))
+    }
+
+    /// Gives a batch's room in the buffer back.
+    pub(crate) fn release(&self, batch: &Batch) {
+        self.budget.release(batch.len(), batch.buffered_size());
+    }
+
+    /// What `take` takes, unless the consumer ended, failed, or `deadline` (or
+    /// `abort`'s disconnection) came first. `take` looks at the channel: `Ok(None)` means
+    /// it took something that is not for this caller, and the pull goes on.
+    pub(crate) fn pull<T>(
+        &self,
+        deadline: Option<Instant>,
+        abort: Option<&Receiver<()>>,
+        take: &mut dyn FnMut() -> std::result::Result<Option<T>, TryRecvError>,
+    ) -> Pulled<T> {
         let Some(done) = self.coordinator_done.get() else {
-            return Polled::Failed(
+            return Pulled::Failed(
                 Error::new(ErrorKind::NotRunning)
                     .with_context("iterating records")
                     .fatal(),
@@ -580,44 +723,34 @@ impl Kinsumer {
         };
         loop {
             if self.signal.is_requested() || self.fatal.load(Ordering::Acquire) {
-                return Polled::Ended;
+                return Pulled::Ended;
             }
-            let received = match self.fatal_rx.try_recv() {
-                Ok(e) => Received::Fatal(e),
-                Err(_) => match self.records.try_recv() {
-                    Ok(r) => Received::Record(r),
-                    Err(TryRecvError::Disconnected) => return Polled::Ended,
-                    Err(TryRecvError::Empty) => self.wait(done, deadline),
-                },
-            };
-            match received {
-                Received::Record(record) => {
-                    self.budget.release(record.buffered_size());
-                    if !record.progress().hand_out(record.index()) {
-                        continue; // its lease is ending: the next owner delivers it
-                    }
-                    if auto {
-                        in_hand.hold(record.processed_marker());
-                    }
-                    self.config.stats().records_delivered(record.shard_id(), 1);
-                    return Polled::Record(record);
+            if let Ok(e) = self.fatal_rx.try_recv() {
+                return Pulled::Failed(self.end_with(e));
+            }
+            match take() {
+                Ok(Some(t)) => return Pulled::Got(t),
+                Ok(None) => continue,
+                Err(TryRecvError::Disconnected) => return Pulled::Ended,
+                Err(TryRecvError::Empty) => {}
+            }
+            if let Err(TryRecvError::Disconnected) = done.try_recv() {
+                // It reports why it stops before it ends; if it said nothing, it died
+                // (or was stopped, which the loop checks first).
+                let e = self.fatal_rx.try_recv().unwrap_or_else(|_| {
+                    Error::new(ErrorKind::Internal)
+                        .with_context("the coordinator thread ended unexpectedly")
+                        .fatal()
+                });
+                if self.signal.is_requested() {
+                    return Pulled::Ended;
                 }
-                Received::Fatal(e) => return Polled::Failed(self.end_with(e)),
-                Received::CoordinatorGone => {
-                    // It reports why it stops before it ends; if it said nothing, it
-                    // died (or was stopped, which the loop checks first).
-                    let e = self.fatal_rx.try_recv().unwrap_or_else(|_| {
-                        Error::new(ErrorKind::Internal)
-                            .with_context("the coordinator thread ended unexpectedly")
-                            .fatal()
-                    });
-                    if self.signal.is_requested() {
-                        return Polled::Ended;
-                    }
-                    return Polled::Failed(self.end_with(e));
-                }
-                Received::Woken => continue,
-                Received::TimedOut => return Polled::TimedOut,
+                return Pulled::Failed(self.end_with(e));
+            }
+            match self.wait(done, deadline, abort) {
+                Waited::Ready => {}
+                Waited::TimedOut => return Pulled::TimedOut,
+                Waited::Aborted => return Pulled::Ended,
             }
         }
     }
@@ -628,48 +761,48 @@ impl Kinsumer {
         e
     }
 
-    /// Blocks until a record, a fatal error, the coordinator's end, a stop or the
-    /// deadline.
-    fn wait(&self, done: &Receiver<()>, deadline: Option<Instant>) -> Received {
+    /// Blocks until a batch or a fatal error may be there, the coordinator ended, a
+    /// stop, `abort` or the deadline.
+    fn wait(
+        &self,
+        done: &Receiver<()>,
+        deadline: Option<Instant>,
+        abort: Option<&Receiver<()>>,
+    ) -> Waited {
         let mut sel = Select::new();
-        let rec_op = sel.recv(&self.records);
-        let fatal_op = sel.recv(&self.fatal_rx);
-        let done_op = sel.recv(done);
+        sel.recv(&self.records);
+        sel.recv(&self.fatal_rx);
+        sel.recv(done);
+        // Disconnected on a stop.
         sel.recv(&self.wake);
-        let op = match deadline {
-            Some(d) => match sel.select_deadline(d) {
-                Ok(op) => op,
-                Err(_) => return Received::TimedOut,
+        let abort_op = abort.map(|a| sel.recv(a));
+        let ready = match deadline {
+            Some(d) => match sel.ready_deadline(d) {
+                Ok(i) => i,
+                Err(_) => return Waited::TimedOut,
             },
-            None => sel.select(),
+            None => sel.ready(),
         };
-        match op.index() {
-            i if i == rec_op => match op.recv(&self.records) {
-                Ok(r) => Received::Record(r),
-                Err(_) => Received::CoordinatorGone,
-            },
-            i if i == fatal_op => match op.recv(&self.fatal_rx) {
-                Ok(e) => Received::Fatal(e),
-                Err(_) => Received::CoordinatorGone,
-            },
-            i if i == done_op => {
-                let _ = op.recv(done);
-                Received::CoordinatorGone
-            }
-            _ => {
-                let _ = op.recv(&self.wake);
-                Received::Woken
-            }
+        if Some(ready) == abort_op {
+            return Waited::Aborted;
         }
+        Waited::Ready
     }
 }
 
-enum Received {
-    Record(Record),
-    Fatal(Error),
-    CoordinatorGone,
-    Woken,
+/// What [`Kinsumer::pull`] found.
+pub(crate) enum Pulled<T> {
+    Got(T),
+    /// The error that ended the consumer.
+    Failed(Error),
+    Ended,
     TimedOut,
+}
+
+enum Waited {
+    Ready,
+    TimedOut,
+    Aborted,
 }
 
 impl Drop for Kinsumer {
@@ -692,7 +825,7 @@ pub struct Records<'a> {
 /// own type, so that dropping a [`Records`] needs no borrow of the consumer: an iterator
 /// may outlive `close()`.
 #[derive(Debug)]
-struct InHand {
+pub(crate) struct InHand {
     /// Shared with [`Hands`] so that `stop()` on the pulling thread can count it. Only
     /// this iterator and a stop take the lock: it is never contended on a pull.
     slot: Arc<Slot>,
@@ -702,7 +835,7 @@ struct InHand {
 type Slot = Mutex<Option<(std::thread::ThreadId, ProcessedMarker)>>;
 
 impl InHand {
-    fn new(hands: &Arc<Hands>) -> Self {
+    pub(crate) fn new(hands: &Arc<Hands>) -> Self {
         let slot = Arc::new(Mutex::new(None));
         hands.live.lock().push(Arc::clone(&slot));
         InHand {
@@ -739,7 +872,7 @@ impl Drop for InHand {
 /// The records auto-mode iterators hold, with the thread that pulled each: only that
 /// thread's next pull (once its iterator is dropped) or stop counts one processed.
 #[derive(Debug, Default)]
-struct Hands {
+pub(crate) struct Hands {
     /// The slots of the iterators alive.
     live: Mutex<Vec<Arc<Slot>>>,
     /// Records left in dropped iterators.
@@ -925,6 +1058,8 @@ const _: () = {
     const fn send_sync<T: Send + Sync>() {}
     send_sync::<Kinsumer>();
     send_sync::<Records<'static>>();
+    send_sync::<Batches<'static>>();
+    send_sync::<Batch>();
     send_sync::<StopHandle>();
     send_sync::<Record>();
     send_sync::<crate::record::ProcessedMarker>();

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
+use crate::batch::Batch;
 use crate::bridge::Bridge;
 use crate::checkpoints::{self, Owner};
 use crate::clients;
@@ -31,7 +32,6 @@ use crate::lineage;
 use crate::membership::Membership;
 use crate::metadata;
 use crate::notices::Notices;
-use crate::record::Record;
 use crate::scheme::{self, Phase};
 use crate::shard::{self, ShardContext, ShardExit, ShardHandle};
 use crate::stream;
@@ -125,7 +125,7 @@ pub(crate) struct CoordinatorParts {
     pub(crate) owner: Arc<Owner>,
     pub(crate) config: Config,
     pub(crate) bridge: Bridge,
-    pub(crate) records: Sender<Record>,
+    pub(crate) records: Sender<Batch>,
     /// The byte bound on the records channel.
     pub(crate) budget: Arc<crate::budget::Budget>,
     /// What this client has seen of the fleet's rows (staleness on its own clock).

@@ -136,6 +136,12 @@ pub enum ErrorKind {
     /// STS refused to let this client assume the configured role
     /// ([`with_role_arn`](crate::Config::with_role_arn)).
     AssumeRoleFailed,
+    /// The most records per batch is outside 1..=10,000
+    /// ([`with_max_batch_records`](crate::Config::with_max_batch_records)).
+    InvalidBatchSize,
+    /// [`Kinsumer::process`](crate::Kinsumer::process) was asked for no worker threads,
+    /// or more than 1,024.
+    InvalidWorkers,
 }
 
 impl ErrorKind {
@@ -199,6 +205,8 @@ impl ErrorKind {
             ErrorKind::InvalidIoThreads => "the number of I/O threads must be 1..=64",
             ErrorKind::InvalidFailoverTime => "the failover time must be at least 1 s",
             ErrorKind::AssumeRoleFailed => "assuming the configured IAM role failed",
+            ErrorKind::InvalidBatchSize => "max batch records must be 1..=10000",
+            ErrorKind::InvalidWorkers => "the number of worker threads must be 1..=1024",
         }
     }
 }
@@ -351,6 +359,8 @@ impl Error {
                 | ErrorKind::InvalidArn
                 | ErrorKind::InvalidIoThreads
                 | ErrorKind::InvalidFailoverTime
+                | ErrorKind::InvalidBatchSize
+                | ErrorKind::InvalidWorkers
         )
     }
 

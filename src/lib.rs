@@ -48,6 +48,7 @@ mod aggregate;
 mod assignment;
 mod io;
 use io::bridge;
+mod batch;
 mod budget;
 mod checkpoints;
 mod clients;
@@ -82,6 +83,7 @@ mod watermark;
 struct ReadmeDoctests;
 
 pub use assignment::{AssignmentMode, assign_shards};
+pub use batch::{Batch, Batches, PolledBatch};
 pub use config::{BillingMode, CheckpointMode, Config, InitialPosition};
 pub use consumer::{Kinsumer, Polled, Records, StopHandle};
 pub use error::{Error, ErrorKind, Result};

@@ -110,15 +110,26 @@ impl Record {
     /// every earlier record of the shard is processed too). Idempotent. Has no effect
     /// if this client has meanwhile lost or released the shard.
     pub fn mark_processed(&self) {
-        self.progress
-            .mark(self.index, &self.sequence_number, self.part.as_ref());
+        self.progress.mark(
+            self.index,
+            self.index,
+            &self.sequence_number,
+            self.part.as_ref(),
+        );
     }
 
     /// A handle that marks this record processed later, e.g. from a worker thread after
     /// the record's data was moved out.
     pub fn processed_marker(&self) -> ProcessedMarker {
+        self.marker_from(self.index)
+    }
+
+    /// A marker for the records of this one's lease from index `first` through this one
+    /// (a batch ending with it).
+    pub(crate) fn marker_from(&self, first: u64) -> ProcessedMarker {
         ProcessedMarker {
             progress: Arc::clone(&self.progress),
+            first,
             index: self.index,
             sequence_number: self.sequence_number.clone(),
             part: self.part.clone(),
@@ -147,8 +158,9 @@ impl fmt::Debug for Record {
     }
 }
 
-/// Marks one [`Record`] processed when [`mark`](ProcessedMarker::mark) is called. `Send`,
-/// so it can travel to the thread that finishes the record's work.
+/// Marks one [`Record`] (or every record of a [`Batch`](crate::Batch)) processed when
+/// [`mark`](ProcessedMarker::mark) is called. `Send`, so it can travel to the thread that
+/// finishes the work.
 ///
 /// # Examples
 ///
@@ -170,16 +182,34 @@ impl fmt::Debug for Record {
 #[must_use = "a marker does nothing until `mark` is called"]
 pub struct ProcessedMarker {
     progress: Arc<ShardProgress>,
+    /// The first record it marks (a batch's first; else `index`).
+    first: u64,
+    /// The last record it marks.
     index: u64,
     sequence_number: String,
     part: Option<AggregatePart>,
 }
 
 impl ProcessedMarker {
+    /// A marker that marks nothing (of an empty batch).
+    pub(crate) fn none(progress: Arc<ShardProgress>) -> Self {
+        ProcessedMarker {
+            progress,
+            first: 1,
+            index: 0,
+            sequence_number: String::new(),
+            part: None,
+        }
+    }
+
     /// Marks the record processed (see [`Record::mark_processed`]).
     pub fn mark(self) {
-        self.progress
-            .mark(self.index, &self.sequence_number, self.part.as_ref());
+        self.progress.mark(
+            self.first,
+            self.index,
+            &self.sequence_number,
+            self.part.as_ref(),
+        );
     }
 
     /// The id of the record's shard.
@@ -187,7 +217,7 @@ impl ProcessedMarker {
         self.progress.shard_id()
     }
 
-    /// The record's sequence number.
+    /// The record's sequence number (of a batch's marker: its last record's).
     pub fn sequence_number(&self) -> &str {
         &self.sequence_number
     }

@@ -124,35 +124,57 @@ pub(crate) struct Watermark {
     next: u64,
     /// The checkpoint after record `next - 1`, if any record was processed.
     processed: Option<Checkpoint>,
-    /// Processed out of order, waiting for the gap below them to close.
-    ahead: BTreeMap<u64, Checkpoint>,
+    /// Runs of records processed out of order, by their first index: the last index of
+    /// the run and the checkpoint after it, waiting for the gap below them to close.
+    ahead: BTreeMap<u64, (u64, Checkpoint)>,
 }
 
 impl Watermark {
     /// Marks record `index` (with sequence number `seq`, and its place in an aggregate
     /// if it came from one) processed. Marking twice, or marking a record below the
     /// watermark, changes nothing.
+    #[cfg(test)]
     pub(crate) fn mark(&mut self, index: u64, seq: &str, part: Option<&AggregatePart>) {
-        if index < self.next {
+        self.mark_run(index, index, seq, part);
+    }
+
+    /// Marks records `first..=last` processed at once (a batch), where `seq` and `part`
+    /// are those of record `last`. Runs may overlap; marking what is already processed
+    /// changes nothing.
+    pub(crate) fn mark_run(
+        &mut self,
+        first: u64,
+        last: u64,
+        seq: &str,
+        part: Option<&AggregatePart>,
+    ) {
+        if last < self.next || last < first {
             return;
         }
-        if index > self.next {
-            self.ahead
-                .entry(index)
-                .or_insert_with(|| Checkpoint::after(seq, part));
+        if first > self.next {
+            let run = self
+                .ahead
+                .entry(first)
+                .or_insert_with(|| (last, Checkpoint::after(seq, part)));
+            if run.0 < last {
+                *run = (last, Checkpoint::after(seq, part));
+            }
             return;
         }
         // In order: reuse the buffers rather than allocate per record.
         self.processed
             .get_or_insert_with(Checkpoint::default)
             .set_after(seq, part);
-        self.next += 1;
+        self.next = last + 1;
         while let Some(entry) = self.ahead.first_entry() {
-            if *entry.key() != self.next {
+            if *entry.key() > self.next {
                 break;
             }
-            self.processed = Some(entry.remove());
-            self.next += 1;
+            let (end, checkpoint) = entry.remove();
+            if end >= self.next {
+                self.processed = Some(checkpoint);
+                self.next = end + 1;
+            }
         }
     }
 
@@ -256,11 +278,12 @@ impl ShardProgress {
         true
     }
 
-    pub(crate) fn mark(&self, index: u64, seq: &str, part: Option<&AggregatePart>) {
+    /// Marks records `first..=last` processed (`seq` and `part`: those of `last`).
+    pub(crate) fn mark(&self, first: u64, last: u64, seq: &str, part: Option<&AggregatePart>) {
         let mut st = self.state.lock();
         if st.phase != Phase::Sealed {
             let before = st.watermark.processed_count();
-            st.watermark.mark(index, seq, part);
+            st.watermark.mark_run(first, last, seq, part);
             let after = st.watermark.processed_count();
             if after != before {
                 st.held_back_since = (st.handed_out > after).then(Instant::now);
@@ -401,6 +424,33 @@ mod tests {
     }
 
     #[test]
+    fn runs_of_records_marked_at_once_join_the_prefix_in_any_order() {
+        let mut wm = Watermark::default();
+        // A batch 5..=9 processed before the batch 0..=4.
+        wm.mark_run(5, 9, "j", None);
+        assert_eq!(wm.processed_count(), 0);
+        // One record of the later batch marked again on its own: no change.
+        wm.mark(7, "h", None);
+        wm.mark_run(0, 4, "e", None);
+        assert_eq!(wm.processed_count(), 10);
+        assert_eq!(seq(&wm), Some("j"));
+        assert!(wm.ahead.is_empty());
+        // A record marked alone ahead, then a run that covers it and more.
+        wm.mark(12, "m", None);
+        wm.mark_run(10, 14, "o", None);
+        assert_eq!(wm.processed_count(), 15);
+        assert_eq!(seq(&wm), Some("o"));
+        assert!(wm.ahead.is_empty());
+        // A run that reaches back below the prefix moves it to its end.
+        wm.mark_run(13, 16, "q", None);
+        assert_eq!(wm.processed_count(), 17);
+        assert_eq!(seq(&wm), Some("q"));
+        // A run entirely below it changes nothing.
+        wm.mark_run(2, 8, "z", None);
+        assert_eq!(seq(&wm), Some("q"));
+    }
+
+    #[test]
     fn shuffled_marks_reach_the_full_prefix() {
         // A fixed permutation of 0..100 (multiplication by a unit mod 101, minus one).
         let mut wm = Watermark::default();
@@ -420,7 +470,7 @@ mod tests {
             Arc::new(Membership::unbounded()),
         ));
         assert!(p.hand_out(0));
-        p.mark(0, "a", None);
+        p.mark(0, 0, "a", None);
         assert!(p.hand_out(1));
         assert_eq!(p.processed_since(0), (1, Some(cp("a"))));
         // Record 1 is with the caller; it is marked while the shard thread drains.
@@ -430,7 +480,7 @@ mod tests {
                 while p.is_delivering() {
                     std::thread::yield_now();
                 }
-                p.mark(1, "b", None);
+                p.mark(1, 1, "b", None);
             })
         };
         let far = Instant::now() + std::time::Duration::from_secs(30);
@@ -438,7 +488,7 @@ mod tests {
         marker.join().unwrap();
         // Sealed: no hand-outs, marks ignored.
         assert!(!p.hand_out(3));
-        p.mark(2, "c", None);
+        p.mark(2, 2, "c", None);
         assert_eq!(p.processed_since(0), (2, Some(cp("b"))));
     }
 
@@ -476,7 +526,7 @@ mod tests {
         // The same for a lease deadline that lapsed and was then renewed.
         let q = ShardProgress::new(Arc::from("shard-2"), Arc::new(Membership::unbounded()));
         assert!(q.hand_out(0));
-        q.mark(0, "a", None);
+        q.mark(0, 0, "a", None);
         q.renew(Instant::now() - std::time::Duration::from_millis(1));
         assert!(!q.hand_out(1));
         q.renew(Instant::now() + margin);
@@ -491,9 +541,9 @@ mod tests {
         let p = ShardProgress::new(Arc::from("shard-1"), Arc::new(Membership::unbounded()));
         assert!(p.hand_out(0));
         assert!(p.hand_out(1));
-        p.mark(0, "a", None);
+        p.mark(0, 0, "a", None);
         assert_eq!(p.drain_and_seal(Instant::now(), 0), (1, Some(cp("a"))));
-        p.mark(1, "b", None);
+        p.mark(1, 1, "b", None);
         assert_eq!(p.processed_since(1), (1, None));
     }
 

@@ -3,6 +3,7 @@
 //! during which the lease is still committed on schedule.
 
 use crate::aggregate;
+use crate::batch::Batch;
 use crate::error::Result;
 use crate::record::{Record, RecordParts};
 use crate::source::{RecordSource, Waited};
@@ -106,40 +107,74 @@ impl Worker<'_> {
         self.unpacked.push_back(record);
     }
 
-    /// Hands one record to the caller. While the channel is full it commits on
-    /// schedule and, when due, prefetches the next batch, so the server's time and the
-    /// decoding overlap the caller's work.
+    /// Hands the next batch of unpacked records to the caller (at most `cap` of them),
+    /// once `max_unmarked` and the buffer's bounds allow at least one; says how many it
+    /// handed over. While the channel is full it commits on schedule and, when due,
+    /// prefetches the next fetch, so the server's time and the decoding overlap the
+    /// caller's work.
     pub(super) fn send(
         &mut self,
-        record: Record,
-        progress: &ShardProgress,
+        cap: usize,
+        progress: &Arc<ShardProgress>,
         reader: &mut Reader<'_>,
-    ) -> Result<(), Interrupt> {
-        self.wait_for_marks(progress)?;
-        let size = record.buffered_size();
-        self.wait_for_room(size, progress)?;
-        let sent = self.send_counted(record, progress, reader);
+    ) -> Result<u64, Interrupt> {
+        let room = self.wait_for_marks(progress)?;
+        let (records, bytes) = self.wait_for_room(cap.min(room), progress)?;
+        let taken: Vec<Record> = self.unpacked.drain(..records).collect();
+        let shard_end =
+            reader.current_is_last && reader.current.len() == 0 && self.unpacked.is_empty();
+        let batch = Batch::new(
+            taken,
+            Arc::clone(progress),
+            reader.current_millis,
+            shard_end,
+        );
+        let sent = self.send_counted(batch, progress, reader);
         if sent.is_err() {
-            self.ctx.budget.release(size);
+            self.ctx.budget.release(records, bytes);
         }
-        sent
+        sent.map(|()| records as u64)
+    }
+
+    /// How many of the unpacked records (at most `cap`, at least one) fit in `room`
+    /// (records, bytes; `None`: an empty buffer, where any batch fits), and their bytes.
+    /// `None` if not even one does.
+    fn fitting(&self, cap: usize, room: Option<(usize, usize)>) -> Option<(usize, usize)> {
+        let (records_room, bytes_room) = room.unwrap_or((cap, self.ctx.config.buffer_bytes()));
+        let mut bytes = 0usize;
+        let mut n = 0usize;
+        for r in self.unpacked.iter().take(cap.min(records_room)) {
+            let size = r.buffered_size();
+            if bytes.saturating_add(size) > bytes_room {
+                break;
+            }
+            bytes += size;
+            n += 1;
+        }
+        if n == 0 && room.is_none() {
+            // Larger than the whole buffer: it goes alone.
+            return self.unpacked.front().map(|r| (1, r.buffered_size()));
+        }
+        (n > 0).then_some((n, bytes))
     }
 
     /// Waits (committing on schedule) while `max_unmarked` records of this shard are
-    /// handed out past the oldest one not yet processed.
-    pub(super) fn wait_for_marks(&mut self, progress: &ShardProgress) -> Result<(), Interrupt> {
+    /// handed out past the oldest one not yet processed; then says how many more may be.
+    pub(super) fn wait_for_marks(&mut self, progress: &ShardProgress) -> Result<usize, Interrupt> {
         let max = self.ctx.config.max_unmarked();
+        let room = |outstanding: u64| usize::try_from(max - outstanding).unwrap_or(usize::MAX);
         // The processed count only grows: a count read earlier is a lower bound, and the
         // progress lock is taken only when that bound alone would reach the limit.
-        if self.delivered.saturating_sub(self.processed_seen) < max {
-            return Ok(());
+        let outstanding = self.delivered.saturating_sub(self.processed_seen);
+        if outstanding < max {
+            return Ok(room(outstanding));
         }
         let mut warned = false;
         loop {
             self.processed_seen = progress.processed_since(u64::MAX).0;
             let outstanding = self.delivered.saturating_sub(self.processed_seen);
             if outstanding < max {
-                return Ok(());
+                return Ok(room(outstanding));
             }
             if !warned {
                 log::warn!(
@@ -166,31 +201,34 @@ impl Worker<'_> {
             .min(Instant::now() + Duration::from_millis(100)))
     }
 
-    /// Reserves `size` bytes of the buffer's byte bound, waiting (and committing on
-    /// schedule) while the caller has too many bytes of records waiting.
+    /// Reserves room in the buffer's bounds for as many of the next unpacked records as
+    /// fit (at most `cap`, at least one), waiting (and committing on schedule) while
+    /// none does; says how many, and their bytes.
     pub(super) fn wait_for_room(
         &mut self,
-        size: usize,
+        cap: usize,
         progress: &ShardProgress,
-    ) -> Result<(), Interrupt> {
+    ) -> Result<(usize, usize), Interrupt> {
         loop {
-            if self.ctx.budget.try_reserve(size) {
-                return Ok(());
+            if let Some((records, bytes)) = self.fitting(cap, self.ctx.budget.room())
+                && self.ctx.budget.try_reserve(records, bytes)
+            {
+                return Ok((records, bytes));
             }
-            // Woken by the caller taking records.
+            // Woken by the caller taking batches.
             let deadline = self.between_waits(progress)?;
             self.ctx.budget.wait(deadline);
         }
     }
 
-    /// Hands one record over within the channel's record-count bound.
+    /// Hands one batch over within the channel's bound.
     pub(super) fn send_counted(
         &mut self,
-        record: Record,
+        batch: Batch,
         progress: &ShardProgress,
         reader: &mut Reader<'_>,
     ) -> Result<(), Interrupt> {
-        let mut record = match self.ctx.records.try_send(record) {
+        let mut batch = match self.ctx.records.try_send(batch) {
             Ok(()) => return Ok(()),
             Err(TrySendError::Disconnected(_)) => return Err(Interrupt::Stop),
             Err(TrySendError::Full(r)) => r,
@@ -219,7 +257,7 @@ impl Worker<'_> {
             match sel.select_deadline(deadline) {
                 Ok(op) if op.index() == send_op => {
                     return op
-                        .send(&self.ctx.records, record)
+                        .send(&self.ctx.records, batch)
                         .map_err(|_| Interrupt::Stop);
                 }
                 Ok(op) => {
@@ -228,7 +266,7 @@ impl Worker<'_> {
                 }
                 Err(_) => {
                     // Re-offer on the next round.
-                    record = match self.ctx.records.try_send(record) {
+                    batch = match self.ctx.records.try_send(batch) {
                         Ok(()) => return Ok(()),
                         Err(TrySendError::Disconnected(_)) => return Err(Interrupt::Stop),
                         Err(TrySendError::Full(r)) => r,

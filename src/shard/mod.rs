@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::batch::Batch;
 use crate::bridge::Bridge;
 use crate::checkpoints::{Leases, Owner};
 use crate::config::Config;
@@ -32,7 +33,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::fanout::FanOut;
 use crate::record::Record;
 use crate::retry::Backoff;
-use crate::source::{Batch, Polling, RecordSource, ShardRef, SourceError};
+use crate::source::{Batch as Fetched, Polling, RecordSource, ShardRef, SourceError};
 use crate::tables::Names;
 use crate::watermark::{Checkpoint, Partial, ShardProgress};
 
@@ -101,8 +102,8 @@ pub(crate) struct ShardContext {
     pub(crate) owner: Arc<Owner>,
     pub(crate) config: Config,
     pub(crate) bridge: Bridge,
-    pub(crate) records: Sender<Record>,
-    /// The byte bound on the records channel.
+    pub(crate) records: Sender<Batch>,
+    /// The record and byte bound on the records channel.
     pub(crate) budget: Arc<crate::budget::Budget>,
     /// What this client has seen of the fleet's rows.
     pub(crate) liveness: Arc<crate::liveness::Liveness>,
@@ -420,16 +421,18 @@ impl<'a> Worker<'a> {
             self.throttle(),
             Duration::from_secs(10).max(self.throttle()),
         );
+        let cap = self.ctx.config.batch_records();
         loop {
-            if let Some(record) = self.unpacked.pop_front() {
-                if let Err(i) = self.send(record, progress, &mut reader) {
-                    return i;
-                }
-                self.delivered += 1;
-                continue;
-            }
-            if let Some(r) = reader.current.next() {
+            while self.unpacked.len() < cap
+                && let Some(r) = reader.current.next()
+            {
                 self.unpack(r, progress);
+            }
+            if !self.unpacked.is_empty() {
+                match self.send(cap, progress, &mut reader) {
+                    Ok(n) => self.delivered += n,
+                    Err(i) => return i,
+                }
                 continue;
             }
             if reader.current_is_last {
@@ -454,6 +457,7 @@ impl<'a> Worker<'a> {
                 log::info!("shard {} read to its end", self.shard());
             }
             reader.current_is_last = batch.end_of_shard;
+            reader.current_millis = batch.millis_behind_latest;
             reader.current = batch.records.into_iter();
         }
     }
@@ -465,7 +469,7 @@ impl<'a> Worker<'a> {
         reader: &mut Reader<'_>,
         progress: &ShardProgress,
         backoff: &mut Backoff,
-    ) -> Result<Option<Batch>, Interrupt> {
+    ) -> Result<Option<Fetched>, Interrupt> {
         // A shard settled at the tip is polled by the I/O runtime while this thread
         // sleeps (see `RecordSource::watch`).
         if let Some(period) = reader.settled_idle()

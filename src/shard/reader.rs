@@ -21,6 +21,8 @@ pub(super) struct Reader<'s> {
     pub(super) current: std::vec::IntoIter<aws_sdk_kinesis::types::Record>,
     /// The current batch ends the shard: nothing follows it.
     pub(super) current_is_last: bool,
+    /// What the current batch said of its lag.
+    pub(super) current_millis: Option<i64>,
     pub(super) next: Option<Batch>,
     /// No GetRecords before this (the throttle delay after the previous one).
     pub(super) next_fetch: Instant,
@@ -95,6 +97,7 @@ impl<'s> Reader<'s> {
             stats: Arc::clone(ctx.config.stats()),
             current: Vec::new().into_iter(),
             current_is_last: false,
+            current_millis: None,
             next: None,
             next_fetch: Instant::now(),
             max_records: ctx.config.max_records(),

@@ -1,0 +1,328 @@
+//! A batch: consecutive records of one shard, as one read brought them.
+
+use std::fmt;
+use std::iter::FusedIterator;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::consumer::{InHand, Kinsumer, Pulled};
+use crate::error::{Error, ErrorKind, Result};
+use crate::record::{ProcessedMarker, Record};
+use crate::watermark::ShardProgress;
+
+/// Consecutive records of one shard, as one GetRecords answer (or enhanced fan-out event)
+/// brought them — KPL aggregates unpacked, at most
+/// [`Config::batch_records`](crate::Config::batch_records) records (a larger answer comes
+/// as several batches). Delivered by [`Kinsumer::batches`](crate::Kinsumer::batches) and
+/// [`Kinsumer::process`](crate::Kinsumer::process); never empty.
+///
+/// A batch travels from its shard thread to the caller whole: one channel message and one
+/// wake-up per batch, not per record.
+///
+/// # Marking
+///
+/// In [`CheckpointMode::Auto`](crate::CheckpointMode::Auto) a batch counts as processed
+/// when the iterator that yielded it is asked for the next item (as records do); in
+/// [`CheckpointMode::Manual`](crate::CheckpointMode::Manual) call
+/// [`mark_processed`](Batch::mark_processed) (or keep a [`processed_marker`](Batch::processed_marker),
+/// or mark records one by one with their own markers).
+///
+/// # Examples
+///
+/// ```no_run
+/// # fn demo(consumer: &kinsumer::Kinsumer) -> Result<(), kinsumer::Error> {
+/// for batch in consumer.batches() {
+///     let batch = batch?;
+///     let bytes: usize = batch.iter().map(|r| r.data().len()).sum();
+///     println!(
+///         "{}: {} records, {bytes} bytes, {:?} ms behind",
+///         batch.shard_id(),
+///         batch.len(),
+///         batch.millis_behind_latest()
+///     );
+/// }
+/// # Ok(())
+/// # }
+/// ```
+pub struct Batch {
+    records: Vec<Record>,
+    progress: Arc<ShardProgress>,
+    millis_behind_latest: Option<i64>,
+    shard_end: bool,
+    /// The bytes it counts for in the buffer's byte bound.
+    bytes: usize,
+}
+
+/// What a batch says besides its records (kept while `records()` hands them out one by one).
+#[derive(Debug)]
+pub(crate) struct BatchHead {
+    progress: Arc<ShardProgress>,
+    millis_behind_latest: Option<i64>,
+    shard_end: bool,
+}
+
+impl Batch {
+    /// A batch of `records`, consecutive records of the lease `progress` tracks (not empty).
+    pub(crate) fn new(
+        records: Vec<Record>,
+        progress: Arc<ShardProgress>,
+        millis_behind_latest: Option<i64>,
+        shard_end: bool,
+    ) -> Self {
+        let bytes = records.iter().map(Record::buffered_size).sum();
+        Batch {
+            records,
+            progress,
+            millis_behind_latest,
+            shard_end,
+            bytes,
+        }
+    }
+
+    /// Splits off its records, for handing them out one by one.
+    pub(crate) fn into_parts(self) -> (BatchHead, std::vec::IntoIter<Record>) {
+        let head = BatchHead {
+            progress: self.progress,
+            millis_behind_latest: self.millis_behind_latest,
+            shard_end: self.shard_end,
+        };
+        (head, self.records.into_iter())
+    }
+
+    /// The batch of the records of `head` not yet handed out (`None` if none is left).
+    pub(crate) fn from_parts(head: BatchHead, rest: std::vec::IntoIter<Record>) -> Option<Self> {
+        let records: Vec<Record> = rest.collect();
+        if records.is_empty() {
+            return None;
+        }
+        Some(Batch::new(
+            records,
+            head.progress,
+            head.millis_behind_latest,
+            head.shard_end,
+        ))
+    }
+
+    /// The bytes it counts for in the buffer's byte bound.
+    pub(crate) fn buffered_size(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn progress(&self) -> &Arc<ShardProgress> {
+        &self.progress
+    }
+
+    /// The index of its last record in its lease (what handing it out covers).
+    pub(crate) fn last_index(&self) -> u64 {
+        self.records.last().map_or(0, Record::index)
+    }
+
+    /// The id of the shard its records were read from.
+    pub fn shard_id(&self) -> &str {
+        self.progress.shard_id()
+    }
+
+    /// How far the read that brought it was behind the tip of the shard, as Kinesis said
+    /// (`MillisBehindLatest`; `None` if it did not say).
+    pub fn millis_behind_latest(&self) -> Option<i64> {
+        self.millis_behind_latest
+    }
+
+    /// Whether these are the last records of a closed shard (after a split or merge): once
+    /// it is processed, the shard's children are read. A closed shard whose last read
+    /// brought no records has no such batch (the shard ends all the same).
+    pub fn is_shard_end(&self) -> bool {
+        self.shard_end
+    }
+
+    /// How many records it holds (at least one).
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether it holds no records (never true of a delivered batch).
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Its records, in shard order.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// Its records, mutably (e.g. to [`take_data`](Record::take_data) out of them).
+    pub fn records_mut(&mut self) -> &mut [Record] {
+        &mut self.records
+    }
+
+    /// Iterates its records, in shard order.
+    pub fn iter(&self) -> std::slice::Iter<'_, Record> {
+        self.records.iter()
+    }
+
+    /// Its records, taking them out of the batch. In manual mode, take a
+    /// [`processed_marker`](Batch::processed_marker) first to mark them all at once.
+    pub fn into_records(self) -> Vec<Record> {
+        self.records
+    }
+
+    /// Marks every record of the batch processed (see [`Record::mark_processed`]): one
+    /// step, whatever its size. Idempotent.
+    pub fn mark_processed(&self) {
+        if let Some(last) = self.records.last() {
+            let first = self.records.first().map_or(0, Record::index);
+            last.marker_from(first).mark();
+        }
+    }
+
+    /// A handle that marks every record of the batch processed later, from any thread.
+    pub fn processed_marker(&self) -> ProcessedMarker {
+        let first = self.records.first().map_or(0, Record::index);
+        match self.records.last() {
+            Some(last) => last.marker_from(first),
+            // Unreachable for a delivered batch; a marker that covers nothing new.
+            None => ProcessedMarker::none(Arc::clone(&self.progress)),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Batch {
+    type Item = &'a Record;
+    type IntoIter = std::slice::Iter<'a, Record>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.records.iter()
+    }
+}
+
+impl IntoIterator for Batch {
+    type Item = Record;
+    type IntoIter = std::vec::IntoIter<Record>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.records.into_iter()
+    }
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("shard_id", &self.shard_id())
+            .field("records", &self.records.len())
+            .field(
+                "first_sequence_number",
+                &self.records.first().map(Record::sequence_number),
+            )
+            .field(
+                "last_sequence_number",
+                &self.records.last().map(Record::sequence_number),
+            )
+            .field("millis_behind_latest", &self.millis_behind_latest)
+            .field("shard_end", &self.shard_end)
+            .finish()
+    }
+}
+
+/// Iterator over a consumer's batches; see [`Kinsumer::batches`].
+#[derive(Debug)]
+pub struct Batches<'a> {
+    pub(crate) consumer: &'a Kinsumer,
+    /// This iterator yielded its last item (the consumer was not running).
+    pub(crate) ended: bool,
+    /// Auto mode: the batch this iterator yielded last, processed when it moves on.
+    pub(crate) in_hand: InHand,
+}
+
+/// What [`Batches::next_timeout`] and [`Batches::try_next`] found: the batch
+/// counterpart of [`Polled`](crate::Polled).
+#[derive(Debug)]
+pub enum PolledBatch {
+    /// The next batch.
+    Batch(Batch),
+    /// The error that ended the consumer (always [fatal](Error::is_fatal)); iteration is
+    /// over.
+    Failed(Error),
+    /// Nothing came in time; iteration goes on.
+    TimedOut,
+    /// Iteration has ended: after a stop, or after the fatal error was yielded.
+    Ended,
+}
+
+impl PolledBatch {
+    /// The item [`Iterator::next`] would have returned; `None` for both
+    /// [`TimedOut`](PolledBatch::TimedOut) and [`Ended`](PolledBatch::Ended).
+    pub fn into_item(self) -> Option<Result<Batch>> {
+        match self {
+            PolledBatch::Batch(b) => Some(Ok(b)),
+            PolledBatch::Failed(e) => Some(Err(e)),
+            PolledBatch::TimedOut | PolledBatch::Ended => None,
+        }
+    }
+
+    /// Whether nothing came in time.
+    pub fn is_timed_out(&self) -> bool {
+        matches!(self, PolledBatch::TimedOut)
+    }
+}
+
+impl Batches<'_> {
+    /// Like [`next`](Iterator::next), but waits at most `timeout` (see
+    /// [`Records::next_timeout`](crate::Records::next_timeout)): for a processor that
+    /// must also act when nothing comes, e.g. flush what it aggregated.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo(consumer: &kinsumer::Kinsumer) -> Result<(), kinsumer::Error> {
+    /// use kinsumer::PolledBatch;
+    /// use std::time::Duration;
+    ///
+    /// let mut batches = consumer.batches();
+    /// loop {
+    ///     match batches.next_timeout(Duration::from_secs(1)) {
+    ///         PolledBatch::Batch(batch) => println!("{} records", batch.len()),
+    ///         PolledBatch::TimedOut => println!("idle"),
+    ///         PolledBatch::Failed(e) => return Err(e),
+    ///         PolledBatch::Ended => return Ok(()),
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn next_timeout(&mut self, timeout: Duration) -> PolledBatch {
+        self.poll(Instant::now().checked_add(timeout))
+    }
+
+    /// Like [`next_timeout`](Batches::next_timeout) without waiting: a batch or error
+    /// already there, else [`PolledBatch::TimedOut`].
+    pub fn try_next(&mut self) -> PolledBatch {
+        self.next_timeout(Duration::ZERO)
+    }
+
+    fn poll(&mut self, deadline: Option<Instant>) -> PolledBatch {
+        if self.ended {
+            return PolledBatch::Ended;
+        }
+        match self.consumer.next_batch(&mut self.in_hand, deadline) {
+            Pulled::Got(b) => PolledBatch::Batch(b),
+            Pulled::Failed(e) => {
+                if e.kind() == ErrorKind::NotRunning {
+                    self.ended = true;
+                }
+                PolledBatch::Failed(e)
+            }
+            Pulled::TimedOut => PolledBatch::TimedOut,
+            Pulled::Ended => PolledBatch::Ended,
+        }
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<Batch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // Without a deadline there is no TimedOut.
+        self.poll(None).into_item()
+    }
+}
+
+impl FusedIterator for Batches<'_> {}
