@@ -566,6 +566,14 @@ impl Kinsumer {
     /// `testing`).
     #[cfg(feature = "testing")]
     pub fn abandon_for_tests(self) {
+        self.crash_for_tests();
+    }
+
+    /// [`abandon_for_tests`](Kinsumer::abandon_for_tests) for a consumer that other
+    /// threads still borrow (one in [`process`](Kinsumer::process), say): iteration ends
+    /// there as after a stop, and nothing is committed or released (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub fn crash_for_tests(&self) {
         self.hands.clear();
         self.finish(Command::Abandon);
     }
@@ -698,6 +706,16 @@ impl Kinsumer {
         let batch = self.records.try_recv()?;
         self.release(&batch);
         Ok(Some(batch))
+    }
+
+    /// The channel batches come through.
+    pub(crate) fn receiver(&self) -> &Receiver<Batch> {
+        &self.records
+    }
+
+    /// Whether a stop was asked for.
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.signal.is_requested()
     }
 
     /// Gives a batch's room in the buffer back.

@@ -65,6 +65,7 @@ mod liveness;
 mod membership;
 mod metadata;
 mod notices;
+mod parallel;
 mod record;
 mod retry;
 mod scheme;
@@ -91,5 +92,6 @@ pub use fleet::{
     ClientStatus, Fleet, FleetStatus, Released, RewindPlan, RewindStep, RewindTo, ShardStatus,
 };
 pub use health::{Health, ParkedShard};
+pub use parallel::ProcessError;
 pub use record::{ProcessedMarker, Record};
 pub use stats::{NoListener, NoStats, ShardListener, Stats};

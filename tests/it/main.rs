@@ -6,6 +6,7 @@
 mod support;
 
 mod aggregate;
+mod batches;
 mod bridge;
 mod compat;
 mod crash;
@@ -27,6 +28,7 @@ mod manual;
 mod migration;
 mod outage;
 mod panics;
+mod parallel;
 mod positions;
 mod processes;
 mod rebalance;
