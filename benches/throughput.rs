@@ -26,7 +26,10 @@
 //! per record for 20 s over a 4-shard backlog), `dynamo-cost` (DynamoDB requests per hour
 //! of a 3-client fleet over 32 shards, idle and busy, at `Config::default()` and
 //! `Config::go_defaults()`), `join-writes` (DynamoDB requests while a 4th client joins a
-//! 3-client fleet over 64 shards), `all`. `--idle-poll MS` sets the idle poll
+//! 3-client fleet over 64 shards), `parallel` (8 shards: client CPU per record of
+//! `records()` against `batches()`, then records/s with `--work-us US` of CPU per record,
+//! default 50, for `records()` on one thread against `process()` with 1 and 2 workers;
+//! see `benches/scenarios/parallel.rs`), `all`. `--idle-poll MS` sets the idle poll
 //! delay (250 = the throttle delay: adaptive polling off, the old behaviour). Each prints a table row and one
 //! JSON line.
 //!
@@ -39,6 +42,9 @@
 
 #[path = "../tests/support/mod.rs"]
 mod support;
+
+#[path = "scenarios/parallel.rs"]
+mod parallel;
 
 use kinsumer::Polled;
 use std::fmt::Write as _;
@@ -75,6 +81,8 @@ struct Args {
     /// `--caller-ms MS`: how long the `slow-caller` scenario's caller works on each
     /// record (default 1).
     caller_ms: Option<u64>,
+    /// `--work-us US`: the `parallel` scenario's CPU work per record.
+    work_us: Option<u64>,
 }
 
 fn parse_args() -> BenchResult<Args> {
@@ -91,6 +99,7 @@ fn parse_args() -> BenchResult<Args> {
         throttle: None,
         io_threads: None,
         caller_ms: None,
+        work_us: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -108,6 +117,7 @@ fn parse_args() -> BenchResult<Args> {
             "--io-threads" => args.io_threads = Some(it.next().ok_or("--io-threads N")?.parse()?),
             "--throttle" => args.throttle = Some(it.next().ok_or("--throttle MS")?.parse()?),
             "--caller-ms" => args.caller_ms = Some(it.next().ok_or("--caller-ms MS")?.parse()?),
+            "--work-us" => args.work_us = Some(it.next().ok_or("--work-us US")?.parse()?),
             "--idle-poll" => args.idle_poll = Some(it.next().ok_or("--idle-poll MS")?.parse()?),
             "--aggregated" => {
                 args.aggregated = Some(it.next().ok_or("--aggregated K")?.parse()?);
@@ -139,15 +149,15 @@ impl Stats for Counters {
 
 /// CPU time (ns) of the library's threads and of the calling thread.
 fn client_cpu_ns() -> u64 {
-    let [io, shards, other, caller] = client_cpu_by_thread();
-    io + shards + other + caller
+    client_cpu_by_thread().iter().sum()
 }
 
 /// CPU time (ns) by thread group: the I/O threads (`kinsumer-io*`), the shard threads,
-/// the other library threads (the coordinator), and the calling thread.
-fn client_cpu_by_thread() -> [u64; 4] {
+/// the other library threads (the coordinator), the calling thread, and the worker
+/// threads of `Kinsumer::process` (`kinsumer-worker-*`).
+fn client_cpu_by_thread() -> [u64; 5] {
     let me = current_tid();
-    let mut groups = [0u64; 4];
+    let mut groups = [0u64; 5];
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return groups;
     };
@@ -165,6 +175,9 @@ fn client_cpu_by_thread() -> [u64; 4] {
             0
         } else if comm.starts_with("kinsumer-shard") {
             1
+        } else if comm.starts_with("kinsumer-worke") {
+            // (`comm` holds 15 bytes of the name.)
+            4
         } else if comm.starts_with("kinsumer-") {
             2
         } else {
@@ -1113,6 +1126,7 @@ fn main() -> BenchResult {
         "slow-caller" => slow_caller(&args)?,
         "dynamo-cost" => dynamo_cost(&args)?,
         "join-writes" => join_writes(&args)?,
+        "parallel" => parallel::parallel(&args)?,
         "all" => {
             drain(&args, 1)?;
             drain(&args, 4)?;
@@ -1124,7 +1138,7 @@ fn main() -> BenchResult {
         other => {
             return Err(format!(
                 "unknown scenario {other:?}: drain, latency, latency-busy, latency-after-idle, \
-                 idle-scale, sdk-floor, slow-caller, dynamo-cost, join-writes, all"
+                 idle-scale, sdk-floor, slow-caller, dynamo-cost, join-writes, parallel, all"
             )
             .into());
         }
