@@ -42,7 +42,10 @@ fn config() -> Config {
 }
 
 fn main() -> BoxResult<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,dynoxide=error")).init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default().default_filter_or("warn,dynoxide=error"),
+    )
+    .init();
     let emulators = Emulators::start()?;
     let suffix = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
     let (stream, app) = (format!("batch-{suffix}"), format!("batch-{suffix}"));

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kinsumer::{Batch, Kinsumer, Polled, PolledBatch};
@@ -19,6 +20,26 @@ use super::{
     Args, BenchResult, Counters, Report, bench_config, client_cpu_by_thread, mode_note, preload,
     record_id, support,
 };
+
+/// CPU (ns) of the worker threads that have ended: `process()` joins its workers before
+/// it returns, so each adds its own CPU as it exits (a thread-local's destructor).
+static ENDED_WORKERS_NS: AtomicU64 = AtomicU64::new(0);
+
+struct CountOnExit;
+
+impl Drop for CountOnExit {
+    fn drop(&mut self) {
+        let ns = std::fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+            .unwrap_or(0);
+        ENDED_WORKERS_NS.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+thread_local! {
+    static COUNT_ON_EXIT: CountOnExit = const { CountOnExit };
+}
 
 /// How a run consumes.
 #[derive(Clone, Copy, Debug)]
@@ -126,6 +147,7 @@ fn run(args: &Args, mode: Mode, work_us: u64, rounds: u64, n: u64) -> BenchResul
     let consumer = env.consumer("bench-parallel", bench_config(args, &counters))?;
     let check = Mutex::new(Check::new(n));
     let before = client_cpu_by_thread();
+    let workers_before = ENDED_WORKERS_NS.load(Ordering::Relaxed);
     let start = Instant::now();
     consumer.run()?;
     match mode {
@@ -134,7 +156,8 @@ fn run(args: &Args, mode: Mode, work_us: u64, rounds: u64, n: u64) -> BenchResul
         Mode::Workers(w) => by_workers(&consumer, &check, n, rounds, w)?,
     }
     let wall = start.elapsed();
-    let after = client_cpu_by_thread();
+    let mut after = client_cpu_by_thread();
+    after[4] += ENDED_WORKERS_NS.load(Ordering::Relaxed) - workers_before;
     consumer.stop();
     let ms = |i: usize| after[i].saturating_sub(before[i]) as f64 / 1e6;
     let total_ms: f64 = (0..5).map(ms).sum();
@@ -212,6 +235,7 @@ fn by_workers(
 ) -> BenchResult {
     let stop = consumer.stop_handle();
     let done = consumer.process(workers, |batch: Batch| -> BenchResult {
+        COUNT_ON_EXIT.with(|_| {});
         for _ in &batch {
             spin(0, rounds);
         }
