@@ -14,7 +14,9 @@ use crate::watermark::ShardProgress;
 /// brought them — KPL aggregates unpacked, at most
 /// [`Config::batch_records`](crate::Config::batch_records) records (a larger answer comes
 /// as several batches). Delivered by [`Kinsumer::batches`](crate::Kinsumer::batches) and
-/// [`Kinsumer::process`](crate::Kinsumer::process); never empty.
+/// [`Kinsumer::process`](crate::Kinsumer::process). Never empty, but for one case: a
+/// closed shard whose last read brought no records ends with a batch without records that
+/// says [`is_shard_end`](Batch::is_shard_end).
 ///
 /// A batch travels from its shard thread to the caller whole: one channel message and one
 /// wake-up per batch, not per record.
@@ -112,9 +114,15 @@ impl Batch {
         &self.progress
     }
 
-    /// The index of its last record in its lease (what handing it out covers).
-    pub(crate) fn last_index(&self) -> u64 {
-        self.records.last().map_or(0, Record::index)
+    /// Records that the batch goes to the caller now; `false` if its lease is ending
+    /// and it must be dropped instead (the next owner delivers its records).
+    pub(crate) fn hand_out(&self) -> bool {
+        match self.records.last() {
+            Some(last) => self.progress.hand_out(last.index()),
+            // A shard's empty last batch carries no records, only the news that it
+            // ended: it goes out even once the shard thread has finished.
+            None => true,
+        }
     }
 
     /// The id of the shard its records were read from.
@@ -128,19 +136,23 @@ impl Batch {
         self.millis_behind_latest
     }
 
-    /// Whether these are the last records of a closed shard (after a split or merge): once
-    /// it is processed, the shard's children are read. A closed shard whose last read
-    /// brought no records has no such batch (the shard ends all the same).
+    /// Whether this is the last batch of a closed shard (after a split or merge): once
+    /// the shard's records are processed, its children are read. Every closed shard read
+    /// to its end has exactly one such batch — its last records, or, when the read that
+    /// found the end brought none, a batch without records (the only empty batch there
+    /// is; the shard's records before it are all processed, and its children may be read
+    /// already when it comes).
     pub fn is_shard_end(&self) -> bool {
         self.shard_end
     }
 
-    /// How many records it holds (at least one).
+    /// How many records it holds (at least one, but in a shard's empty last batch).
     pub fn len(&self) -> usize {
         self.records.len()
     }
 
-    /// Whether it holds no records (never true of a delivered batch).
+    /// Whether it holds no records (only a closed shard's last batch may; see
+    /// [`is_shard_end`](Batch::is_shard_end)).
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }

@@ -688,15 +688,17 @@ impl Kinsumer {
                     other => return other,
                 },
             };
-            if !batch.progress().hand_out(batch.last_index()) {
+            if !batch.hand_out() {
                 continue; // its lease is ending: the next owner delivers it
             }
             if auto {
                 in_hand.hold(batch.processed_marker());
             }
-            self.config
-                .stats()
-                .records_delivered(batch.shard_id(), batch.len());
+            if !batch.is_empty() {
+                self.config
+                    .stats()
+                    .records_delivered(batch.shard_id(), batch.len());
+            }
             return Pulled::Got(batch);
         }
     }

@@ -308,15 +308,17 @@ where
             },
         };
         let shard = Arc::clone(batch.progress().shard_id());
-        if !batch.progress().hand_out(batch.last_index()) {
+        if !batch.hand_out() {
             // Its lease is ending: the next owner delivers it.
             next = pool.next_in_lane(&shard);
             continue;
         }
-        consumer
-            .config()
-            .stats()
-            .records_delivered(&shard, batch.len());
+        if !batch.is_empty() {
+            consumer
+                .config()
+                .stats()
+                .records_delivered(&shard, batch.len());
+        }
         let marker = batch.processed_marker();
         let first = batch
             .records()

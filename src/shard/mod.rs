@@ -236,6 +236,8 @@ struct Worker<'a> {
     /// For a lease that started at LATEST without a checkpoint: when reading began, as
     /// the row's `StartPosition` (AT_TIMESTAMP), kept there until a checkpoint is.
     began: Option<String>,
+    /// A batch saying the shard ended was handed over.
+    end_told: bool,
 }
 
 /// A commit sent and not yet answered.
@@ -269,6 +271,7 @@ impl<'a> Worker<'a> {
             next_held_back_report: now,
             processed_seen: 0,
             began: None,
+            end_told: false,
         }
     }
 
@@ -436,6 +439,20 @@ impl<'a> Worker<'a> {
                 continue;
             }
             if reader.current_is_last {
+                // The read that found the end brought no records: a batch without
+                // records tells `batches()` and `process()` (`records()` skips it).
+                if !self.end_told {
+                    self.end_told = true;
+                    let end = Batch::new(
+                        Vec::new(),
+                        Arc::clone(progress),
+                        reader.current_millis,
+                        true,
+                    );
+                    if let Err(i) = self.send_counted(end, progress, &mut reader) {
+                        return i;
+                    }
+                }
                 // Closed shard: finish once the caller has processed its last record.
                 if progress.processed_since(0).0 == self.delivered {
                     return self.finish(progress);

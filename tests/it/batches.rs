@@ -20,7 +20,10 @@ fn numbers(batch: &Batch) -> TestResult<Vec<u64>> {
 /// Checks what every delivered batch must be: not empty, within the size bound, one
 /// shard's records in shard order (after the last one seen of that shard), with a lag.
 fn check_batch(batch: &Batch, cap: usize, last: &mut HashMap<String, String>) -> TestResult {
-    assert!(!batch.is_empty() && batch.len() <= cap, "{batch:?}");
+    assert!(
+        (!batch.is_empty() || batch.is_shard_end()) && batch.len() <= cap,
+        "{batch:?}"
+    );
     assert!(batch.millis_behind_latest().is_some(), "{batch:?}");
     for r in batch {
         assert_eq!(r.shard_id(), batch.shard_id());
@@ -191,5 +194,38 @@ fn batches_before_run_say_so_and_end() -> TestResult {
         other => return Err(format!("expected NotRunning, got {other:?}").into()),
     }
     assert!(batches.next().is_none());
+    Ok(())
+}
+
+#[test]
+fn a_closed_shard_ends_with_one_batch_that_says_so() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let parent = env.open_shards()?.remove(0);
+    env.put_numbered(0, 60, 5)?;
+    env.split(&parent)?;
+    support::wait_for(Duration::from_secs(30), "the split", || {
+        Ok(env.open_shards()?.len() == 2)
+    })?;
+    env.put_numbered(60, 120, 5)?;
+    let consumer = env.consumer("ender", config())?;
+    consumer.run()?;
+    let mut ends = Vec::new();
+    let mut parent_done = false;
+    let got = take_batches(&consumer, 120, 25, |b| {
+        // No record of the children comes before the parent's last record.
+        if b.shard_id() == parent && !b.is_empty() {
+            assert!(!parent_done, "records of {parent} after its children's");
+        } else if b.shard_id() != parent {
+            parent_done = true;
+        }
+        if b.is_shard_end() {
+            ends.push(b.shard_id().to_owned());
+        }
+    })?;
+    consumer.close()?;
+    // Exactly one batch says the parent ended (the children are open).
+    assert_eq!(ends, [parent]);
+    assert_eq!(got.len(), 120);
     Ok(())
 }
