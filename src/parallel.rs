@@ -8,8 +8,10 @@
 //! not 32). A worker that takes a batch of a shard another worker is at work on queues it
 //! in that shard's lane; the worker on the shard takes it next. Taking a batch off the
 //! channel and looking up its lane happen under one lock, so a shard's batches start in
-//! the order its thread sent them. Batches queued in a lane keep their room in the
-//! buffer until they start, so lanes and channel together stay within `buffer_size` and
+//! the order its thread sent them. A batch queued in a lane gives its room in the buffer
+//! back at once, so the other shards go on (a batch of a busy shard must not hold the
+//! whole buffer), and its shard thread sends nothing more until it starts: the lanes
+//! hold at most what the channel held, and memory stays within twice `buffer_size` and
 //! `buffer_bytes`.
 
 use std::collections::{HashMap, VecDeque};
@@ -136,6 +138,8 @@ impl<E> Pool<'_, E> {
         let batch = self.consumer.receiver().try_recv()?;
         match busy.get_mut(batch.shard_id()) {
             Some(lane) => {
+                self.consumer.release(&batch);
+                batch.progress().queue();
                 lane.push_back(batch);
                 Ok(None)
             }
@@ -147,13 +151,13 @@ impl<E> Pool<'_, E> {
         }
     }
 
-    /// After a batch of `shard`: the next one in its lane (its room in the buffer given
-    /// back), or `None`, with the shard free for any worker.
+    /// After a batch of `shard`: the next one in its lane, or `None`, with the shard
+    /// free for any worker.
     fn next_in_lane(&self, shard: &str) -> Option<Batch> {
         let mut busy = self.lanes.busy.lock();
         let next = busy.get_mut(shard).and_then(VecDeque::pop_front);
         match &next {
-            Some(batch) => self.consumer.release(batch),
+            Some(batch) => batch.progress().unqueue(),
             None => {
                 busy.remove(shard);
             }
@@ -165,16 +169,16 @@ impl<E> Pool<'_, E> {
     fn drop_lane(&self, shard: &str) {
         if let Some(lane) = self.lanes.busy.lock().remove(shard) {
             for batch in lane {
-                self.consumer.release(&batch);
+                batch.progress().unqueue();
             }
         }
     }
 
-    /// Gives the room of every batch still queued back (processing is over).
+    /// Drops every batch still queued (processing is over).
     fn clear(&self) {
         for (_, lane) in self.lanes.busy.lock().drain() {
             for batch in lane {
-                self.consumer.release(&batch);
+                batch.progress().unqueue();
             }
         }
     }
@@ -194,6 +198,9 @@ impl Kinsumer {
     /// [`handover_grace`](crate::Config::with_handover_grace) for the batch at work, then
     /// commits what was processed; a closed shard's children are read once its last batch
     /// is processed.
+    ///
+    /// One `process` call at a time per consumer, and no `records()` or `batches()`
+    /// iterator pulling meanwhile: batches they took would go past the lanes.
     ///
     /// Returns `Ok(())` after a [`StopHandle::stop`](crate::StopHandle::stop) (each worker
     /// finishes the batch it is at work on first; then stop or close the consumer, as

@@ -16,7 +16,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering as AtomicOrdering};
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex};
@@ -234,6 +234,9 @@ pub(crate) struct ShardProgress {
     /// lock: the shard thread looks at it on every wake-up, and the callers' hand-outs
     /// must not wait for that look.
     refused: AtomicBool,
+    /// Batches of this lease waiting in a lane of [`Kinsumer::process`](crate::Kinsumer::process)
+    /// (another worker is at work on the shard): the shard thread sends no more meanwhile.
+    queued: AtomicUsize,
 }
 
 impl ShardProgress {
@@ -250,6 +253,7 @@ impl ShardProgress {
             }),
             marked: Condvar::new(),
             refused: AtomicBool::new(false),
+            queued: AtomicUsize::new(0),
         }
     }
 
@@ -291,6 +295,30 @@ impl ShardProgress {
             drop(st);
             self.marked.notify_all();
         }
+    }
+
+    /// A batch of this lease went into a lane to wait for its shard's worker.
+    pub(crate) fn queue(&self) {
+        self.queued.fetch_add(1, AtomicOrdering::AcqRel);
+    }
+
+    /// A batch of this lease left its lane (started, or dropped); wakes the shard thread.
+    pub(crate) fn unqueue(&self) {
+        self.queued.fetch_sub(1, AtomicOrdering::AcqRel);
+        let _st = self.state.lock();
+        self.marked.notify_all();
+    }
+
+    /// Waits while a batch of this lease waits in a lane, until `deadline`; `true` if
+    /// none does (any more).
+    pub(crate) fn wait_while_queued(&self, deadline: Instant) -> bool {
+        let mut st = self.state.lock();
+        while self.queued.load(AtomicOrdering::Acquire) > 0 {
+            if self.marked.wait_until(&mut st, deadline).timed_out() {
+                return self.queued.load(AtomicOrdering::Acquire) == 0;
+            }
+        }
+        true
     }
 
     /// Whether a hand-out was refused for a lapsed lease or membership: this lease's

@@ -119,6 +119,7 @@ impl Worker<'_> {
         reader: &mut Reader<'_>,
     ) -> Result<u64, Interrupt> {
         let room = self.wait_for_marks(progress)?;
+        self.wait_for_lane(progress)?;
         let (records, bytes) = self.wait_for_room(cap.min(room), progress)?;
         let taken: Vec<Record> = self.unpacked.drain(..records).collect();
         let shard_end =
@@ -186,6 +187,20 @@ impl Worker<'_> {
             }
             let deadline = self.between_waits(progress)?;
             progress.wait_for_mark(deadline);
+        }
+    }
+
+    /// Waits (committing on schedule) while a batch of this shard waits in a lane of
+    /// `Kinsumer::process` for the worker at work on the shard: the lane gave that batch's
+    /// room in the buffer back so that other shards go on, and this shard sends nothing
+    /// more until it starts (lanes then hold at most what the channel held).
+    fn wait_for_lane(&mut self, progress: &ShardProgress) -> Result<(), Interrupt> {
+        loop {
+            if progress.wait_while_queued(Instant::now()) {
+                return Ok(());
+            }
+            let deadline = self.between_waits(progress)?;
+            progress.wait_while_queued(deadline);
         }
     }
 

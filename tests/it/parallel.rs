@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -357,5 +358,54 @@ fn process_refuses_no_workers_and_a_consumer_not_running() -> TestResult {
         other => return Err(format!("expected InvalidWorkers, got {other:?}").into()),
     }
     consumer.close()?;
+    Ok(())
+}
+
+#[test]
+fn a_shard_whose_batch_is_at_work_does_not_hold_the_buffer_for_the_others() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    const N: u64 = 400;
+    env.put_numbered(0, N, 37)?;
+    // A small buffer: two batches of two records fill it.
+    let config = support::fast_config()
+        .with_buffer_size(4)
+        .with_max_batch_records(2);
+    let consumer = Arc::new(env.consumer("hold", config)?);
+    consumer.run()?;
+    // The first batch's handler waits (at most 30 s) until 60 records of the other shard
+    // were processed meanwhile: its shard's next batches must not take all the room.
+    let seen: Mutex<HashMap<String, usize>> = Mutex::default();
+    let progress = Condvar::new();
+    let first: Mutex<Option<String>> = Mutex::default();
+    let others_while_held = AtomicUsize::new(0);
+    let stop = consumer.stop_handle();
+    let result = consumer.process(2, |batch: Batch| {
+        let shard = batch.shard_id().to_owned();
+        let held = first.lock().get_or_insert_with(|| shard.clone()).clone();
+        let mut counts = seen.lock();
+        *counts.entry(shard.clone()).or_default() += batch.len();
+        progress.notify_all();
+        if shard == held && counts[&shard] == batch.len() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let others = |c: &HashMap<String, usize>| {
+                c.iter().filter(|(s, _)| **s != held).map(|(_, n)| *n).sum()
+            };
+            while others(&counts) < 60 && !progress.wait_until(&mut counts, deadline).timed_out() {}
+            others_while_held.store(others(&counts), Ordering::SeqCst);
+        }
+        if counts.values().sum::<usize>() as u64 >= N {
+            stop.stop();
+        }
+        Ok::<(), std::convert::Infallible>(())
+    });
+    result?;
+    consumer.stop();
+    let others = others_while_held.load(Ordering::SeqCst);
+    assert!(
+        others >= 60,
+        "the other shard processed {others} records while one batch was at work"
+    );
+    assert_eq!(seen.lock().values().sum::<usize>() as u64, N);
     Ok(())
 }
