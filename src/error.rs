@@ -162,7 +162,9 @@ impl ErrorKind {
             ErrorKind::InvalidLeaderActionFrequency => {
                 "leader action frequency is mandatory and must be at least as long as the shard check frequency"
             }
-            ErrorKind::InvalidBufferSize => "buffer size is mandatory and at most 100000",
+            ErrorKind::InvalidBufferSize => {
+                "buffer sizes must be positive (buffer_size at most 100000)"
+            }
             ErrorKind::InvalidDynamoCapacity => "dynamo read/write capacity must be positive",
             ErrorKind::StreamBusy => "stream is busy",
             ErrorKind::NoSuchStream => "no such stream",
@@ -171,7 +173,7 @@ impl ErrorKind {
             ErrorKind::TableNotFound => "table does not exist (see create_required_tables)",
             ErrorKind::TableNotReady => "table is not active",
             ErrorKind::TableSchema => "table has the wrong key schema",
-            ErrorKind::InvalidCheckpoint => "Kinesis rejects the checkpoint",
+            ErrorKind::InvalidCheckpoint => "the shard's checkpoint cannot be read from",
             ErrorKind::Timeout => "timed out",
             ErrorKind::LeaseLost => "shard lease lost to another client",
             ErrorKind::Aws => "AWS request failed",
@@ -277,13 +279,13 @@ impl Error {
     {
         self.inner.transient = crate::retry::is_transient(&err);
         self.inner.code = err.code().map(str::to_owned);
-        self.inner.detail = Some(describe_sdk_error(&err));
+        self.inner.detail = Some(describe_answer(&err));
         if let Some((code, detail)) = sts_refusal(&err) {
             // The call never left: STS would not give the role's credentials. Retrying
             // does not change STS's mind.
             self.inner.kind = ErrorKind::AssumeRoleFailed;
             self.inner.transient = false;
-            self.inner.code = Some(code);
+            self.inner.code = code;
             self.inner.detail = Some(format!("STS AssumeRole: {detail}"));
         }
         self.with_source(err)
@@ -424,15 +426,14 @@ impl fmt::Display for Error {
     }
 }
 
-/// Concise: the kind, the context and the messages of the cause chain — not the causes'
-/// own `Debug`, which for SDK errors holds whole HTTP responses.
+/// Concise: the kind, the whole `Display` message (with its hint: `main` returning a
+/// `Result` prints this) and the messages of the cause chain — not the causes' own
+/// `Debug`, which for SDK errors holds whole HTTP responses.
 impl fmt::Debug for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Error");
         d.field("kind", &self.inner.kind);
-        if let Some(context) = &self.inner.context {
-            d.field("context", context);
-        }
+        d.field("message", &self.to_string());
         if let Some(code) = &self.inner.code {
             d.field("code", code);
         }
@@ -464,32 +465,48 @@ fn cause_messages(mut next: Option<&(dyn std::error::Error + 'static)>) -> Vec<S
 /// misbehaving endpoint could send anything.
 const MAX_DETAIL: usize = 300;
 
-/// (The SDK's `DisplayErrorContext` would print the same chain but then append the error's
-/// `Debug`, which holds the raw HTTP response: too long for a log line.)
-///
-/// One line on an SDK failure: the service's code and message for an answer from the
-/// service; else the transport failure's cause chain ("dispatch failure: io error:
-/// Connection refused").
 /// STS's refusal to let this client assume its role (AccessDenied, an invalid token, …),
-/// found in a failed call's causes, as (code, one line). An STS outage is not a refusal.
-fn sts_refusal(err: &(dyn std::error::Error + 'static)) -> Option<(String, String)> {
+/// found in a failed call's causes, as (its error code if STS sent one, one line). An STS
+/// outage is not a refusal.
+fn sts_refusal(err: &(dyn std::error::Error + 'static)) -> Option<(Option<String>, String)> {
     use aws_sdk_sts::operation::assume_role::AssumeRoleError;
     let mut cause = Some(err);
     while let Some(e) = cause {
         if let Some(sts) = e.downcast_ref::<SdkError<AssumeRoleError>>() {
-            return (!crate::retry::is_transient(sts)).then(|| {
-                (
-                    sts.code().unwrap_or("AssumeRole").to_owned(),
-                    describe_sdk_error(sts),
-                )
-            });
+            return (!crate::retry::is_transient(sts))
+                .then(|| (sts.code().map(str::to_owned), describe_answer(sts)));
         }
         cause = e.source();
     }
     None
 }
 
-fn describe_sdk_error<E, R>(err: &SdkError<E, R>) -> String
+/// [`describe_sdk_error`] for a call's HTTP answer: an answer that carried neither an
+/// error code nor a message the SDK could read is told by its HTTP status (an
+/// `unhandled error` says nothing to a user).
+fn describe_answer<E>(err: &SdkError<E>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match err {
+        SdkError::ServiceError(service) if err.code().is_none() && err.message().is_none() => {
+            format!(
+                "HTTP {} with no error code or message the SDK could read",
+                service.raw().status().as_u16()
+            )
+        }
+        _ => describe_sdk_error(err),
+    }
+}
+
+/// One line on an SDK failure: the service's code and message for an answer from the
+/// service (with the HTTP status when the answer had no code); else the transport
+/// failure's cause chain ("dispatch failure: io error: Connection refused"). At most
+/// [`MAX_DETAIL`] bytes.
+///
+/// (The SDK's `DisplayErrorContext` would print the same chain but then append the error's
+/// `Debug`, which holds the raw HTTP response: too long for a log line.)
+pub(crate) fn describe_sdk_error<E, R>(err: &SdkError<E, R>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: fmt::Debug + Send + Sync + 'static,
@@ -570,6 +587,31 @@ mod tests {
         // The raw HTTP response (its body, headers) is not dumped.
         assert!(!debug.contains("__type"), "{debug}");
         assert!(!debug.contains("SdkBody"), "{debug}");
+    }
+
+    #[test]
+    fn debug_keeps_the_hint_that_display_gives() {
+        let err = Error::new(ErrorKind::NoRegion).with_context("configuring the AWS clients");
+        let debug = format!("{err:?}");
+        assert!(debug.contains("set AWS_REGION"), "{debug}");
+        assert!(debug.contains(&err.to_string()), "{debug}");
+    }
+
+    #[test]
+    fn an_answer_without_code_or_message_is_told_by_its_status() {
+        let raw = Response::new(
+            StatusCode::try_from(403).unwrap(),
+            SdkBody::from("<html>forbidden</html>"),
+        );
+        let meta = ErrorMetadata::builder().build();
+        let err = Error::aws(
+            "GetRecords",
+            SdkError::service_error(GetRecordsError::generic(meta), raw),
+        );
+        assert_eq!(err.aws_code(), None);
+        let text = err.to_string();
+        assert!(text.contains("HTTP 403"), "{text}");
+        assert!(!text.contains("unhandled"), "{text}");
     }
 
     #[test]
