@@ -248,6 +248,16 @@ pub(crate) enum WriteError {
     Other { error: Error, transient: bool },
 }
 
+/// "another client owns the lease now", or the error's one line.
+impl std::fmt::Display for WriteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WriteError::LeaseLost => f.write_str("another client owns the lease now"),
+            WriteError::Other { error, .. } => write!(f, "{error}"),
+        }
+    }
+}
+
 impl From<WriteError> for Error {
     fn from(e: WriteError) -> Self {
         match e {

@@ -36,6 +36,23 @@ pub enum InitialPosition {
     AtTimestamp(SystemTime),
 }
 
+/// `TRIM_HORIZON`, `LATEST`, or `AT_TIMESTAMP 2026-12-06T22:12:46Z` (as Kinesis names
+/// them), for messages.
+impl std::fmt::Display for InitialPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InitialPosition::TrimHorizon => f.write_str("TRIM_HORIZON"),
+            InitialPosition::Latest => f.write_str("LATEST"),
+            InitialPosition::AtTimestamp(t) => {
+                let nanos = t
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+                write!(f, "AT_TIMESTAMP {}", crate::clock::rfc3339(nanos))
+            }
+        }
+    }
+}
+
 /// How the DynamoDB tables created by
 /// [`Kinsumer::create_required_tables`](crate::Kinsumer::create_required_tables) are billed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1099,6 +1116,17 @@ mod tests {
             None
         );
         assert_eq!(d().with_role_arn(role).role_arn(), Some(role));
+    }
+
+    #[test]
+    fn initial_positions_read_as_kinesis_names_them() {
+        assert_eq!(InitialPosition::TrimHorizon.to_string(), "TRIM_HORIZON");
+        assert_eq!(InitialPosition::Latest.to_string(), "LATEST");
+        let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_595_151);
+        assert_eq!(
+            InitialPosition::AtTimestamp(t).to_string(),
+            "AT_TIMESTAMP 2026-12-06T22:12:31Z"
+        );
     }
 
     #[test]

@@ -350,7 +350,7 @@ impl FanOut {
             .shard_id(&*self.at.shard)
             .starting_position(start);
         log::debug!(
-            "shard {}: subscribing ({number}) from {:?}",
+            "shard {}: subscribing ({number}) {}",
             self.at.shard,
             self.position
         );
@@ -476,7 +476,7 @@ impl FanOut {
         self.subscription = None;
         let error = Error::new(ErrorKind::Aws)
             .with_context(format!(
-                "{}: {what}; resubscribing from {:?}",
+                "{}: {what}; resubscribing {}",
                 self.at.what("SubscribeToShard"),
                 self.position
             ))
@@ -525,7 +525,7 @@ impl RecordSource for FanOut {
             }
             Pumped::Ended => {
                 log::debug!(
-                    "shard {}: subscription ended; resubscribing from {:?}",
+                    "shard {}: subscription ended; resubscribing {}",
                     self.at.shard,
                     self.position
                 );

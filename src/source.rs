@@ -162,6 +162,17 @@ pub(crate) enum StartAt {
     Initial(InitialPosition),
 }
 
+/// For messages: "after 4968…", "at 4968…", "TRIM_HORIZON".
+impl std::fmt::Display for StartAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartAt::After(seq) => write!(f, "after {seq}"),
+            StartAt::At(seq) => write!(f, "at {seq}"),
+            StartAt::Initial(p) => write!(f, "{p}"),
+        }
+    }
+}
+
 /// A shard of a stream, for calls and messages about it.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardRef {
@@ -410,7 +421,7 @@ impl Polling {
                     ) =>
             {
                 log::info!(
-                    "shard {}: iterator {} ({}); renewing after {:?}",
+                    "shard {}: iterator {} ({}); renewing {}",
                     self.at.shard,
                     retry::code(&e).unwrap_or_default(),
                     e.message().unwrap_or_default(),

@@ -52,6 +52,26 @@ pub(crate) struct Checkpoint {
     pub(crate) partial: Option<Partial>,
 }
 
+/// For messages: "none", "4968…", or "4968…, then sub-record 3 of 4969…".
+impl std::fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.sequence_number, &self.partial) {
+            (None, None) => f.write_str("none"),
+            (Some(seq), None) => f.write_str(seq),
+            (seq, Some(p)) => {
+                if let Some(seq) = seq {
+                    write!(f, "{seq}, then ")?;
+                }
+                write!(
+                    f,
+                    "the aggregate {} up to its sub-record {}",
+                    p.aggregate, p.sub_sequence_number
+                )
+            }
+        }
+    }
+}
+
 impl Checkpoint {
     /// The checkpoint once the record `seq` (a user record of an aggregate if `part`) is
     /// processed, written into `self` reusing its buffers: this runs once per record.
@@ -75,6 +95,11 @@ impl Checkpoint {
                 self.partial = None;
             }
         }
+    }
+
+    /// For messages, a checkpoint that may be missing ("none").
+    pub(crate) fn show(c: Option<&Checkpoint>) -> String {
+        c.map_or_else(|| "none".to_owned(), Checkpoint::to_string)
     }
 
     /// Whether it names no position at all (a row never checkpointed).
@@ -406,6 +431,26 @@ mod tests {
 
     fn seq(wm: &Watermark) -> Option<&str> {
         wm.processed()?.sequence_number.as_deref()
+    }
+
+    #[test]
+    fn checkpoints_read_as_words_in_messages() {
+        assert_eq!(Checkpoint::show(None), "none");
+        assert_eq!(Checkpoint::default().to_string(), "none");
+        let plain = Checkpoint::from_row(Some("49".into()), None);
+        assert_eq!(plain.to_string(), "49");
+        let partial = Checkpoint::from_row(
+            Some("49".into()),
+            Some(Partial {
+                aggregate: "51".into(),
+                sub_sequence_number: 3,
+            }),
+        );
+        assert_eq!(
+            partial.to_string(),
+            "49, then the aggregate 51 up to its sub-record 3"
+        );
+        assert!(!format!("{partial}").contains("Some("));
     }
 
     fn cp(seq: &str) -> Checkpoint {

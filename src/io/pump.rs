@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::SdkError;
 use aws_sdk_kinesis::operation::subscribe_to_shard::SubscribeToShardError;
 use aws_sdk_kinesis::types::error::SubscribeToShardEventStreamError;
 use aws_sdk_kinesis::types::{SubscribeToShardEvent, SubscribeToShardEventStream};
@@ -114,13 +114,11 @@ async fn run(
     }
 }
 
+/// One line (the service's code and message, or the cause chain), never the raw
+/// event-stream message the SDK's `Debug` would show.
 pub(crate) fn stream_failure<R>(e: &SdkError<SubscribeToShardEventStreamError, R>) -> String
 where
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    match (e.code(), e.message()) {
-        (Some(code), Some(message)) => format!("{code}: {message}"),
-        (Some(code), None) => code.to_owned(),
-        _ => aws_sdk_kinesis::error::DisplayErrorContext(e).to_string(),
-    }
+    crate::error::describe_sdk_error(e)
 }

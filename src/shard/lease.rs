@@ -89,7 +89,7 @@ impl Worker<'_> {
     /// gives a parked or finished shard back at once, else starts the lease.
     fn took(&mut self, found: Captured) -> Result<StartAt, ShardExit> {
         log::info!(
-            "client {}: acquired the lease of shard {} (checkpoint {:?})",
+            "client {}: acquired the lease of shard {} (checkpoint {})",
             self.ctx.owner.name,
             self.shard(),
             found.checkpoint
@@ -197,7 +197,7 @@ impl Worker<'_> {
         }
         log::info!(
             "client {}: shard {}: the row is as this client last wrote it; going on from \
-             what it had processed ({processed:?}) rather than from the row's {in_row:?}",
+             what it had processed ({processed}) rather than from the row's ({in_row})",
             self.ctx.owner.name,
             self.shard()
         );
@@ -206,7 +206,7 @@ impl Worker<'_> {
             // The next commit writes a later checkpoint; until then a crash re-delivers
             // from the row's, as ever.
             Err(e) => log::warn!(
-                "client {}: shard {}: writing the checkpoint {processed:?}: {e:?}",
+                "client {}: shard {}: writing the checkpoint {processed}: {e}",
                 self.ctx.owner.name,
                 self.shard()
             ),
@@ -448,7 +448,7 @@ impl Worker<'_> {
                 self.last_write = self.last_write.max(done.sent);
                 progress.renew(self.last_write + self.lease_margin());
                 if let Some(c) = done.checkpoint {
-                    log::debug!("shard {}: checkpoint {c:?}", self.shard());
+                    log::debug!("shard {}: checkpoint {c}", self.shard());
                     self.report_commit(&c);
                     self.checkpoint = Some(c);
                 }
@@ -571,9 +571,10 @@ impl Worker<'_> {
             Err(_) if checkpoint.is_some() => {
                 log::info!(
                     "client {}: could not hand back the lease of shard {}; keeping what \
-                     was processed ({checkpoint:?}) in case it is captured here again",
+                     was processed ({}) in case it is captured here again",
                     self.ctx.owner.name,
-                    self.shard()
+                    self.shard(),
+                    Checkpoint::show(checkpoint.as_ref())
                 );
                 if let Some(c) = checkpoint {
                     self.ctx
@@ -584,13 +585,13 @@ impl Worker<'_> {
             }
             Ok(()) => log::info!(
                 "client {}: handed back the lease of shard {} it could no longer renew \
-                 (checkpoint {:?})",
+                 (checkpoint {})",
                 self.ctx.owner.name,
                 self.shard(),
-                checkpoint.as_ref().or(self.checkpoint.as_ref())
+                Checkpoint::show(checkpoint.as_ref().or(self.checkpoint.as_ref()))
             ),
             Err(e) => log::debug!(
-                "client {}: could not hand back the lease of shard {}: {e:?}",
+                "client {}: could not hand back the lease of shard {}: {e}",
                 self.ctx.owner.name,
                 self.shard()
             ),
@@ -612,10 +613,10 @@ impl Worker<'_> {
         match self.final_write(|leases| leases.release(&shard, checkpoint.as_ref())) {
             Ok(()) => {
                 log::info!(
-                    "client {}: released the lease of shard {} (checkpoint {:?})",
+                    "client {}: released the lease of shard {} (checkpoint {})",
                     self.ctx.owner.name,
                     self.shard(),
-                    checkpoint.as_ref().or(self.checkpoint.as_ref())
+                    Checkpoint::show(checkpoint.as_ref().or(self.checkpoint.as_ref()))
                 );
                 if let Some(c) = &checkpoint {
                     self.report_commit(c);
