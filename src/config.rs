@@ -13,6 +13,8 @@ const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// The most records the buffer may hold (its slots are allocated up front).
 const MAX_BUFFER_SIZE: usize = 100_000;
+/// Each commit is a DynamoDB write per shard: more often than this only costs.
+const MIN_COMMIT_FREQUENCY: Duration = Duration::from_millis(100);
 
 /// How long a client may go silent before others take its shards, by default.
 const DEFAULT_FAILOVER_TIME: Duration = Duration::from_secs(15);
@@ -264,8 +266,9 @@ impl Config {
             .unwrap_or_else(|| Duration::from_secs(1).max(self.throttle_delay))
     }
 
-    /// How often processed records are checkpointed (default 1 s; under half the lease
-    /// time, 5 × shard check frequency, since idle leases are heartbeated then).
+    /// How often processed records are checkpointed (default 1 s; at least 100 ms — each
+    /// commit is a DynamoDB write per shard — and under half the lease time, 5 × shard
+    /// check frequency, since idle leases are heartbeated then).
     pub fn with_commit_frequency(mut self, frequency: Duration) -> Self {
         self.commit_frequency = frequency;
         self
@@ -830,7 +833,9 @@ impl Config {
         }
         // Idle leases are heartbeated when a commit falls due: commits must come well
         // within the lease time.
-        if self.commit_frequency.is_zero() || self.commit_frequency >= self.lease_ttl() / 2 {
+        if self.commit_frequency < MIN_COMMIT_FREQUENCY
+            || self.commit_frequency >= self.lease_ttl() / 2
+        {
             return fail(ErrorKind::InvalidCommitFrequency);
         }
         if self.leader_action_frequency.is_zero()
@@ -838,13 +843,19 @@ impl Config {
         {
             return fail(ErrorKind::InvalidLeaderActionFrequency);
         }
-        if self.buffer_size == 0
-            || self.buffer_size > MAX_BUFFER_SIZE
-            || self.buffer_bytes == 0
-            || self.fetch_bytes == 0
-            || self.max_unmarked == 0
-        {
-            return fail(ErrorKind::InvalidBufferSize);
+        for (name, bad) in [
+            (
+                "buffer_size (1..=100000)",
+                self.buffer_size == 0 || self.buffer_size > MAX_BUFFER_SIZE,
+            ),
+            ("buffer_bytes (at least 1)", self.buffer_bytes == 0),
+            ("fetch_bytes (at least 1)", self.fetch_bytes == 0),
+            ("max_unmarked (at least 1)", self.max_unmarked == 0),
+        ] {
+            if bad {
+                return Err(Error::new(ErrorKind::InvalidBufferSize)
+                    .with_context(format!("validating the configuration: {name}")));
+            }
         }
         self.validate_sizes()?;
         if self
@@ -1130,6 +1141,21 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_buffer_setting_is_named() {
+        for (config, name) in [
+            (Config::default().with_buffer_bytes(0), "buffer_bytes"),
+            (Config::default().with_buffer_size(0), "buffer_size"),
+            (Config::default().with_fetch_bytes(0), "fetch_bytes"),
+        ] {
+            let Err(e) = config.validate() else {
+                panic!("{name} 0 accepted");
+            };
+            assert_eq!(e.kind(), ErrorKind::InvalidBufferSize);
+            assert!(e.to_string().contains(name), "{e}");
+        }
+    }
+
+    #[test]
     fn every_rule_has_its_error() {
         use ErrorKind::*;
         let d = Config::default;
@@ -1145,6 +1171,11 @@ mod tests {
                 d().with_commit_frequency(Duration::ZERO),
                 Some(InvalidCommitFrequency),
             ),
+            (
+                d().with_commit_frequency(Duration::from_nanos(1)),
+                Some(InvalidCommitFrequency),
+            ),
+            (d().with_commit_frequency(ms(100)), None),
             // A lease heartbeated too late.
             (
                 d().with_commit_frequency(secs(150)),

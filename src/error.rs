@@ -37,14 +37,17 @@ pub enum ErrorKind {
     NoShardsAssigned,
     /// The throttle delay is below 200 ms (Go: `ErrConfigInvalidThrottleDelay`).
     InvalidThrottleDelay,
-    /// The commit frequency is zero (Go: `ErrConfigInvalidCommitFrequency`).
+    /// The commit frequency is under 100 ms or not under half the lease time (Go:
+    /// `ErrConfigInvalidCommitFrequency`, for zero).
     InvalidCommitFrequency,
     /// The shard check frequency is zero (Go: `ErrConfigInvalidShardCheckFrequency`).
     InvalidShardCheckFrequency,
     /// The leader action frequency is zero or shorter than the shard check frequency
     /// (Go: `ErrConfigInvalidLeaderActionFrequency`).
     InvalidLeaderActionFrequency,
-    /// The buffer size is zero (Go: `ErrConfigInvalidBufferSize`).
+    /// A buffer bound (`buffer_size`, `buffer_bytes`, `fetch_bytes`, `max_unmarked`) is
+    /// zero, or `buffer_size` over 100,000; the message names it (Go:
+    /// `ErrConfigInvalidBufferSize`).
     InvalidBufferSize,
     /// A DynamoDB read or write capacity is zero (Go: `ErrConfigInvalidDynamoCapacity`).
     InvalidDynamoCapacity,
@@ -156,7 +159,7 @@ impl ErrorKind {
                 "throttle delay must be at least 200ms (preferably 250ms)"
             }
             ErrorKind::InvalidCommitFrequency => {
-                "commit frequency is mandatory and must be under half the lease time (5 x shard check frequency)"
+                "commit frequency must be at least 100ms and under half the lease time (5 x shard check frequency)"
             }
             ErrorKind::InvalidShardCheckFrequency => "shard check frequency is mandatory",
             ErrorKind::InvalidLeaderActionFrequency => {

@@ -149,12 +149,20 @@ fn check_schema(bridge: &Bridge, table: &str, key: &str) -> Result<()> {
     if keys == [(key.to_owned(), KeyType::Hash)] && string_typed {
         return Ok(());
     }
+    // Each key with its role and its attribute type: "Shard (HASH, type N)".
+    let type_of = |name: &str| {
+        t.attribute_definitions()
+            .iter()
+            .find(|d| d.attribute_name() == name)
+            .map_or("?", |d| d.attribute_type().as_str())
+            .to_owned()
+    };
     let found: Vec<String> = keys
         .iter()
-        .map(|(name, kind)| format!("{name} ({})", kind.as_str()))
+        .map(|(name, kind)| format!("{name} ({}, type {})", kind.as_str(), type_of(name)))
         .collect();
     Err(Error::new(ErrorKind::TableSchema).with_context(format!(
-        "table {table} is keyed by {}, not by the string hash key {key}",
+        "table {table} is keyed by {}, not by the string (type S) hash key {key} alone",
         found.join(" + ")
     )))
 }

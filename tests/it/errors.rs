@@ -294,6 +294,50 @@ fn a_table_with_the_wrong_key_schema_is_reported() -> TestResult {
     Ok(())
 }
 
+/// The right key name with the wrong type: the message names the type it found.
+#[test]
+fn a_key_of_the_wrong_type_is_named_with_its_type() -> TestResult {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    let env = Env::new(1)?;
+    env.block_on(
+        env.dynamodb
+            .create_table()
+            .table_name(format!("{}_checkpoints", env.app))
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("Shard")
+                    .attribute_type(ScalarAttributeType::N)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("Shard")
+                    .key_type(KeyType::Hash)
+                    .build()?,
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .send(),
+    )?;
+    let consumer = Kinsumer::from_clients(
+        &env.kinesis,
+        &env.dynamodb,
+        &env.stream,
+        &env.app,
+        "c",
+        support::fast_config(),
+    )?;
+    let err = consumer
+        .create_required_tables()
+        .expect_err("accepted a number-keyed table");
+    assert_eq!(err.kind(), ErrorKind::TableSchema);
+    let text = err.to_string();
+    assert!(text.contains("Shard (HASH, type N)"), "{text}");
+    assert!(text.contains("type S"), "{text}");
+    Ok(())
+}
+
 #[test]
 fn tables_are_created_idempotently_and_deleted() -> TestResult {
     let mut env = Env::new(1)?;
