@@ -53,6 +53,9 @@ pub struct Batch {
     shard_end: bool,
     /// The bytes it counts for in the buffer's byte bound.
     bytes: usize,
+    /// A closed shard's empty last batch handed out in manual mode: dropping it counts
+    /// as processing it (it has no records to mark).
+    end_on_drop: bool,
 }
 
 /// What a batch says besides its records (kept while `records()` hands them out one by one).
@@ -78,17 +81,29 @@ impl Batch {
             millis_behind_latest,
             shard_end,
             bytes,
+            end_on_drop: false,
         }
     }
 
+    /// Whether it is a closed shard's empty last batch (it tells the end, no records).
+    pub(crate) fn tells_end_only(&self) -> bool {
+        self.shard_end && self.records.is_empty()
+    }
+
+    /// Makes dropping it count as processing it, if it is a closed shard's empty last
+    /// batch (manual mode: it has no record to mark).
+    pub(crate) fn end_on_drop(&mut self) {
+        self.end_on_drop = self.tells_end_only();
+    }
+
     /// Splits off its records, for handing them out one by one.
-    pub(crate) fn into_parts(self) -> (BatchHead, std::vec::IntoIter<Record>) {
+    pub(crate) fn into_parts(mut self) -> (BatchHead, std::vec::IntoIter<Record>) {
         let head = BatchHead {
-            progress: self.progress,
+            progress: Arc::clone(&self.progress),
             millis_behind_latest: self.millis_behind_latest,
             shard_end: self.shard_end,
         };
-        (head, self.records.into_iter())
+        (head, std::mem::take(&mut self.records).into_iter())
     }
 
     /// The batch of the records of `head` not yet handed out (`None` if none is left).
@@ -137,11 +152,15 @@ impl Batch {
     }
 
     /// Whether this is the last batch of a closed shard (after a split or merge): once
-    /// the shard's records are processed, its children are read. Every closed shard read
-    /// to its end has exactly one such batch — its last records, or, when the read that
-    /// found the end brought none, a batch without records (the only empty batch there
-    /// is; the shard's records before it are all processed, and its children may be read
-    /// already when it comes).
+    /// it is processed, its children are read. Every closed shard read to its end has
+    /// exactly one such batch — its last records, or, when the read that found the end
+    /// brought none, a batch without records (the only empty batch there is; the shard's
+    /// records before it are all processed when it comes). The children wait for it as
+    /// for any batch: in auto mode until the iterator moves on, in
+    /// [`process`](crate::Kinsumer::process) until the handler returns `Ok`, in manual
+    /// mode until it is [marked](Batch::mark_processed) or dropped (an empty one has no
+    /// records to mark) — so per-shard state can be flushed on it before any record of
+    /// the children is handed out.
     pub fn is_shard_end(&self) -> bool {
         self.shard_end
     }
@@ -174,17 +193,14 @@ impl Batch {
 
     /// Its records, taking them out of the batch. In manual mode, take a
     /// [`processed_marker`](Batch::processed_marker) first to mark them all at once.
-    pub fn into_records(self) -> Vec<Record> {
-        self.records
+    pub fn into_records(mut self) -> Vec<Record> {
+        std::mem::take(&mut self.records)
     }
 
     /// Marks every record of the batch processed (see [`Record::mark_processed`]): one
     /// step, whatever its size. Idempotent.
     pub fn mark_processed(&self) {
-        if let Some(last) = self.records.last() {
-            let first = self.records.first().map_or(0, Record::index);
-            last.marker_from(first).mark();
-        }
+        self.processed_marker().mark();
     }
 
     /// A handle that marks every record of the batch processed later, from any thread.
@@ -192,8 +208,16 @@ impl Batch {
         let first = self.records.first().map_or(0, Record::index);
         match self.records.last() {
             Some(last) => last.marker_from(first),
-            // Unreachable for a delivered batch; a marker that covers nothing new.
-            None => ProcessedMarker::none(Arc::clone(&self.progress)),
+            // A closed shard's empty last batch: its mark lets the shard finish.
+            None => ProcessedMarker::end(Arc::clone(&self.progress)),
+        }
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if self.end_on_drop {
+            self.progress.mark_end_processed();
         }
     }
 }
@@ -212,7 +236,7 @@ impl IntoIterator for Batch {
     type IntoIter = std::vec::IntoIter<Record>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.records.into_iter()
+        self.into_records().into_iter()
     }
 }
 

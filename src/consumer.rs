@@ -644,6 +644,11 @@ impl Kinsumer {
             };
             let Some(record) = record else {
                 match self.pull(deadline, None, &mut || self.take()) {
+                    Pulled::Got(batch) if batch.tells_end_only() => {
+                        // No record to hand out: nothing else waits for it.
+                        batch.progress().mark_end_processed();
+                        continue;
+                    }
                     Pulled::Got(batch) => {
                         *self.loose.lock() = Some(batch.into_parts());
                         continue;
@@ -681,7 +686,7 @@ impl Kinsumer {
                 .lock()
                 .take()
                 .and_then(|(head, rest)| Batch::from_parts(head, rest));
-            let batch = match rest {
+            let mut batch = match rest {
                 Some(batch) => batch,
                 None => match self.pull(deadline, None, &mut || self.take()) {
                     Pulled::Got(batch) => batch,
@@ -693,6 +698,8 @@ impl Kinsumer {
             }
             if auto {
                 in_hand.hold(batch.processed_marker());
+            } else {
+                batch.end_on_drop();
             }
             if !batch.is_empty() {
                 self.config

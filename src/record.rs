@@ -133,6 +133,7 @@ impl Record {
             index: self.index,
             sequence_number: self.sequence_number.clone(),
             part: self.part.clone(),
+            end: false,
         }
     }
 
@@ -188,22 +189,30 @@ pub struct ProcessedMarker {
     index: u64,
     sequence_number: String,
     part: Option<AggregatePart>,
+    /// The marker of a closed shard's empty last batch: it marks no record, only that
+    /// the batch was processed.
+    end: bool,
 }
 
 impl ProcessedMarker {
-    /// A marker that marks nothing (of an empty batch).
-    pub(crate) fn none(progress: Arc<ShardProgress>) -> Self {
+    /// The marker of a closed shard's empty last batch.
+    pub(crate) fn end(progress: Arc<ShardProgress>) -> Self {
         ProcessedMarker {
             progress,
             first: 1,
             index: 0,
             sequence_number: String::new(),
             part: None,
+            end: true,
         }
     }
 
     /// Marks the record processed (see [`Record::mark_processed`]).
     pub fn mark(self) {
+        if self.end {
+            self.progress.mark_end_processed();
+            return;
+        }
         self.progress.mark(
             self.first,
             self.index,

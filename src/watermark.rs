@@ -262,6 +262,10 @@ pub(crate) struct ShardProgress {
     /// Batches of this lease waiting in a lane of [`Kinsumer::process`](crate::Kinsumer::process)
     /// (another worker is at work on the shard): the shard thread sends no more meanwhile.
     queued: AtomicUsize,
+    /// The batch that told a closed shard's end without records was processed (see
+    /// [`Batch::is_shard_end`](crate::Batch::is_shard_end)): the shard may finish, and
+    /// its children be read, only after.
+    end_processed: AtomicBool,
 }
 
 impl ShardProgress {
@@ -279,6 +283,7 @@ impl ShardProgress {
             marked: Condvar::new(),
             refused: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
+            end_processed: AtomicBool::new(false),
         }
     }
 
@@ -344,6 +349,18 @@ impl ShardProgress {
             }
         }
         true
+    }
+
+    /// The empty batch that told the shard's end was processed; wakes the shard thread.
+    pub(crate) fn mark_end_processed(&self) {
+        self.end_processed.store(true, AtomicOrdering::Release);
+        let _st = self.state.lock();
+        self.marked.notify_all();
+    }
+
+    /// Whether the empty batch that told the shard's end was processed.
+    pub(crate) fn end_processed(&self) -> bool {
+        self.end_processed.load(AtomicOrdering::Acquire)
     }
 
     /// Whether a hand-out was refused for a lapsed lease or membership: this lease's

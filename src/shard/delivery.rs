@@ -133,6 +133,8 @@ impl Worker<'_> {
         let sent = self.send_counted(batch, progress, reader);
         if sent.is_err() {
             self.ctx.budget.release(records, bytes);
+        } else if shard_end {
+            self.end_told = super::EndTold::WithRecords;
         }
         sent.map(|()| records as u64)
     }

@@ -236,8 +236,18 @@ struct Worker<'a> {
     /// For a lease that started at LATEST without a checkpoint: when reading began, as
     /// the row's `StartPosition` (AT_TIMESTAMP), kept there until a checkpoint is.
     began: Option<String>,
-    /// A batch saying the shard ended was handed over.
-    end_told: bool,
+    /// Whether a batch saying the shard ended was handed over, and how.
+    end_told: EndTold,
+}
+
+/// How a closed shard's end was told to the caller.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum EndTold {
+    NotYet,
+    /// With its last records: their marks say it was processed.
+    WithRecords,
+    /// In a batch of its own, without records: its own mark says it was processed.
+    Alone,
 }
 
 /// A commit sent and not yet answered.
@@ -271,7 +281,7 @@ impl<'a> Worker<'a> {
             next_held_back_report: now,
             processed_seen: 0,
             began: None,
-            end_told: false,
+            end_told: EndTold::NotYet,
         }
     }
 
@@ -441,8 +451,8 @@ impl<'a> Worker<'a> {
             if reader.current_is_last {
                 // The read that found the end brought no records: a batch without
                 // records tells `batches()` and `process()` (`records()` skips it).
-                if !self.end_told {
-                    self.end_told = true;
+                if self.end_told == EndTold::NotYet {
+                    self.end_told = EndTold::Alone;
                     let end = Batch::new(
                         Vec::new(),
                         Arc::clone(progress),
@@ -453,8 +463,11 @@ impl<'a> Worker<'a> {
                         return i;
                     }
                 }
-                // Closed shard: finish once the caller has processed its last record.
-                if progress.processed_since(0).0 == self.delivered {
+                // Closed shard: finish once the caller has processed its last record,
+                // and the batch that told the end (if it came without records).
+                if progress.processed_since(0).0 == self.delivered
+                    && (self.end_told == EndTold::WithRecords || progress.end_processed())
+                {
                     return self.finish(progress);
                 }
                 if let Err(i) = self.wait_until(Instant::now() + self.throttle(), progress) {

@@ -229,3 +229,66 @@ fn a_closed_shard_ends_with_one_batch_that_says_so() -> TestResult {
     assert_eq!(got.len(), 120);
     Ok(())
 }
+
+/// A closed shard whose last read brought no records ends with an empty batch; its
+/// children are read only once that batch is processed (here, in manual mode: dropped),
+/// so a processor can flush per-shard state on it before any child's record comes.
+/// Before the fix the shard finished as soon as its records were marked and the
+/// children's records came while the end batch was still in hand.
+#[test]
+fn the_children_wait_for_the_empty_end_batch_to_be_processed() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let parent = env.open_shards()?.remove(0);
+    env.put_numbered(0, 20, 5)?;
+    let consumer = env.consumer(
+        "holder",
+        config().with_checkpoint_mode(CheckpointMode::Manual),
+    )?;
+    consumer.run()?;
+    let mut batches = consumer.batches();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < 20 {
+        match batches.next_timeout(deadline.saturating_duration_since(Instant::now())) {
+            PolledBatch::Batch(b) => {
+                seen += b.len();
+                b.mark_processed();
+            }
+            other => return Err(format!("before the split: {other:?}").into()),
+        }
+    }
+    // Read to the tip: the read after the split finds the end and no records.
+    env.split(&parent)?;
+    env.put_numbered(20, 40, 5)?;
+    let end = match batches.next_timeout(deadline.saturating_duration_since(Instant::now())) {
+        PolledBatch::Batch(b) if b.is_shard_end() => b,
+        other => return Err(format!("expected the end, got {other:?}").into()),
+    };
+    assert!(end.is_empty(), "{end:?}");
+    assert_eq!(end.shard_id(), parent);
+    // Several shard checks pass with the end batch in hand: no child is read.
+    let held = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < held {
+        match batches.next_timeout(held.saturating_duration_since(Instant::now())) {
+            PolledBatch::TimedOut => {}
+            other => return Err(format!("with the end batch in hand: {other:?}").into()),
+        }
+    }
+    drop(end);
+    let mut children = 0;
+    while children < 20 {
+        match batches.next_timeout(deadline.saturating_duration_since(Instant::now())) {
+            PolledBatch::Batch(b) => {
+                assert_ne!(b.shard_id(), parent, "{b:?}");
+                children += b.len();
+                b.mark_processed();
+            }
+            other => return Err(format!("the children's records: {other:?}").into()),
+        }
+    }
+    drop(batches);
+    consumer.close()?;
+    assert_eq!(children, 20);
+    Ok(())
+}
