@@ -522,7 +522,11 @@ impl Config {
     /// registers it on the stream (`RegisterStreamConsumer`) if it does not exist, or
     /// reuses it, and waits until it is ACTIVE. Clients of a fleet starting together
     /// share one registration. [`Kinsumer::deregister_consumer`](crate::Kinsumer::deregister_consumer)
-    /// removes it. Names are 1 to 128 letters, digits, `_`, `.` and `-`.
+    /// removes it. Names are 1 to 128 letters, digits, `_`, `.` and `-`. A new
+    /// registration is logged as a warning naming the consumers the stream had — on AWS
+    /// each is billed and a stream has at most 20, so a typo must not go unseen; to use
+    /// only a consumer registered beforehand, give its ARN
+    /// ([`with_consumer_arn`](Config::with_consumer_arn)) instead.
     ///
     /// ```
     /// let config = kinsumer::Config::default().with_consumer_name("billing");

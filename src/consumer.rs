@@ -499,15 +499,18 @@ impl Kinsumer {
     }
 
     /// Whether the consumer is running: [`run`](Kinsumer::run) succeeded, and it has
-    /// neither been stopped nor ended with a fatal error.
+    /// neither been stopped (also by a [`StopHandle`]) nor ended with a fatal error.
     pub fn is_running(&self) -> bool {
-        self.health.snapshot(0).is_running()
+        self.health
+            .snapshot(0, self.signal.is_requested())
+            .is_running()
     }
 
     /// What the consumer can say about itself now: whether it runs, how many shards it
     /// reads, and the errors it met and retried.
     pub fn health(&self) -> Health {
-        self.health.snapshot(self.budget.used())
+        self.health
+            .snapshot(self.budget.used(), self.signal.is_requested())
     }
 
     /// A handle that stops this consumer from another thread.

@@ -90,6 +90,11 @@ pub enum ErrorKind {
     /// No AWS region is configured: set `AWS_REGION` (or a profile's region), or pass an
     /// `SdkConfig` with a region.
     NoRegion,
+    /// No AWS credentials were found: the SDK's chain (environment, profile, web
+    /// identity, container or instance role) found none, a profile named by
+    /// `AWS_PROFILE` does not exist or holds none (the message names it), or the
+    /// `SdkConfig` given has no credentials provider.
+    NoCredentials,
     /// [`InitialPosition::AtTimestamp`](crate::InitialPosition::AtTimestamp) is in the
     /// future: Kinesis rejects it.
     InvalidInitialPosition,
@@ -184,6 +189,11 @@ impl ErrorKind {
             ErrorKind::Internal => "internal failure",
             ErrorKind::NoRegion => {
                 "no AWS region configured (set AWS_REGION, or pass an SdkConfig with a region)"
+            }
+            ErrorKind::NoCredentials => {
+                "no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
+                 AWS_PROFILE to a profile that has credentials, or run with a role; or pass \
+                 an SdkConfig with a credentials provider)"
             }
             ErrorKind::InvalidInitialPosition => {
                 "the initial position's timestamp is in the future"
@@ -283,7 +293,12 @@ impl Error {
         self.inner.transient = crate::retry::is_transient(&err);
         self.inner.code = err.code().map(str::to_owned);
         self.inner.detail = Some(describe_answer(&err));
-        if let Some((code, detail)) = sts_refusal(&err) {
+        if let Some(detail) = missing_credentials(&err) {
+            // Transient as the SDK says: a chain that found nothing during an instance
+            // role's refresh may find them again.
+            self.inner.kind = ErrorKind::NoCredentials;
+            self.inner.detail = Some(detail);
+        } else if let Some((code, detail)) = sts_refusal(&err) {
             // The call never left: STS would not give the role's credentials. Retrying
             // does not change STS's mind.
             self.inner.kind = ErrorKind::AssumeRoleFailed;
@@ -386,6 +401,7 @@ impl Error {
                 | ErrorKind::TableSchema
                 | ErrorKind::NoSuchStream
                 | ErrorKind::NoRegion
+                | ErrorKind::NoCredentials
                 | ErrorKind::AssumeRoleFailed
                 | ErrorKind::NoSuchConsumer
                 | ErrorKind::ConsumerNotActive
@@ -467,6 +483,41 @@ fn cause_messages(mut next: Option<&(dyn std::error::Error + 'static)>) -> Vec<S
 /// Longest detail kept in a message: a service's message is a sentence, but a
 /// misbehaving endpoint could send anything.
 const MAX_DETAIL: usize = 300;
+
+/// What is missing, if a call failed because no credentials could be loaded (found in
+/// its causes): the profile `AWS_PROFILE` names, or the default chain's sources, or a
+/// client built without any credentials provider.
+fn missing_credentials(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    use aws_credential_types::provider::error::CredentialsError;
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(CredentialsError::CredentialsNotLoaded(_)) = e.downcast_ref() {
+            return Some(credentials_detail(
+                std::env::var("AWS_PROFILE").ok().as_deref(),
+            ));
+        }
+        // The SDK's words (its error type is private) for a client without any
+        // credentials provider: it cannot sign.
+        if e.to_string().contains("no identity resolver") {
+            return Some("the AWS config has no credentials provider".to_owned());
+        }
+        cause = e.source();
+    }
+    None
+}
+
+/// Where the default chain looked for credentials: `profile` is `AWS_PROFILE`'s value.
+fn credentials_detail(profile: Option<&str>) -> String {
+    match profile {
+        Some(p) => format!(
+            "profile {p:?} (AWS_PROFILE) is not in ~/.aws/config or ~/.aws/credentials \
+             (or AWS_CONFIG_FILE, AWS_SHARED_CREDENTIALS_FILE), or gives no credentials"
+        ),
+        None => "none of the SDK's sources had any: environment, profile \"default\", web \
+                 identity, container or instance role"
+            .to_owned(),
+    }
+}
 
 /// STS's refusal to let this client assume its role (AccessDenied, an invalid token, …),
 /// found in a failed call's causes, as (its error code if STS sent one, one line). An STS
@@ -590,6 +641,20 @@ mod tests {
         // The raw HTTP response (its body, headers) is not dumped.
         assert!(!debug.contains("__type"), "{debug}");
         assert!(!debug.contains("SdkBody"), "{debug}");
+    }
+
+    #[test]
+    fn missing_credentials_name_the_profile_or_the_sources() {
+        let named = credentials_detail(Some("prod"));
+        assert!(
+            named.starts_with("profile \"prod\" (AWS_PROFILE) is not in"),
+            "{named}"
+        );
+        let chain = credentials_detail(None);
+        assert!(
+            chain.contains("environment, profile \"default\""),
+            "{chain}"
+        );
     }
 
     #[test]

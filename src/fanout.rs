@@ -52,6 +52,29 @@ where
     Error::new(kind).with_context(what).with_aws_source(err)
 }
 
+/// A refused subscription whose answer is not an AWS error at all (an HTML page, say:
+/// a proxy, or a server without enhanced fan-out). Retrying it for ever would read
+/// nothing and say little, so it counts as the shard's failure: three in a row park the
+/// shard, as for any failure retrying does not fix.
+fn not_aws(what: String, e: SdkError<SubscribeToShardError>) -> SourceError {
+    let (status, content_type) = e.raw_response().map_or((0, None), |r| {
+        (
+            r.status().as_u16(),
+            r.headers().get("content-type").map(str::to_owned),
+        )
+    });
+    let content_type = content_type.unwrap_or_else(|| "no content type".to_owned());
+    SourceError::Fatal(
+        Error::new(ErrorKind::Aws)
+            .with_context(format!(
+                "{what}: answered HTTP {status} ({content_type}) without an AWS error: \
+                 the endpoint may not support enhanced fan-out (without a consumer name or \
+                 ARN, shards are read by polling)"
+            ))
+            .with_aws_source(e),
+    )
+}
+
 /// The stream name in a consumer ARN (`…:stream/NAME/consumer/…`).
 fn stream_of(consumer_arn: &str) -> Option<&str> {
     let resource = consumer_arn.splitn(6, ':').nth(5)?;
@@ -128,33 +151,61 @@ fn stream_arn(bridge: &Bridge, stream: &str) -> Result<String> {
         })
 }
 
+/// The names of the stream's registered consumers (`ListStreamConsumers`, every page);
+/// `None` if the server cannot list them.
+fn consumer_names(bridge: &Bridge, stream_arn: &str) -> Option<Vec<String>> {
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let req = bridge.kinesis().list_stream_consumers();
+        let req = match &token {
+            Some(t) => req.next_token(t),
+            None => req.stream_arn(stream_arn),
+        };
+        let out = bridge.block_on(req.send()).ok()?;
+        names.extend(out.consumers().iter().map(|c| c.consumer_name().to_owned()));
+        match out.next_token {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => return Some(names),
+        }
+    }
+}
+
 /// Registers the consumer `name` on the stream, or finds the one registered already
-/// (by another client of the fleet, say): its ARN.
+/// (by another client of the fleet, say): its ARN. A new registration is a billed
+/// consumer on AWS (at most 20 per stream), so it is logged as a warning naming the
+/// consumers the stream had: a typo in the name does not go unseen.
 fn register(bridge: &Bridge, stream: &str, name: &str) -> Result<String> {
     let stream_arn = stream_arn(bridge, stream)?;
-    let registered = bridge.block_on(
-        bridge
-            .kinesis()
-            .register_stream_consumer()
-            .stream_arn(&stream_arn)
-            .consumer_name(name)
-            .send(),
-    );
-    match registered {
-        Ok(out) => {
-            let arn = out.consumer.map(|c| c.consumer_arn).unwrap_or_default();
-            log::info!("registered fan-out consumer {name} on stream {stream}: {arn}");
-            if !arn.is_empty() {
-                return Ok(arn);
+    let existing = consumer_names(bridge, &stream_arn);
+    let known = existing
+        .as_ref()
+        .is_some_and(|names| names.iter().any(|n| n == name));
+    if !known {
+        let registered = bridge.block_on(
+            bridge
+                .kinesis()
+                .register_stream_consumer()
+                .stream_arn(&stream_arn)
+                .consumer_name(name)
+                .send(),
+        );
+        match registered {
+            Ok(out) => {
+                let arn = out.consumer.map(|c| c.consumer_arn).unwrap_or_default();
+                warn_registered(stream, name, &arn, existing.as_deref());
+                if !arn.is_empty() {
+                    return Ok(arn);
+                }
             }
-        }
-        // It exists (or is being deleted: the status check says so).
-        Err(e) if retry::code(&e) == Some("ResourceInUseException") => {}
-        Err(e) => {
-            return Err(consumer_error(
-                format!("registering fan-out consumer {name} on stream {stream}"),
-                e,
-            ));
+            // It exists (or is being deleted: the status check says so).
+            Err(e) if retry::code(&e) == Some("ResourceInUseException") => {}
+            Err(e) => {
+                return Err(consumer_error(
+                    format!("registering fan-out consumer {name} on stream {stream}"),
+                    e,
+                ));
+            }
         }
     }
     let out = bridge
@@ -178,6 +229,23 @@ fn register(bridge: &Bridge, stream: &str, name: &str) -> Result<String> {
             Error::new(ErrorKind::NoSuchConsumer)
                 .with_context(format!("fan-out consumer {name} of stream {stream}"))
         })
+}
+
+/// Says that a new fan-out consumer was registered, and which the stream had.
+fn warn_registered(stream: &str, name: &str, arn: &str, existing: Option<&[String]>) {
+    let others = match existing {
+        Some([]) => "it had none".to_owned(),
+        Some(names) => {
+            let quoted: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+            format!("it had {}", quoted.join(", "))
+        }
+        None => "its consumers could not be listed".to_owned(),
+    };
+    log::warn!(
+        "registered a new enhanced fan-out consumer {name:?} on stream {stream} ({arn}): \
+         {others}. Each consumer is billed and a stream has at most 20; if the name is a \
+         typo, deregister it (Kinsumer::deregister_consumer) and fix with_consumer_name"
+    );
 }
 
 /// Deregisters the configured consumer; done already is fine.
@@ -415,6 +483,7 @@ impl FanOut {
                     Err(e) => e,
                 }
             }
+            None if e.raw_response().is_some() => not_aws(what, e),
             _ => match self.at.classify("SubscribeToShard", e) {
                 SourceError::Transient(error) => self.retry_later(error),
                 fatal => fatal,

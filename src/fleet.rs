@@ -48,7 +48,24 @@ pub struct ShardStatus {
     /// or removing the row's `Failure` attribute).
     pub failure: Option<String>,
     /// Where a rewound shard will start, if it was rewound and not read since.
-    pub start_position: Option<String>,
+    pub start_position: Option<InitialPosition>,
+}
+
+impl ShardStatus {
+    /// The lease holder as `kinsumer-ctl status` names it: `name (first 8 of its id)`,
+    /// or the id alone when it has no client row; `None` if nobody holds the lease.
+    pub fn owner_label(&self) -> Option<String> {
+        let id = self.owner_id.as_deref()?;
+        Some(match &self.owner_name {
+            Some(name) => label(name, id),
+            None => id.to_owned(),
+        })
+    }
+}
+
+/// A client as operators see it: its name and the start of its id.
+fn label(name: &str, id: &str) -> String {
+    format!("{name} ({})", id.get(..8).unwrap_or(id))
 }
 
 /// One row of the clients table.
@@ -64,6 +81,15 @@ pub struct ClientStatus {
     /// Whether it counts as live: its row written within the failover time it states (5 ×
     /// shard check frequency for Go clients).
     pub live: bool,
+    /// How much longer it counts as live without writing again (`None` once it does not).
+    pub live_for: Option<Duration>,
+}
+
+impl ClientStatus {
+    /// `name (first 8 of its id)`, as `kinsumer-ctl status` names clients.
+    pub fn label(&self) -> String {
+        label(&self.name, &self.id)
+    }
 }
 
 /// What [`Fleet::status`] found.
@@ -118,10 +144,36 @@ pub struct RewindPlan {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Released {
-    /// The lease was freed; it had been held by this client id.
-    Freed(String),
+    /// The lease was freed; it had been held by this client.
+    Freed(FormerHolder),
     /// Nobody held it.
     NotHeld,
+}
+
+/// Who held a lease [`Fleet::release`] freed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FormerHolder {
+    /// Its client id.
+    pub id: String,
+    /// Its name, if it has a client row.
+    pub name: Option<String>,
+    /// How much longer the fleet counts it as a live client (its heartbeat is fresh:
+    /// released with `force`). Assignment keeps its share of the shards for it until
+    /// then, so a freed shard may wait that long for a new owner — unless the holder
+    /// writes again, being alive after all. `None`: it does not count as live.
+    pub counted_live_for: Option<Duration>,
+}
+
+impl FormerHolder {
+    /// `name (first 8 of its id)`, as `kinsumer-ctl status` names clients; the id
+    /// alone without a client row.
+    pub fn label(&self) -> String {
+        match &self.name {
+            Some(name) => label(name, &self.id),
+            None => self.id.clone(),
+        }
+    }
 }
 
 /// An operator's handle on one application's tables and its stream.
@@ -232,6 +284,7 @@ impl Fleet {
             .into_iter()
             .map(|row| ClientStatus {
                 live: row.age < row.silence,
+                live_for: row.silence.checked_sub(row.age).filter(|d| !d.is_zero()),
                 id: row.id,
                 name: row.name,
                 age: row.age,
@@ -273,7 +326,9 @@ impl Fleet {
                 checkpoint_age,
                 finished,
                 millis_behind_latest: behind,
-                start_position: row.and_then(|r| r.start_position()),
+                start_position: row
+                    .and_then(|r| r.start_position())
+                    .and_then(|v| checkpoints::parse_start_position(&v)),
                 failure: row.and_then(|r| r.failure()).map(|mark| mark.to_string()),
                 shard_id: info.id,
             });
@@ -353,14 +408,21 @@ impl Fleet {
         };
         let ttl = self.config.lease_ttl();
         let lease_fresh = row.and_then(|r| r.age()).is_some_and(|age| age < ttl);
-        let client_live = self.clients()?.iter().any(|c| c.id == holder && c.live);
-        if (lease_fresh || client_live) && !force {
+        let client = self.clients()?.into_iter().find(|c| c.id == holder);
+        let former = FormerHolder {
+            name: client.as_ref().map(|c| c.name.clone()),
+            counted_live_for: client.as_ref().and_then(|c| c.live_for),
+            id: holder,
+        };
+        if (lease_fresh || former.counted_live_for.is_some()) && !force {
             return Err(Error::new(ErrorKind::LeaseHeld).with_context(format!(
-                "shard {shard} is leased by {holder}, whose heartbeat is fresh (use force)"
+                "shard {shard} is leased by {}, whose heartbeat is fresh: it may be alive \
+                 (if it is not, release with force: `kinsumer-ctl release --force`)",
+                former.label()
             )));
         }
-        if checkpoints::force_release(&self.bridge, &self.names.checkpoints, shard, &holder)? {
-            Ok(Released::Freed(holder))
+        if checkpoints::force_release(&self.bridge, &self.names.checkpoints, shard, &former.id)? {
+            Ok(Released::Freed(former))
         } else {
             Err(Error::new(ErrorKind::LeaseHeld)
                 .with_context(format!("shard {shard} changed hands meanwhile; look again")))
@@ -384,7 +446,10 @@ impl Fleet {
             .clients()?
             .into_iter()
             .filter(|c| c.live)
-            .map(|c| format!("{} ({})", c.name, c.id))
+            .map(|c| {
+                let ago = c.age.as_secs_f64();
+                format!("{} (heartbeat {ago:.1}s ago)", c.label())
+            })
             .collect();
         if let RewindTo::Time(t) = to {
             self.check_rewind_time(t)?;
@@ -406,8 +471,9 @@ impl Fleet {
                 .collect();
             if !unparked.is_empty() {
                 return Err(Error::new(ErrorKind::FleetRunning).with_context(format!(
-                    "rewinding: live clients {} (only parked shards can be rewound while \
-                     clients run; not parked: {})",
+                    "rewinding: {} client(s) running: {} (only parked shards can be rewound \
+                     while clients run; not parked: {})",
+                    live.len(),
                     live.join(", "),
                     unparked.join(", ")
                 )));

@@ -27,6 +27,7 @@ use crate::error::Error;
 #[derive(Debug, Clone)]
 pub struct Health {
     running: bool,
+    stopping: bool,
     owned_shards: usize,
     errors: u64,
     last_error: Option<(SystemTime, String)>,
@@ -80,12 +81,23 @@ impl Health {
     }
 
     /// Whether the consumer is running: [`run`](crate::Kinsumer::run) succeeded and it has
-    /// neither been stopped nor ended with a fatal error.
+    /// neither been stopped (by [`Kinsumer::stop`](crate::Kinsumer::stop) or a
+    /// [`StopHandle`](crate::StopHandle)) nor ended with a fatal error.
     pub fn is_running(&self) -> bool {
-        self.running
+        self.running && !self.stopping
     }
 
-    /// How many shards this client reads now.
+    /// Whether a [`StopHandle::stop`](crate::StopHandle::stop) ended iteration and the
+    /// consumer still holds its leases ([`owned_shards`](Health::owned_shards)): they are
+    /// committed and released by [`Kinsumer::stop`](crate::Kinsumer::stop),
+    /// [`close`](crate::Kinsumer::close) or dropping the consumer, normally right after
+    /// the loop.
+    pub fn is_stopping(&self) -> bool {
+        self.running && self.stopping
+    }
+
+    /// How many shards this client holds leases on now (read, or — once a stop was
+    /// asked for — waiting to be released).
     pub fn owned_shards(&self) -> usize {
         self.owned_shards
     }
@@ -147,10 +159,12 @@ impl HealthState {
         *self.parked.lock() = parked;
     }
 
-    pub(crate) fn snapshot(&self, buffered_bytes: usize) -> Health {
+    /// What the consumer's state says now; `stopping`: a stop was asked for.
+    pub(crate) fn snapshot(&self, buffered_bytes: usize, stopping: bool) -> Health {
         Health {
             buffered_bytes,
             running: self.running.load(Ordering::Acquire),
+            stopping,
             owned_shards: self.owned_shards.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
             last_error: self.last_error.lock().clone(),

@@ -56,6 +56,7 @@ mod clock;
 mod config;
 mod consumer;
 mod coordinator;
+mod endpoint;
 mod error;
 mod fanout;
 mod fleet;
@@ -89,7 +90,8 @@ pub use config::{BillingMode, CheckpointMode, Config, InitialPosition};
 pub use consumer::{Kinsumer, Polled, Records, StopHandle};
 pub use error::{Error, ErrorKind, Result};
 pub use fleet::{
-    ClientStatus, Fleet, FleetStatus, Released, RewindPlan, RewindStep, RewindTo, ShardStatus,
+    ClientStatus, Fleet, FleetStatus, FormerHolder, Released, RewindPlan, RewindStep, RewindTo,
+    ShardStatus,
 };
 pub use health::{Health, ParkedShard};
 pub use parallel::ProcessError;

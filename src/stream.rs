@@ -18,14 +18,15 @@ pub(crate) struct ShardInfo {
     pub(crate) adjacent_parent: Option<String>,
 }
 
-/// Maps the stream-level error codes to the Go sentinels' kinds.
-fn stream_error<E>(what: String, err: aws_sdk_kinesis::error::SdkError<E>) -> Error
+/// Maps the stream-level error codes to the Go sentinels' kinds. A stream not found
+/// names the region and endpoint asked: the stream may live in another.
+fn stream_error<E>(bridge: &Bridge, what: String, err: aws_sdk_kinesis::error::SdkError<E>) -> Error
 where
     E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     match retry::code(&err) {
         Some("ResourceNotFoundException") => Error::new(ErrorKind::NoSuchStream)
-            .with_context(what)
+            .with_context(format!("{what} ({})", bridge.kinesis_place()))
             .with_aws_source(err),
         Some("ResourceInUseException") => Error::new(ErrorKind::StreamBusy)
             .with_context(what)
@@ -93,7 +94,9 @@ fn readiness(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<Rea
                     .send(),
             )
             .map(|_| Readiness::Ready)
-            .map_err(|e| stream_error(format!("listing the shards of stream {stream}"), e));
+            .map_err(|e| {
+                stream_error(bridge, format!("listing the shards of stream {stream}"), e)
+            });
     }
     let what = || format!("describing stream {stream}");
     let out = bridge
@@ -104,7 +107,7 @@ fn readiness(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<Rea
                 .stream_name(stream)
                 .send(),
         )
-        .map_err(|e| stream_error(what(), e))?;
+        .map_err(|e| stream_error(bridge, what(), e))?;
     match out.stream_description_summary().map(|s| s.stream_status()) {
         Some(StreamStatus::Active | StreamStatus::Updating) => Ok(Readiness::Ready),
         Some(StreamStatus::Creating) => Ok(Readiness::Creating),
@@ -130,7 +133,7 @@ pub(crate) fn summary(
                 .send(),
         )
         .map(|out| out.stream_description_summary)
-        .map_err(|e| stream_error(format!("describing stream {stream}"), e))
+        .map_err(|e| stream_error(bridge, format!("describing stream {stream}"), e))
 }
 
 /// The stream's retention period.
@@ -211,7 +214,7 @@ fn list_page(
     }
     bridge
         .block_on(req.send())
-        .map_err(|e| stream_error(format!("listing the shards of stream {stream}"), e))
+        .map_err(|e| stream_error(bridge, format!("listing the shards of stream {stream}"), e))
 }
 
 /// Writes one record.
@@ -227,5 +230,5 @@ pub(crate) fn publish(bridge: &Bridge, stream: &str, key: &str, data: &[u8]) -> 
                 .send(),
         )
         .map(|_| ())
-        .map_err(|e| stream_error(format!("putting a record into stream {stream}"), e))
+        .map_err(|e| stream_error(bridge, format!("putting a record into stream {stream}"), e))
 }

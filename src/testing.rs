@@ -640,6 +640,8 @@ pub struct AlwaysFail {
     status: u16,
     code: &'static str,
     armed: Option<Arc<AtomicBool>>,
+    /// A body (and its content type) instead of an AWS error.
+    body: Option<(&'static str, &'static str)>,
 }
 
 impl AlwaysFail {
@@ -651,7 +653,16 @@ impl AlwaysFail {
             status,
             code,
             armed: None,
+            body: None,
         }
+    }
+
+    /// Answers with this body and content type instead of an AWS error: what a proxy or
+    /// a server that does not know the operation may send (an HTML error page).
+    #[must_use]
+    pub fn with_body(mut self, content_type: &'static str, body: &'static str) -> Self {
+        self.body = Some((content_type, body));
+        self
     }
 
     /// Fails only while `armed` is set.
@@ -678,6 +689,11 @@ impl Intercept for AlwaysFail {
         if armed && operation == Some(self.operation) {
             let response = context.response_mut();
             *response.status_mut() = StatusCode::try_from(self.status)?;
+            if let Some((content_type, body)) = self.body {
+                response.headers_mut().insert("content-type", content_type);
+                *response.body_mut() = SdkBody::from(body);
+                return Ok(());
+            }
             *response.body_mut() = SdkBody::from(format!(
                 r#"{{"__type":"{}","message":"injected {} for {}"}}"#,
                 self.code, self.code, self.operation

@@ -376,9 +376,13 @@ impl ShardProgress {
     }
 
     /// How long the oldest record handed out and not yet processed has held the
-    /// checkpoint back, if one does.
-    pub(crate) fn held_back_for(&self) -> Option<std::time::Duration> {
-        self.state.lock().held_back_since.map(|t| t.elapsed())
+    /// checkpoint back, if one does, and how many records were handed out from it on
+    /// (records still in the buffer are not counted: the caller has not seen them).
+    pub(crate) fn held_back(&self) -> Option<(std::time::Duration, u64)> {
+        let st = self.state.lock();
+        let since = st.held_back_since?;
+        let count = st.handed_out.saturating_sub(st.watermark.processed_count());
+        Some((since.elapsed(), count))
     }
 
     /// Waits until a record is marked or `deadline` passes.

@@ -16,10 +16,10 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_smithy_types::DateTime;
-use aws_smithy_types::date_time::Format;
 use clap::{Args, Parser, Subcommand};
-use kinsumer::{Config, ErrorKind, Fleet, FleetStatus, Released, RewindPlan, RewindTo};
+use kinsumer::{
+    Config, ErrorKind, Fleet, FleetStatus, InitialPosition, Released, RewindPlan, RewindTo,
+};
 
 /// See and steer a kinsumer fleet: the shards, their leases and checkpoints, the clients.
 #[derive(Debug, Parser)]
@@ -69,7 +69,8 @@ enum Command {
     /// Moves checkpoints for a replay (the fleet stopped, or only parked shards). Without
     /// --yes, prints the plan only.
     Rewind {
-        /// RFC 3339 (2026-11-26T10:00:00Z), Unix seconds, trim-horizon or latest.
+        /// RFC 3339 with Z or an offset (2026-11-26T10:00:00Z, 2026-11-26T11:00:00+01:00,
+        /// the output of `date -Iseconds`), Unix seconds, trim-horizon or latest.
         #[arg(long, value_name = "TIME|trim-horizon|latest")]
         to: String,
         /// Only these shards (comma-separated); default all.
@@ -83,14 +84,28 @@ enum Command {
     },
 }
 
-/// RFC 3339, or Unix seconds.
+/// The forms `--to` takes, for its help and its errors.
+const TIME_FORMS: &str = "RFC 3339 with Z or an offset (2026-11-26T10:00:00Z, \
+     2026-11-26T11:00:00+01:00, `date -Iseconds`, `date --rfc-3339=seconds`), \
+     Unix seconds, trim-horizon or latest";
+
+/// RFC 3339 (any offset, `T` or a space between date and time), or Unix seconds.
 fn parse_time(text: &str) -> Result<SystemTime, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(UNIX_EPOCH + Duration::from_secs(secs));
     }
-    let t = DateTime::from_str(text, Format::DateTime)
-        .map_err(|e| format!("--to {text:?}: not RFC 3339 or Unix seconds ({e})"))?;
+    let t = text
+        .parse::<jiff::Timestamp>()
+        .map_err(|e| format!("--to {text:?} is not a time ({e}); use {TIME_FORMS}"))?;
     SystemTime::try_from(t).map_err(|e| format!("--to {text:?}: {e}"))
+}
+
+/// `t` in RFC 3339, UTC, to the second.
+fn rfc3339(t: SystemTime) -> String {
+    jiff::Timestamp::try_from(t).map_or_else(
+        |_| format!("{t:?}"),
+        |ts| format!("{:.0}", ts.round(jiff::Unit::Second).unwrap_or(ts)),
+    )
 }
 
 fn rewind_target(to: &str) -> Result<RewindTo, String> {
@@ -181,7 +196,7 @@ fn run(command: &Command) -> Result<String, Failure> {
             fleet,
             force,
         } => Ok(match open(fleet)?.release(shard, *force)? {
-            Released::Freed(holder) => format!("released {shard} (was held by {holder})\n"),
+            Released::Freed(holder) => released_text(shard, &holder),
             _ => format!("{shard} was not leased; nothing to do\n"),
         }),
         Command::Rewind {
@@ -205,6 +220,22 @@ fn run(command: &Command) -> Result<String, Failure> {
     }
 }
 
+/// What `release` says: whose lease it was, and whether the fleet still counts that
+/// client live (then its shards move only once its heartbeat is that old).
+fn released_text(shard: &str, holder: &kinsumer::FormerHolder) -> String {
+    let mut out = format!("released {shard} (was held by {})\n", holder.label());
+    if let Some(left) = holder.counted_live_for {
+        let _ = writeln!(
+            out,
+            "note: {} still counts as a live client for {} (its last heartbeat is fresh): \
+             the fleet moves its shards only after that, unless it writes again",
+            holder.label(),
+            secs(Some(left))
+        );
+    }
+    out
+}
+
 fn secs(d: Option<Duration>) -> String {
     d.map_or("-".into(), |d| format!("{:.1}s", d.as_secs_f64()))
 }
@@ -219,16 +250,12 @@ fn short(seq: Option<&str>) -> String {
 
 /// One shard's line of the status table.
 fn shard_line(s: &kinsumer::ShardStatus) -> String {
-    let owner = match (&s.owner_name, &s.owner_id) {
-        (Some(name), Some(id)) => format!("{name} ({})", id.get(..8).unwrap_or(id)),
-        (None, Some(id)) => id.clone(),
-        _ => "-".into(),
-    };
+    let owner = s.owner_label().unwrap_or_else(|| "-".into());
     let behind = s
         .millis_behind_latest
         .map_or("-".into(), |ms| format!("{ms}ms"));
     let checkpoint = match &s.start_position {
-        Some(p) if s.checkpoint.is_none() => format!("({p})"),
+        Some(_) if s.checkpoint.is_none() => "(rewound)".to_owned(),
         _ => short(s.checkpoint.as_deref()),
     };
     format!(
@@ -266,6 +293,16 @@ fn status_table(st: &FleetStatus) -> String {
             s.failure.as_deref().unwrap_or_default()
         );
     }
+    for s in &st.shards {
+        if let (Some(p), None) = (&s.start_position, &s.checkpoint) {
+            let _ = writeln!(
+                out,
+                "REWOUND {}: starts at {}",
+                s.shard_id,
+                position_text(p)
+            );
+        }
+    }
     let _ = writeln!(out, "\nclients:");
     for c in &st.clients {
         let _ = writeln!(
@@ -287,8 +324,28 @@ fn status_table(st: &FleetStatus) -> String {
         }
         None => out.push_str("leader: none\n"),
     }
-    let _ = writeln!(out, "shard cache: written {} ago", secs(st.shard_cache_age));
+    match st.shard_cache_age {
+        Some(age) => {
+            let _ = writeln!(out, "shard cache: written {} ago", secs(Some(age)));
+        }
+        None => out.push_str("shard cache: none yet (the leader writes it)\n"),
+    }
     out
+}
+
+/// A start position in words.
+fn position_text(p: &InitialPosition) -> String {
+    match p {
+        InitialPosition::TrimHorizon => "the oldest record (TRIM_HORIZON)".to_owned(),
+        InitialPosition::Latest => "the tip (LATEST)".to_owned(),
+        InitialPosition::AtTimestamp(t) => {
+            format!(
+                "records arriving at or after {} (AT_TIMESTAMP)",
+                rfc3339(*t)
+            )
+        }
+        other => other.to_string(),
+    }
 }
 
 fn json_str(s: &str) -> String {
@@ -333,7 +390,7 @@ fn status_json(st: &FleetStatus) -> String {
                 s.millis_behind_latest.map_or("null".into(), |m| m.to_string()),
                 s.finished,
                 parents.join(","),
-                json_opt_str(s.start_position.as_deref()),
+                json_opt_str(s.start_position.map(|p| p.to_string()).as_deref()),
                 json_opt_str(s.failure.as_deref()),
             )
         })
@@ -370,11 +427,9 @@ fn status_json(st: &FleetStatus) -> String {
 
 fn plan_text(plan: &RewindPlan) -> String {
     let to = match plan.to {
-        RewindTo::TrimHorizon => "the oldest record (TRIM_HORIZON)".to_owned(),
-        RewindTo::Time(t) => format!(
-            "records arriving at or after {}",
-            DateTime::from(t).fmt(Format::DateTime).unwrap_or_default()
-        ),
+        RewindTo::TrimHorizon => position_text(&InitialPosition::TrimHorizon),
+        RewindTo::Latest => position_text(&InitialPosition::Latest),
+        RewindTo::Time(t) => position_text(&InitialPosition::AtTimestamp(t)),
         other => format!("{other:?}"),
     };
     let mut out = format!("rewind {} shard(s) to {to}:\n", plan.steps.len());

@@ -37,6 +37,7 @@ use kinesis::error::SdkError;
 use parking_lot::Mutex;
 
 use crate::config::Config;
+use crate::endpoint::SeenEndpoint;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry;
 
@@ -332,6 +333,8 @@ pub(crate) struct Bridge {
     /// A call waiting in [`Bridge::block_on`] gives up (and is cancelled) at this time
     /// ([`Bridge::until`]).
     deadline: Option<std::time::Instant>,
+    /// Where the Kinesis calls went, for errors that depend on it.
+    kinesis_endpoint: SeenEndpoint,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -378,6 +381,7 @@ impl Bridge {
             }
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+        let kinesis_endpoint = SeenEndpoint::default();
         Ok(Bridge {
             io: Arc::new(IoThread {
                 handle,
@@ -386,11 +390,24 @@ impl Bridge {
                 join: Some(join),
                 done,
             }),
-            kinesis: kinesis::Client::from_conf(configs.kinesis.clone()),
+            kinesis: kinesis::Client::from_conf(
+                configs
+                    .kinesis
+                    .to_builder()
+                    .interceptor(kinesis_endpoint.clone())
+                    .build(),
+            ),
             dynamodb: dynamodb::Client::from_conf(configs.dynamodb.clone()),
             interrupt: None,
             deadline: None,
+            kinesis_endpoint,
         })
+    }
+
+    /// Where the Kinesis calls go: "region R, endpoint E".
+    pub(crate) fn kinesis_place(&self) -> String {
+        let region = self.kinesis.config().region().map(|r| r.as_ref());
+        crate::endpoint::describe(region, self.kinesis_endpoint.get())
     }
 
     /// This bridge, but its [`block_on`](Bridge::block_on) calls give up at `deadline`

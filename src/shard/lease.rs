@@ -385,16 +385,13 @@ impl Worker<'_> {
     /// still holds the checkpoint back.
     pub(super) fn report_held_back(&mut self, progress: &ShardProgress, now: Instant) {
         let check = self.ctx.config.shard_check_frequency();
-        let Some(age) = progress.held_back_for().filter(|a| *a >= check) else {
+        let Some((age, outstanding)) = progress.held_back().filter(|(a, _)| *a >= check) else {
             return;
         };
         if now < self.next_held_back_report {
             return;
         }
         self.next_held_back_report = now + check;
-        let outstanding = self
-            .delivered
-            .saturating_sub(progress.processed_since(u64::MAX).0);
         log::warn!(
             "shard {}: the oldest of {outstanding} records handed out has not been processed \
              for {age:?}; the checkpoint waits for it",

@@ -78,10 +78,18 @@ fn release_frees_a_dead_holders_lease_and_refuses_a_live_one() -> TestResult {
         .expect_err("released a live lease");
     assert_eq!(err.kind(), ErrorKind::LeaseHeld);
     assert_eq!(env.owners()?.len(), 2, "a refused release wrote");
-    assert_eq!(
-        fleet.release(&shards[0], true)?,
-        Released::Freed(consumer.client_id().to_owned())
-    );
+    assert!(err.to_string().contains("holder ("), "{err}");
+    assert!(err.to_string().contains("--force"), "{err}");
+    // Forced: the holder still counts as live a while, and the answer says so.
+    match fleet.release(&shards[0], true)? {
+        Released::Freed(h) => {
+            assert_eq!(h.id, consumer.client_id());
+            assert_eq!(h.name.as_deref(), Some("holder"));
+            assert!(h.counted_live_for.is_some(), "{h:?}");
+            assert!(h.label().starts_with("holder ("), "{h:?}");
+        }
+        other => return Err(format!("expected a release, got {other:?}").into()),
+    }
     consumer.stop();
     // A holder that is gone: no client row, a lease not written for an hour.
     env.block_on(
@@ -93,10 +101,13 @@ fn release_frees_a_dead_holders_lease_and_refuses_a_live_one() -> TestResult {
             .item("LastUpdate", AttributeValue::N("1".into()))
             .send(),
     )?;
-    assert_eq!(
-        fleet.release(&shards[1], false)?,
-        Released::Freed("ghost".into())
-    );
+    match fleet.release(&shards[1], false)? {
+        Released::Freed(h) => {
+            assert_eq!((h.id.as_str(), h.name.as_deref()), ("ghost", None));
+            assert_eq!(h.counted_live_for, None);
+        }
+        other => return Err(format!("expected a release, got {other:?}").into()),
+    }
     assert!(env.owners()?.is_empty());
     assert_eq!(fleet.release(&shards[1], false)?, Released::NotHeld);
     let err = fleet
@@ -307,6 +318,48 @@ fn kinsumer_ctl_prints_status_and_exits_2_on_bad_input() -> TestResult {
     for command in ["status", "release", "rewind"] {
         assert!(out.contains(command), "{out}");
     }
+    // RFC 3339 in the forms `date` prints: any offset, `T` or a space.
+    let then =
+        (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60)).round(jiff::Unit::Second)?;
+    let utc = format!("{then:.0}");
+    let forms = [
+        utc.clone(),
+        format!("{:.0}", then.display_with_offset(jiff::tz::offset(1))),
+        format!("{:.0}", then.display_with_offset(jiff::tz::offset(0))).replace('T', " "),
+        format!("{:.0}", then.display_with_offset(jiff::tz::offset(-5))),
+    ];
+    let rewind = |to: &str, yes: bool| -> TestResult<(i32, String, String)> {
+        let mut args = vec!["rewind", "--to", to];
+        if yes {
+            args.push("--yes");
+        }
+        args.extend(base);
+        ctl(&env, &args)
+    };
+    for form in &forms {
+        let (code, out, err) = rewind(form, false)?;
+        assert_eq!(code, 0, "{form}: {err}");
+        assert!(
+            out.contains(&format!("records arriving at or after {utc}")),
+            "{form}: {out}"
+        );
+    }
+    // A rewound shard's start shows as a time, on a line of its own.
+    let (code, _, err) = rewind(&forms[1], true)?;
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = ctl(&env, &with(&["status"]))?;
+    assert!(
+        out.contains(&format!(
+            "starts at records arriving at or after {utc} (AT_TIMESTAMP)"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("(rewound)"), "{out}");
+    assert!(
+        !out.split(|c: char| !c.is_ascii_digit())
+            .any(|d| d.len() >= 19),
+        "raw nanoseconds: {out}"
+    );
     // The dry run, then the real thing.
     let (code, out, _) = ctl(&env, &with(&["rewind", "--to", "trim-horizon"]))?;
     assert_eq!(code, 0);
@@ -358,5 +411,40 @@ fn noop_prints_a_status_line_on_an_idle_stream() -> TestResult {
     let status = status.ok_or("no status line within 30 s")?;
     assert!(status.starts_with("0 records so far; "), "{status}");
     assert!(status.contains("shards owned"), "{status}");
+    Ok(())
+}
+
+/// A profile that does not exist (`AWS_PROFILE=prod`, no config files) is named in the
+/// one-line error, with the ways to provide credentials.
+#[test]
+fn kinsumer_ctl_names_a_missing_profile() -> TestResult {
+    support::init_logging();
+    let env = Env::new(1)?;
+    let missing = std::env::temp_dir().join(format!("kinsumer-no-such-file-{}", env.app));
+    let mut command = pointed_at(&env, Command::new(env!("CARGO_BIN_EXE_kinsumer-ctl")));
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    ] {
+        command.env_remove(var);
+    }
+    let out = command
+        .env("AWS_PROFILE", "prod")
+        .env("AWS_CONFIG_FILE", &missing)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &missing)
+        // Never ask an instance metadata service (not a loopback address).
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .args(["status", "--stream", &env.stream, "--app", &env.app])
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no AWS credentials found"), "{err}");
+    assert!(err.contains("profile \"prod\" (AWS_PROFILE)"), "{err}");
     Ok(())
 }

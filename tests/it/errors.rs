@@ -219,10 +219,13 @@ fn missing_stream_fails_run() -> TestResult {
     // One line that says what was done and what the service answered; a `Debug` that
     // lists causes without dumping the HTTP response.
     let text = err.to_string();
+    // The region and endpoint asked: the stream may live in another region.
     assert!(
         text.starts_with(&format!(
-            "describing stream {}: no such stream: ResourceNotFoundException",
-            env.stream
+            "describing stream {} (region us-east-1, endpoint {}): no such stream: \
+             ResourceNotFoundException",
+            env.stream,
+            env.emulators.kinesis_endpoint().trim_end_matches('/')
         )),
         "{text}"
     );
@@ -359,5 +362,47 @@ fn publish_and_client_name() -> TestResult {
     consumer.run()?;
     let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| !s.is_empty())?;
     assert_eq!(seen, ["hello"]);
+    Ok(())
+}
+
+/// Clients without any credentials provider: `run` fails at once with `NoCredentials`,
+/// saying what is missing and how to provide it, in `Display` and `Debug` alike.
+#[test]
+fn missing_credentials_are_named_with_the_ways_to_provide_them() -> TestResult {
+    let env = Env::new(1)?;
+    let bare = aws_config::SdkConfig::builder()
+        .region(aws_config::Region::new("us-east-1"))
+        .behavior_version(aws_config::BehaviorVersion::v2026_01_12())
+        .build();
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::config::Builder::from(&bare)
+            .endpoint_url(env.emulators.kinesis_endpoint())
+            .build(),
+    );
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&bare)
+            .endpoint_url(env.emulators.dynamodb_endpoint())
+            .build(),
+    );
+    let consumer = Kinsumer::from_clients(
+        &kinesis,
+        &dynamodb,
+        &env.stream,
+        &env.app,
+        "nocreds",
+        support::fast_config(),
+    )?;
+    let err = consumer
+        .create_required_tables()
+        .err()
+        .ok_or("tables created without credentials")?;
+    assert_eq!(err.kind(), ErrorKind::NoCredentials, "{err}");
+    let run = consumer.run().err().ok_or("ran without credentials")?;
+    assert_eq!(run.kind(), ErrorKind::NoCredentials, "{run}");
+    for text in [err.to_string(), format!("{err:?}")] {
+        assert!(text.contains("no AWS credentials found"), "{text}");
+        assert!(text.contains("AWS_ACCESS_KEY_ID"), "{text}");
+        assert!(text.contains("has no credentials provider"), "{text}");
+    }
     Ok(())
 }

@@ -300,6 +300,41 @@ fn registration_is_shared_by_clients_starting_together() -> TestResult {
     Ok(())
 }
 
+/// A consumer name that is new to the stream (a typo, say) registers a second, billed
+/// consumer: that is a warning naming the consumers the stream had, while reusing a
+/// registered name is not.
+#[test]
+fn a_new_consumer_name_is_registered_with_a_warning_naming_the_others() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let first = env.consumer("a", fan_out_config("billing"))?;
+    first.run()?;
+    first.close()?;
+    let again = env.consumer("b", fan_out_config("billing"))?;
+    again.run()?;
+    again.close()?;
+    let typo = env.consumer("c", fan_out_config("billling"))?;
+    typo.run()?;
+    typo.close()?;
+    let stream = format!("on stream {} ", env.stream);
+    let warned = support::logged(&stream);
+    let new_ones: Vec<&String> = warned
+        .iter()
+        .filter(|l| l.contains("registered a new enhanced fan-out consumer"))
+        .collect();
+    assert_eq!(new_ones.len(), 2, "{warned:#?}");
+    assert!(new_ones[0].contains("\"billing\"") && new_ones[0].contains("it had none"));
+    assert!(
+        new_ones[1].contains("\"billling\"") && new_ones[1].contains("it had \"billing\""),
+        "{}",
+        new_ones[1]
+    );
+    let mut names: Vec<String> = registered(&env)?.into_iter().map(|(n, _)| n).collect();
+    names.sort();
+    assert_eq!(names, ["billing", "billling"]);
+    Ok(())
+}
+
 #[test]
 fn a_consumer_arn_that_does_not_exist_is_a_clear_error() -> TestResult {
     support::init_logging();
@@ -436,6 +471,47 @@ fn refused_subscriptions_back_off_and_are_never_yielded() -> TestResult {
     let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 100)?;
     consumer.close()?;
     support::check_per_key_order(&seen, 100)?;
+    Ok(())
+}
+
+/// A server that answers `SubscribeToShard` with an HTML error page (no AWS error): the
+/// shard fails, three times in a row, and is parked saying why — not retried for ever
+/// with nothing read.
+#[test]
+fn subscriptions_answered_with_an_html_page_park_the_shard_saying_why() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 10, 3)?;
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        env.kinesis
+            .config()
+            .to_builder()
+            .interceptor(
+                kinsumer::testing::AlwaysFail::new("SubscribeToShard", 500, "").with_body(
+                    "text/html",
+                    "<html><body><h1>500 Internal Server Error</h1></body></html>",
+                ),
+            )
+            .build(),
+    );
+    let dynamodb = env.dynamodb.clone();
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "html", fan_out_config("html"))?;
+    consumer.run()?;
+    let mut records = consumer.records();
+    support::wait_for(Duration::from_secs(60), "the shard parked", || {
+        match records.next_timeout(Duration::from_millis(100)) {
+            Polled::TimedOut => {}
+            other => return Err(format!("expected nothing, got {other:?}").into()),
+        }
+        Ok(!consumer.health().parked_shards().is_empty())
+    })?;
+    let health = consumer.health();
+    let reason = health.parked_shards()[0].reason().to_owned();
+    assert!(reason.contains("HTTP 500 (text/html)"), "{reason}");
+    assert!(reason.contains("enhanced fan-out"), "{reason}");
+    assert!(health.is_running(), "{health:?}");
+    drop(records);
+    consumer.close()?;
     Ok(())
 }
 

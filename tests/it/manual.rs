@@ -74,12 +74,14 @@ fn out_of_order_marks_from_threads_checkpoint_the_contiguous_prefix() -> TestRes
 struct HeldBack {
     reports: std::sync::atomic::AtomicU64,
     oldest_ms: std::sync::atomic::AtomicU64,
+    most: std::sync::atomic::AtomicU64,
 }
 
 impl kinsumer::Stats for HeldBack {
-    fn records_held_back(&self, _shard: &str, _count: u64, age: Duration) {
+    fn records_held_back(&self, _shard: &str, count: u64, age: Duration) {
         use std::sync::atomic::Ordering;
         self.reports.fetch_add(1, Ordering::SeqCst);
+        self.most.fetch_max(count, Ordering::SeqCst);
         self.oldest_ms
             .fetch_max(age.as_millis() as u64, Ordering::SeqCst);
     }
@@ -143,5 +145,41 @@ fn a_record_never_marked_pauses_its_shard_at_the_bound_and_is_reported() -> Test
         }
     }
     consumer.close()?;
+    Ok(())
+}
+
+/// A caller paused on the one record it holds is told that one record holds the
+/// checkpoint back, not how many wait in the buffer (which it has not seen). Before the
+/// fix the count was every record sent to the buffer: 101 of them here.
+#[test]
+fn a_caller_paused_on_one_record_is_told_of_one_record_held_back() -> TestResult {
+    use std::sync::atomic::Ordering;
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 300, 5)?;
+    let stats = std::sync::Arc::new(HeldBack::default());
+    let config = support::fast_config()
+        .with_checkpoint_mode(CheckpointMode::Manual)
+        .with_buffer_size(100)
+        .with_stats(stats.clone());
+    let consumer = env.consumer("paused", config)?;
+    consumer.run()?;
+    let mut records = consumer.records();
+    let first = match records.next_timeout(Duration::from_secs(30)) {
+        Polled::Record(r) => r,
+        other => return Err(format!("expected a record, got {other:?}").into()),
+    };
+    // The buffer fills behind the record in hand …
+    support::wait_for(Duration::from_secs(30), "a full buffer", || {
+        Ok(consumer.health().buffered_bytes() > 0)
+    })?;
+    // … and the hold-up is reported once it is a shard check old: one record.
+    support::wait_for(Duration::from_secs(30), "the hold-up reported", || {
+        Ok(stats.reports.load(Ordering::SeqCst) >= 2)
+    })?;
+    assert_eq!(stats.most.load(Ordering::SeqCst), 1);
+    first.mark_processed();
+    drop(records);
+    consumer.stop();
     Ok(())
 }

@@ -84,6 +84,12 @@ fn stop_handle_ends_iteration_and_drop_commits() -> TestResult {
             "iteration goes on after a stop request"
         );
         assert!(records.next().is_none(), "iterator is not fused");
+        drop(records);
+        // Not running any more, but holding its leases until it is stopped or dropped.
+        let health = consumer.health();
+        assert!(!health.is_running() && !consumer.is_running(), "{health:?}");
+        assert!(health.is_stopping(), "{health:?}");
+        assert!(health.owned_shards() > 0, "{health:?}");
         drop(consumer);
     })
 }

@@ -386,9 +386,65 @@ pub fn collect_until(
     Ok(seen)
 }
 
-/// Initialises logging once (RUST_LOG=kinsumer=debug to see it).
+/// Initialises logging once (RUST_LOG=kinsumer=debug to see it). The library's
+/// warnings and errors are also kept, whatever RUST_LOG says, for [`logged`].
 pub fn init_logging() {
-    let _ = env_logger::builder().is_test(true).try_init();
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let inner = env_logger::builder().is_test(true).build();
+        let max = inner.filter().max(log::LevelFilter::Warn);
+        if log::set_boxed_logger(Box::new(Tee { inner })).is_ok() {
+            log::set_max_level(max);
+        }
+    });
+}
+
+/// The library's warnings and errors logged so far (by every test of this binary) that
+/// contain `needle`.
+pub fn logged(needle: &str) -> Vec<String> {
+    KEPT.lock()
+        .iter()
+        .filter(|line| line.contains(needle))
+        .cloned()
+        .collect()
+}
+
+/// Warnings and errors of the library, as logged (the newest 10,000).
+static KEPT: parking_lot::Mutex<std::collections::VecDeque<String>> =
+    parking_lot::Mutex::new(std::collections::VecDeque::new());
+
+/// env_logger, and a copy of the library's warnings and errors into [`KEPT`].
+struct Tee {
+    inner: env_logger::Logger,
+}
+
+impl Tee {
+    fn kept(metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= log::Level::Warn && metadata.target().starts_with("kinsumer")
+    }
+}
+
+impl log::Log for Tee {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        Self::kept(metadata) || self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if Self::kept(record.metadata()) {
+            let mut kept = KEPT.lock();
+            if kept.len() == 10_000 {
+                kept.pop_front();
+            }
+            kept.push_back(format!("{} {}", record.level(), record.args()));
+        }
+        if self.inner.matches(record) {
+            self.inner.log(record);
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush();
+    }
 }
 
 /// A [`kinsumer::Stats`] that counts every event.
