@@ -509,8 +509,9 @@ impl FanOut {
                 if self.dropped == 0 {
                     log::warn!(
                         "shard {}: the server sent records before the subscription's \
-                         start {floor:?}; dropping them",
-                        self.at.shard
+                         start ({}); dropping them",
+                        self.at.shard,
+                        self.position
                     );
                 }
                 self.dropped += dropped;

@@ -269,10 +269,24 @@ fn kinsumer_ctl_prints_status_and_exits_2_on_bad_input() -> TestResult {
     assert_eq!(code, 0);
     assert!(out.starts_with("{\"shards\":[{\"shard_id\":"), "{out}");
 
-    // Live clients: a rewind is refused, nothing written.
+    // Live clients: a rewind is refused, nothing written; it names them as status does.
     let (code, _, err) = ctl(&env, &with(&["rewind", "--to", "trim-horizon", "--yes"]))?;
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("1 client(s) running: worker ("), "{err}");
+    // A live holder's lease: refused without --force (the flag named), and when forced,
+    // the answer says the holder still counts as live for a while.
+    let shard = "shardId-000000000000";
+    let (code, _, err) = ctl(&env, &with(&["release", shard]))?;
+    assert_ne!(code, 0, "{err}");
+    assert!(
+        err.contains("leased by worker (") && err.contains("--force"),
+        "{err}"
+    );
+    let (code, out, err) = ctl(&env, &with(&["release", shard, "--force"]))?;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("was held by worker ("), "{out}");
+    assert!(out.contains("still counts as a live client for"), "{out}");
     consumer.stop();
 
     // Bad input, each one line on stderr and exit code 2.
