@@ -203,6 +203,16 @@ impl Batch {
         self.processed_marker().mark();
     }
 
+    /// Says that processing the batch failed and its records should come again later,
+    /// from its first: see [`Record::retry_later`]. In
+    /// [`process`](crate::Kinsumer::process), call it and return `Ok(())` to retry the
+    /// batch rather than end processing.
+    pub fn retry_later(&self, error: impl fmt::Display) {
+        if let Some(first) = self.records.first() {
+            first.retry_later(error);
+        }
+    }
+
     /// A handle that marks every record of the batch processed later, from any thread.
     pub fn processed_marker(&self) -> ProcessedMarker {
         let first = self.records.first().map_or(0, Record::index);

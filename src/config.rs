@@ -139,6 +139,9 @@ pub struct Config {
     fan_out: Option<FanOutConsumer>,
     subscription_timeout: Duration,
     role: Option<Role>,
+    /// `None`: a record is retried for as long as it fails.
+    max_attempts: Option<u32>,
+    dead_letter: Option<Arc<dyn crate::DeadLetter>>,
 }
 
 /// The enhanced fan-out consumer shards are read through.
@@ -189,6 +192,8 @@ impl Default for Config {
             fan_out: None,
             subscription_timeout: DEFAULT_SUBSCRIPTION_TIMEOUT,
             role: None,
+            max_attempts: None,
+            dead_letter: None,
         }
     }
 }
@@ -226,6 +231,8 @@ impl fmt::Debug for Config {
             .field("fan_out", &self.fan_out)
             .field("subscription_timeout", &self.subscription_timeout)
             .field("role", &self.role)
+            .field("max_attempts", &self.max_attempts)
+            .field("dead_letter", &self.dead_letter)
             .finish()
     }
 }
@@ -631,6 +638,45 @@ impl Config {
         self.role.as_ref()
     }
 
+    /// How many times a record that fails ([`Record::retry_later`](crate::Record::retry_later))
+    /// is delivered before it goes to the [dead-letter handler](Config::with_dead_letter)
+    /// instead (default: no limit — it is retried for as long as it fails). Needs a
+    /// dead-letter handler; 1 sends a record there at its first failure.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use kinsumer::{Config, DeadLetterStream, ErrorKind};
+    ///
+    /// let config = Config::default()
+    ///     .with_max_attempts(3)
+    ///     .with_dead_letter(Arc::new(DeadLetterStream::new("dead-letters")));
+    /// assert_eq!(config.max_attempts(), Some(3));
+    /// assert!(config.validate().is_ok());
+    /// let without = Config::default().with_max_attempts(3);
+    /// assert_eq!(without.validate().unwrap_err().kind(), ErrorKind::InvalidMaxAttempts);
+    /// ```
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// The attempts a failing record gets, if limited.
+    pub fn max_attempts(&self) -> Option<u32> {
+        self.max_attempts
+    }
+
+    /// Where records go after [`max_attempts`](Config::with_max_attempts) failed
+    /// deliveries; see [`DeadLetter`](crate::DeadLetter) and the ready
+    /// [`DeadLetterStream`](crate::DeadLetterStream).
+    pub fn with_dead_letter(mut self, handler: Arc<dyn crate::DeadLetter>) -> Self {
+        self.dead_letter = Some(handler);
+        self
+    }
+
+    pub(crate) fn dead_letter(&self) -> Option<&Arc<dyn crate::DeadLetter>> {
+        self.dead_letter.as_ref()
+    }
+
     /// Where metrics events go (default: nowhere).
     pub fn with_stats(mut self, stats: Arc<dyn Stats>) -> Self {
         self.stats = stats;
@@ -933,6 +979,19 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.max_batch_records) {
             return fail(ErrorKind::InvalidBatchSize);
+        }
+        match (self.max_attempts, &self.dead_letter) {
+            (Some(0), _) => {
+                return Err(Error::new(ErrorKind::InvalidMaxAttempts)
+                    .with_context("validating the configuration: max_attempts of 0"));
+            }
+            (Some(_), None) => {
+                return Err(Error::new(ErrorKind::InvalidMaxAttempts).with_context(
+                    "validating the configuration: max_attempts without a dead-letter handler \
+                     (with_dead_letter): the last failure of a record would have nowhere to go",
+                ));
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -95,6 +95,9 @@ pub enum ErrorKind {
     /// `AWS_PROFILE` does not exist or holds none (the message names it), or the
     /// `SdkConfig` given has no credentials provider.
     NoCredentials,
+    /// [`Config::with_max_attempts`](crate::Config::with_max_attempts) of 0, or without a
+    /// dead-letter handler.
+    InvalidMaxAttempts,
     /// [`InitialPosition::AtTimestamp`](crate::InitialPosition::AtTimestamp) is in the
     /// future: Kinesis rejects it.
     InvalidInitialPosition,
@@ -189,6 +192,9 @@ impl ErrorKind {
             ErrorKind::Internal => "internal failure",
             ErrorKind::NoRegion => {
                 "no AWS region configured (set AWS_REGION, or pass an SdkConfig with a region)"
+            }
+            ErrorKind::InvalidMaxAttempts => {
+                "max attempts must be at least 1 and come with a dead-letter handler"
             }
             ErrorKind::NoCredentials => {
                 "no AWS credentials found (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
@@ -381,6 +387,7 @@ impl Error {
                 | ErrorKind::InvalidFailoverTime
                 | ErrorKind::InvalidBatchSize
                 | ErrorKind::InvalidWorkers
+                | ErrorKind::InvalidMaxAttempts
         )
     }
 

@@ -33,6 +33,8 @@ pub struct Health {
     last_error: Option<(SystemTime, String)>,
     buffered_bytes: usize,
     parked: Vec<ParkedShard>,
+    retried: u64,
+    dead_lettered: u64,
 }
 
 /// A shard this client parked: it failed the same way three times in a row (or its row
@@ -109,6 +111,17 @@ impl Health {
         &self.parked
     }
 
+    /// How many times a record was delivered again after
+    /// [`retry_later`](crate::Record::retry_later) so far.
+    pub fn retried_records(&self) -> u64 {
+        self.retried
+    }
+
+    /// How many records went to the dead-letter handler so far.
+    pub fn dead_lettered_records(&self) -> u64 {
+        self.dead_lettered
+    }
+
     /// How many errors were met and retried (or worked around) so far.
     pub fn errors(&self) -> u64 {
         self.errors
@@ -133,9 +146,19 @@ pub(crate) struct HealthState {
     errors: AtomicU64,
     last_error: Mutex<Option<(SystemTime, String)>>,
     parked: Mutex<Vec<ParkedShard>>,
+    retried: AtomicU64,
+    dead_lettered: AtomicU64,
 }
 
 impl HealthState {
+    pub(crate) fn record_retried(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn record_dead_lettered(&self) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn record(&self, error: &Error) {
         self.errors.fetch_add(1, Ordering::Relaxed);
         *self.last_error.lock() = Some((SystemTime::now(), error.to_string()));
@@ -169,6 +192,8 @@ impl HealthState {
             errors: self.errors.load(Ordering::Relaxed),
             last_error: self.last_error.lock().clone(),
             parked: self.parked.lock().clone(),
+            retried: self.retried.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
         }
     }
 }

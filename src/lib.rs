@@ -56,6 +56,7 @@ mod clock;
 mod config;
 mod consumer;
 mod coordinator;
+mod dead_letter;
 mod endpoint;
 mod error;
 mod fanout;
@@ -88,6 +89,7 @@ pub use assignment::{AssignmentMode, assign_shards};
 pub use batch::{Batch, Batches, PolledBatch};
 pub use config::{BillingMode, CheckpointMode, Config, InitialPosition};
 pub use consumer::{Kinsumer, Polled, Records, StopHandle};
+pub use dead_letter::{DeadLetter, DeadLetterError, DeadLetterStream, Letter};
 pub use error::{Error, ErrorKind, Result};
 pub use fleet::{
     ClientStatus, Fleet, FleetStatus, FormerHolder, Released, RewindPlan, RewindStep, RewindTo,

@@ -27,6 +27,8 @@ pub struct Record {
     part: Option<AggregatePart>,
     progress: Arc<ShardProgress>,
     index: u64,
+    /// Which delivery of the record this is (1 for the first).
+    attempt: u32,
 }
 
 /// What a shard thread knows of a record before numbering it.
@@ -51,7 +53,12 @@ impl Record {
             part: parts.part,
             progress,
             index,
+            attempt: 1,
         }
+    }
+
+    pub(crate) fn set_attempt(&mut self, attempt: u32) {
+        self.attempt = attempt;
     }
 
     /// The bytes it counts for in the buffer's byte bound.
@@ -116,6 +123,53 @@ impl Record {
             &self.sequence_number,
             self.part.as_ref(),
         );
+    }
+
+    /// Which delivery of this record this is: 1, or more after
+    /// [`retry_later`](Record::retry_later) (counted by this client's lease of the shard:
+    /// a new owner starts at 1 again).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Says that processing the record failed and it should come again later: its shard
+    /// is read again from the first record not yet processed (this one, when the records
+    /// before it are processed), after a delay that doubles with each attempt (from the
+    /// [throttle delay](crate::Config::with_throttle_delay) up to 30 s). Meanwhile
+    /// nothing after it on its shard is handed out, so per-key order holds, and every
+    /// other shard goes on. Records of the shard already handed out after it are
+    /// delivered again too; marks of them no longer count.
+    ///
+    /// With [`Config::with_max_attempts`](crate::Config::with_max_attempts), the
+    /// record's last failure goes to the dead-letter handler instead of another delivery;
+    /// without, it is retried for as long as it fails. `error` says why, in the warning
+    /// logged for each attempt and to the dead-letter handler.
+    ///
+    /// In auto mode the iterator moving on then does not count the record processed.
+    /// Has no effect on a record already marked processed, or once this client is
+    /// giving the shard up (the next owner delivers it again anyway).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn store(_: &[u8]) -> Result<(), std::io::Error> { Ok(()) }
+    /// # fn demo(consumer: &kinsumer::Kinsumer) -> Result<(), kinsumer::Error> {
+    /// for record in consumer.records() {
+    ///     let record = record?;
+    ///     if let Err(e) = store(record.data()) {
+    ///         record.retry_later(&e); // its shard waits; the others go on
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn retry_later(&self, error: impl fmt::Display) {
+        self.progress.request_retry(crate::watermark::RetryRequest {
+            index: self.index,
+            sequence_number: self.sequence_number.clone(),
+            sub_sequence_number: self.sub_sequence_number(),
+            error: error.to_string(),
+        });
     }
 
     /// A handle that marks this record processed later, e.g. from a worker thread after

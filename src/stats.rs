@@ -126,6 +126,18 @@ pub trait Stats: Send + Sync + fmt::Debug {
         let _ = (shard_id, count, age);
     }
 
+    /// A record whose processing failed ([`Record::retry_later`](crate::Record::retry_later))
+    /// is delivered again (as its `attempt`-th delivery) after `delay`; its shard waits.
+    fn record_retried(&self, shard_id: &str, sequence_number: &str, attempt: u32, delay: Duration) {
+        let _ = (shard_id, sequence_number, attempt, delay);
+    }
+
+    /// A record that failed `attempts` times went to the dead-letter handler, which took
+    /// it; the checkpoint may now move past it.
+    fn record_dead_lettered(&self, shard_id: &str, sequence_number: &str, attempts: u32) {
+        let _ = (shard_id, sequence_number, attempts);
+    }
+
     /// Something went wrong that the consumer retries or works around (a failed call, a
     /// shard that will be restarted, a commit that will be tried again). Such errors never
     /// reach the record iterator, which yields only errors that end consumption; see also

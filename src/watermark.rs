@@ -203,6 +203,17 @@ impl Watermark {
         }
     }
 
+    /// Counts every record below `end` as done without moving the checkpoint: records
+    /// of the shard that are read again (a retry re-reads from the processed prefix), so
+    /// their first delivery must neither hold the prefix back nor move it. Marks of them
+    /// made out of order are dropped.
+    pub(crate) fn skip_to(&mut self, end: u64) {
+        if end > self.next {
+            self.next = end;
+        }
+        self.ahead.retain(|first, _| *first >= end);
+    }
+
     /// How many records, from index 0, are processed.
     pub(crate) fn processed_count(&self) -> u64 {
         self.next
@@ -238,6 +249,32 @@ struct ProgressState {
     /// Past this the lease may belong to another client: nothing is handed out (the
     /// shard thread renews it on every successful commit).
     valid_until: Option<Instant>,
+    /// A record the caller asked to have again ([`Record::retry_later`](crate::Record::retry_later)),
+    /// not yet acted on by the shard thread: it and every record after it are neither
+    /// handed out nor counted processed meanwhile.
+    retry: Option<RetryRequest>,
+    /// Records below this index were read before the last retry and are read again:
+    /// any of them still on its way to the caller is dropped.
+    stale_below: u64,
+}
+
+/// What the caller asked for in a retry.
+#[derive(Debug, Clone)]
+pub(crate) struct RetryRequest {
+    /// The failed record's index, sequence number and place in its aggregate.
+    pub(crate) index: u64,
+    pub(crate) sequence_number: String,
+    pub(crate) sub_sequence_number: Option<u64>,
+    /// What the caller said went wrong.
+    pub(crate) error: String,
+}
+
+/// What the shard thread does when it acts on a retry: read again after `checkpoint`
+/// (`None`: nothing of this lease was processed) — the first unprocessed record on.
+#[derive(Debug)]
+pub(crate) struct Rewind {
+    pub(crate) request: Option<RetryRequest>,
+    pub(crate) checkpoint: Option<Checkpoint>,
 }
 
 /// One lease's delivery state, shared by its shard thread and the caller's threads.
@@ -266,6 +303,9 @@ pub(crate) struct ShardProgress {
     /// [`Batch::is_shard_end`](crate::Batch::is_shard_end)): the shard may finish, and
     /// its children be read, only after.
     end_processed: AtomicBool,
+    /// A retry was asked for and the shard thread has not acted on it yet (looked at on
+    /// every wake-up of the shard thread, outside the lock).
+    retry_pending: AtomicBool,
 }
 
 impl ShardProgress {
@@ -279,11 +319,14 @@ impl ShardProgress {
                 phase: Phase::Delivering,
                 held_back_since: None,
                 valid_until: None,
+                retry: None,
+                stale_below: 0,
             }),
             marked: Condvar::new(),
             refused: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             end_processed: AtomicBool::new(false),
+            retry_pending: AtomicBool::new(false),
         }
     }
 
@@ -296,6 +339,10 @@ impl ShardProgress {
     pub(crate) fn hand_out(&self, index: u64) -> bool {
         let mut st = self.state.lock();
         if st.phase != Phase::Delivering {
+            return false;
+        }
+        if index < st.stale_below || st.retry.as_ref().is_some_and(|r| index >= r.index) {
+            // Read before a retry (it comes again), or after a record that failed.
             return false;
         }
         // A process that was suspended (SIGSTOP, a VM pause) past its lease must not hand
@@ -315,6 +362,10 @@ impl ShardProgress {
     /// Marks records `first..=last` processed (`seq` and `part`: those of `last`).
     pub(crate) fn mark(&self, first: u64, last: u64, seq: &str, part: Option<&AggregatePart>) {
         let mut st = self.state.lock();
+        if st.retry.as_ref().is_some_and(|r| last >= r.index) {
+            // At or after a record that failed: read and delivered again.
+            return;
+        }
         if st.phase != Phase::Sealed {
             let before = st.watermark.processed_count();
             st.watermark.mark_run(first, last, seq, part);
@@ -324,6 +375,50 @@ impl ShardProgress {
             }
             drop(st);
             self.marked.notify_all();
+        }
+    }
+
+    /// Asks for record `request.index` and every later one to be delivered again (the
+    /// earliest such request wins until the shard thread acts on it); wakes the shard
+    /// thread. Ignored for a record read before an earlier retry, or once the lease is
+    /// ending (the next owner reads it again anyway).
+    pub(crate) fn request_retry(&self, request: RetryRequest) {
+        let mut st = self.state.lock();
+        if st.phase != Phase::Delivering
+            || request.index < st.stale_below
+            || request.index < st.watermark.processed_count()
+        {
+            return;
+        }
+        if st.retry.as_ref().is_none_or(|r| request.index < r.index) {
+            st.retry = Some(request);
+        }
+        self.retry_pending.store(true, AtomicOrdering::Release);
+        drop(st);
+        self.marked.notify_all();
+    }
+
+    /// Whether a retry waits for the shard thread.
+    pub(crate) fn retry_pending(&self) -> bool {
+        self.retry_pending.load(AtomicOrdering::Acquire)
+    }
+
+    /// The shard thread acts on the retry asked for (if one still is): every record it
+    /// numbered so far (below `end`) counts as done without moving the checkpoint, and is
+    /// dropped if it is still on its way; reading starts again after the processed prefix.
+    pub(crate) fn take_retry(&self, end: u64) -> Rewind {
+        let mut st = self.state.lock();
+        let request = st.retry.take();
+        self.retry_pending.store(false, AtomicOrdering::Release);
+        let checkpoint = st.watermark.processed().cloned();
+        st.watermark.skip_to(end);
+        st.stale_below = end;
+        st.handed_out = st.handed_out.max(end);
+        st.held_back_since = None;
+        self.end_processed.store(false, AtomicOrdering::Release);
+        Rewind {
+            request,
+            checkpoint,
         }
     }
 
@@ -411,7 +506,11 @@ impl ShardProgress {
         if st.phase == Phase::Delivering {
             st.phase = Phase::Draining;
         }
-        while st.phase == Phase::Draining && st.watermark.processed_count() < st.handed_out {
+        // A record that failed is never processed here: nothing to wait for past it.
+        while st.phase == Phase::Draining
+            && st.retry.is_none()
+            && st.watermark.processed_count() < st.handed_out
+        {
             if self.marked.wait_until(&mut st, deadline).timed_out() {
                 break;
             }

@@ -21,7 +21,7 @@ impl Worker<'_> {
         &mut self,
         r: aws_sdk_kinesis::types::Record,
         progress: &Arc<ShardProgress>,
-    ) {
+    ) -> Result<(), Interrupt> {
         let arrival = r
             .approximate_arrival_timestamp
             .and_then(|t| SystemTime::try_from(t).ok());
@@ -36,8 +36,7 @@ impl Worker<'_> {
         if self.ctx.config.deaggregation() && aggregate::is_aggregated(&data) {
             match aggregate::deaggregate(&data) {
                 Ok(users) => {
-                    self.push_users(users, seq, arrival, skip_through, progress);
-                    return;
+                    return self.push_users(users, seq, arrival, skip_through, progress);
                 }
                 Err(reason) => {
                     log::warn!(
@@ -64,7 +63,7 @@ impl Worker<'_> {
             arrival,
             part: None,
         };
-        self.push(parts, progress);
+        self.push(parts, progress)
     }
 
     /// Pushes the user records of aggregate `seq`, less those up to `skip_through`
@@ -76,7 +75,7 @@ impl Worker<'_> {
         arrival: Option<SystemTime>,
         skip_through: Option<u64>,
         progress: &Arc<ShardProgress>,
-    ) {
+    ) -> Result<(), Interrupt> {
         let before: Option<Arc<str>> = self.last_read.as_deref().map(Arc::from);
         let last = users.len() - 1;
         for (i, user) in users.into_iter().enumerate() {
@@ -96,15 +95,36 @@ impl Worker<'_> {
                     before: before.clone(),
                 }),
             };
-            self.push(parts, progress);
+            self.push(parts, progress)?;
         }
         self.last_read = Some(seq);
+        Ok(())
     }
 
-    pub(super) fn push(&mut self, parts: RecordParts, progress: &Arc<ShardProgress>) {
+    /// Numbers a record and queues it for the caller — or, if it is past its last
+    /// allowed attempt, gives it to the dead-letter handler.
+    pub(super) fn push(
+        &mut self,
+        parts: RecordParts,
+        progress: &Arc<ShardProgress>,
+    ) -> Result<(), Interrupt> {
         let record = Record::new(parts, Arc::clone(progress), self.next_index);
         self.next_index += 1;
-        self.unpacked.push_back(record);
+        if self.failures.is_empty() {
+            self.unpacked.push_back(record);
+            return Ok(());
+        }
+        match self.attempt_of(record) {
+            super::retry::Attempt::Deliver(record) => {
+                self.unpacked.push_back(record);
+                Ok(())
+            }
+            super::retry::Attempt::SetAside {
+                record,
+                attempts,
+                error,
+            } => self.dead_letter(record, attempts, error, progress),
+        }
     }
 
     /// Hands the next batch of unpacked records to the caller (at most `cap` of them),
@@ -210,6 +230,9 @@ impl Worker<'_> {
     /// and says how long the next wait may be (the stop is checked every 100 ms).
     pub(super) fn between_waits(&mut self, progress: &ShardProgress) -> Result<Instant, Interrupt> {
         self.commit_if_due(progress)?;
+        if progress.retry_pending() {
+            return Err(Interrupt::Retry);
+        }
         if !matches!(self.stop.try_recv(), Err(TryRecvError::Empty)) {
             return Err(Interrupt::Stop);
         }
@@ -252,6 +275,10 @@ impl Worker<'_> {
         };
         loop {
             self.commit_if_due(progress)?;
+            if progress.retry_pending() {
+                // The batch is dropped: its records are read again.
+                return Err(Interrupt::Retry);
+            }
             let mut deadline = self.next_commit;
             if let Some(at) = reader.prefetch_at() {
                 if Instant::now() >= at {
@@ -301,6 +328,9 @@ impl Worker<'_> {
     ) -> Result<(), Interrupt> {
         loop {
             self.commit_if_due(progress)?;
+            if progress.retry_pending() {
+                return Err(Interrupt::Retry);
+            }
             let now = Instant::now();
             if now >= deadline {
                 return Ok(());
@@ -341,6 +371,9 @@ impl Worker<'_> {
     ) -> Result<(), Interrupt> {
         loop {
             self.commit_if_due(progress)?;
+            if progress.retry_pending() {
+                return Err(Interrupt::Retry);
+            }
             match source.wait_ready(&self.stop, self.wake_deadline(progress)) {
                 Waited::Ready => return Ok(()),
                 Waited::Stop => return Err(Interrupt::Stop),

@@ -248,8 +248,29 @@ impl Worker<'_> {
         found: Checkpoint,
         rewound: Option<InitialPosition>,
     ) -> StartAt {
+        let start = self.position_after(&found, rewound);
+        if matches!(start, StartAt::Initial(InitialPosition::Latest)) {
+            // Taken before the first iterator or subscription: the next owner may read a
+            // little more than this one did, never less.
+            self.began = Some(crate::checkpoints::start_position_value(
+                InitialPosition::AtTimestamp(SystemTime::now()),
+            ));
+        }
+        self.lease_start = Some((found.clone(), rewound));
+        self.checkpoint = Some(found);
+        start
+    }
+
+    /// Where reading starts after `found` (a row's checkpoint, or the processed prefix),
+    /// remembering what unpacking needs from it; `rewound` (else the configured initial
+    /// position) when it names no record.
+    pub(super) fn position_after(
+        &mut self,
+        found: &Checkpoint,
+        rewound: Option<InitialPosition>,
+    ) -> StartAt {
         self.last_read.clone_from(&found.sequence_number);
-        let start = match (&found.partial, &found.sequence_number) {
+        match (&found.partial, &found.sequence_number) {
             // Inside an aggregate: read it again and skip what was processed.
             (Some(p), _) if self.ctx.config.deaggregation() => {
                 self.skip = Some(p.clone());
@@ -259,19 +280,9 @@ impl Worker<'_> {
             // Not unpacking: deliver the partly processed aggregate again, whole.
             (Some(p), None) => StartAt::At(p.aggregate.clone()),
             (None, None) => {
-                let position = rewound.unwrap_or_else(|| self.ctx.config.initial_position());
-                if position == InitialPosition::Latest {
-                    // Taken before the first iterator or subscription: the next owner
-                    // may read a little more than this one did, never less.
-                    self.began = Some(crate::checkpoints::start_position_value(
-                        InitialPosition::AtTimestamp(SystemTime::now()),
-                    ));
-                }
-                StartAt::Initial(position)
+                StartAt::Initial(rewound.unwrap_or_else(|| self.ctx.config.initial_position()))
             }
-        };
-        self.checkpoint = Some(found);
-        start
+        }
     }
 
     /// Commits the processed prefix if it moved, or heartbeats if the lease has not been

@@ -40,6 +40,7 @@ use crate::watermark::{Checkpoint, Partial, ShardProgress};
 mod delivery;
 mod lease;
 mod reader;
+mod retry;
 
 use crate::notices::Notices;
 use reader::Reader;
@@ -203,6 +204,9 @@ enum Interrupt {
     /// A record was refused hand-out (the lease or the membership had lapsed) and both
     /// were renewed since: this lease's delivery is over; it is drained and given up.
     Refused,
+    /// The caller asked for a record again ([`Record::retry_later`]): the shard is read
+    /// again from its processed prefix.
+    Retry,
 }
 
 struct Worker<'a> {
@@ -238,6 +242,11 @@ struct Worker<'a> {
     began: Option<String>,
     /// Whether a batch saying the shard ended was handed over, and how.
     end_told: EndTold,
+    /// Records of this lease that failed and are read again, with their attempts.
+    failures: Vec<retry::Failed>,
+    /// The row's checkpoint when the lease was captured, and the position a rewind left
+    /// in it: where a retry reads again if nothing of the lease was processed.
+    lease_start: Option<(Checkpoint, Option<crate::InitialPosition>)>,
 }
 
 /// How a closed shard's end was told to the caller.
@@ -282,6 +291,8 @@ impl<'a> Worker<'a> {
             processed_seen: 0,
             began: None,
             end_told: EndTold::NotYet,
+            failures: Vec::new(),
+            lease_start: None,
         }
     }
 
@@ -341,7 +352,31 @@ impl<'a> Worker<'a> {
             Arc::clone(&self.ctx.membership),
         ));
         progress.renew(self.last_write + self.lease_margin());
-        let mut source: Box<dyn RecordSource> = match &self.ctx.consumer {
+        let mut source = self.source_from(start);
+        let interrupt = loop {
+            match self.consume(&progress, source.as_mut()) {
+                // A record failed: read again from the processed prefix, with a new
+                // source (a fan-out subscription ends first).
+                Interrupt::Retry => {
+                    drop(source);
+                    match self.rewind(&progress) {
+                        Ok(at) => source = self.source_from(at),
+                        Err(interrupt) => break interrupt,
+                    }
+                }
+                interrupt => {
+                    // A fan-out subscription ends here, before the lease is released.
+                    drop(source);
+                    break interrupt;
+                }
+            }
+        };
+        self.end(interrupt, &progress)
+    }
+
+    /// The source that reads the shard from `start`: a fan-out subscription, or polling.
+    fn source_from(&self, start: crate::source::StartAt) -> Box<dyn RecordSource> {
+        match &self.ctx.consumer {
             Some(consumer) => Box::new(FanOut::new(
                 ShardRef {
                     stream: Arc::clone(&self.ctx.stream),
@@ -357,11 +392,7 @@ impl<'a> Worker<'a> {
                 start,
                 Arc::clone(self.ctx.config.stats()),
             )),
-        };
-        let interrupt = self.consume(&progress, source.as_mut());
-        // A fan-out subscription ends here, before the lease is released.
-        drop(source);
-        self.end(interrupt, &progress)
+        }
     }
 
     /// Ends the lease the way `interrupt` says: released (after a stop, a failure, a
@@ -391,8 +422,9 @@ impl<'a> Worker<'a> {
                 ShardExit::LeaseLost
             }
             Interrupt::Finished => ShardExit::Finished,
-            // A failed release is recorded in `left_behind`, for `close()`.
-            Interrupt::Stop => {
+            // A failed release is recorded in `left_behind`, for `close()`. (A retry is
+            // acted on in `run`; it never ends a lease.)
+            Interrupt::Stop | Interrupt::Retry => {
                 let _ = self.release(progress);
                 ShardExit::Stopped
             }
@@ -436,10 +468,15 @@ impl<'a> Worker<'a> {
         );
         let cap = self.ctx.config.batch_records();
         loop {
+            if progress.retry_pending() {
+                return Interrupt::Retry;
+            }
             while self.unpacked.len() < cap
                 && let Some(r) = reader.current.next()
             {
-                self.unpack(r, progress);
+                if let Err(i) = self.unpack(r, progress) {
+                    return i;
+                }
             }
             if !self.unpacked.is_empty() {
                 match self.send(cap, progress, &mut reader) {

@@ -34,6 +34,7 @@ mod processes;
 mod rebalance;
 mod resharding;
 mod resume;
+mod retry;
 mod role;
 mod stalled_caller;
 mod startup;

@@ -1,0 +1,286 @@
+//! A record that fails: `retry_later` redelivers it from its shard after a growing delay
+//! while the other shards go on; after `max_attempts` it goes to the dead-letter handler;
+//! per-key order holds and nothing else is repeated or lost.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kinsumer::{Batch, CheckpointMode, Config, DeadLetter, DeadLetterError, Letter, Polled};
+use parking_lot::Mutex;
+
+use crate::support::{self, Env, Producer, TestResult};
+
+/// Records what the dead-letter handler took; fails its first `refusals` calls.
+#[derive(Debug, Default)]
+struct Letters {
+    taken: Mutex<Vec<(String, u32, String)>>,
+    refusals: Mutex<u32>,
+}
+
+impl DeadLetter for Letters {
+    fn dead_letter(&self, letter: &Letter<'_>) -> Result<(), DeadLetterError> {
+        let mut refusals = self.refusals.lock();
+        if *refusals > 0 {
+            *refusals -= 1;
+            return Err("the dead-letter store is down".into());
+        }
+        self.taken.lock().push((
+            String::from_utf8_lossy(letter.record().data()).into_owned(),
+            letter.attempts(),
+            letter.error().to_owned(),
+        ));
+        Ok(())
+    }
+}
+
+/// `Stats` that keep the retries' delays.
+#[derive(Debug, Default)]
+struct Retries {
+    delays: Mutex<Vec<(u32, Duration)>>,
+    dead: Mutex<Vec<(String, u32)>>,
+}
+
+impl kinsumer::Stats for Retries {
+    fn record_retried(&self, _shard: &str, _seq: &str, attempt: u32, delay: Duration) {
+        self.delays.lock().push((attempt, delay));
+    }
+
+    fn record_dead_lettered(&self, _shard: &str, seq: &str, attempts: u32) {
+        self.dead.lock().push((seq.to_owned(), attempts));
+    }
+}
+
+/// Every record `0..written` but `poison` exactly once, each key's in order.
+fn check_all_but(log: &[String], written: u64, poison: u64) -> TestResult {
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
+    for d in log {
+        let n: u64 = d.parse()?;
+        assert!(seen.insert(n), "record {n} delivered twice");
+        if let Some(prev) = last.insert(n % 37, n) {
+            assert!(prev < n, "key-{}: {n} after {prev}", n % 37);
+        }
+    }
+    let missing: Vec<u64> = (0..written)
+        .filter(|n| *n != poison && !seen.contains(n))
+        .collect();
+    assert!(missing.is_empty(), "lost: {missing:?}");
+    Ok(())
+}
+
+fn config() -> Config {
+    support::fast_config()
+}
+
+#[test]
+fn a_poison_record_is_retried_with_growing_delays_then_dead_lettered() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(4)?;
+    const POISON: u64 = 137;
+    let letters = Arc::new(Letters::default());
+    *letters.refusals.lock() = 1;
+    let stats = Arc::new(Retries::default());
+    let consumer = env.consumer(
+        "patient",
+        config()
+            .with_max_attempts(3)
+            .with_dead_letter(letters.clone())
+            .with_stats(stats.clone()),
+    )?;
+    consumer.run()?;
+    let producer = Producer::start(&env);
+    let mut log = Vec::new();
+    let mut poison_seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut records = consumer.records();
+    // Until the poison record is set aside and plenty came after it.
+    while letters.taken.lock().is_empty() || log.len() < 400 {
+        assert!(
+            Instant::now() < deadline,
+            "{} records, {poison_seen:?}",
+            log.len()
+        );
+        match records.next_timeout(Duration::from_millis(200)) {
+            Polled::Record(r) => {
+                let data = String::from_utf8_lossy(r.data()).into_owned();
+                if data == POISON.to_string() {
+                    poison_seen.push((r.attempt(), Instant::now()));
+                    r.retry_later(format!("cannot parse {data}"));
+                } else {
+                    log.push(data);
+                }
+            }
+            Polled::TimedOut => {}
+            other => return Err(format!("unexpected {other:?}").into()),
+        }
+    }
+    drop(records);
+    // The rest: every record written but the one set aside.
+    let written = producer.stop()?;
+    let have = log.len() as u64;
+    log.extend(support::collect_until(
+        &consumer,
+        Duration::from_secs(60),
+        |s| have + s.len() as u64 >= written - 1,
+    )?);
+    let health = consumer.health();
+    consumer.close()?;
+    // Delivered three times (attempts 1, 2, 3), the gaps at least the growing delays.
+    let attempts: Vec<u32> = poison_seen.iter().map(|(a, _)| *a).collect();
+    assert_eq!(attempts, [1, 2, 3]);
+    let delays = stats.delays.lock().clone();
+    assert_eq!(delays.len(), 2, "{delays:?}");
+    assert_eq!(delays[0].0, 2);
+    assert_eq!(delays[1].1, delays[0].1 * 2, "{delays:?}");
+    for (w, d) in poison_seen.windows(2).zip(&delays) {
+        assert!(
+            w[1].1 - w[0].1 >= d.1,
+            "delivered again after {:?}",
+            w[1].1 - w[0].1
+        );
+    }
+    // Then set aside, once, after the handler's own failure.
+    let taken = letters.taken.lock().clone();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].0, POISON.to_string());
+    assert_eq!(taken[0].1, 3);
+    assert!(taken[0].2.contains("cannot parse"), "{taken:?}");
+    assert_eq!(stats.dead.lock().len(), 1);
+    assert_eq!(health.retried_records(), 2, "{health:?}");
+    assert_eq!(health.dead_lettered_records(), 1, "{health:?}");
+    // Everything else once, in per-key order; the other shards never waited.
+    check_all_but(&log, written, POISON)?;
+    Ok(())
+}
+
+#[test]
+fn a_record_that_fails_twice_then_succeeds_is_checkpointed_past_in_manual_mode() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 50, 5)?;
+    let shard = env.shard_ids()?.remove(0);
+    let last_seq = env.sequence_numbers(&shard)?.pop().ok_or("no records")?;
+    let consumer = env.consumer(
+        "manual",
+        config().with_checkpoint_mode(CheckpointMode::Manual),
+    )?;
+    consumer.run()?;
+    let mut log = Vec::new();
+    let mut failures = 0;
+    let mut records = consumer.records();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log.len() < 50 {
+        assert!(Instant::now() < deadline, "{log:?}");
+        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
+            let data = String::from_utf8_lossy(r.data()).into_owned();
+            if data == "20" && failures < 2 {
+                failures += 1;
+                assert_eq!(r.attempt(), failures);
+                r.retry_later("busy");
+                continue;
+            }
+            if data == "20" {
+                assert_eq!(r.attempt(), 3);
+            }
+            r.mark_processed();
+            log.push(data);
+        }
+    }
+    // Records before the failed one stay processed: each record once.
+    support::check_per_key_order(&log, 50)?;
+    support::wait_for(Duration::from_secs(30), "the checkpoint past it", || {
+        Ok(env.checkpoint(&shard)?.as_deref() == Some(last_seq.as_str()))
+    })?;
+    drop(records);
+    consumer.close()?;
+    Ok(())
+}
+
+#[test]
+fn process_retries_a_batch_its_handler_asked_again_and_keeps_order() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(4)?;
+    const N: u64 = 800;
+    env.put_numbered(0, N, 37)?;
+    let consumer = Arc::new(env.consumer("workers", config().with_max_batch_records(20))?);
+    consumer.run()?;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let asked = Arc::new(Mutex::new(0u32));
+    let t = {
+        let (consumer, log, asked) = (Arc::clone(&consumer), Arc::clone(&log), Arc::clone(&asked));
+        std::thread::spawn(move || {
+            consumer.process(3, |batch: Batch| -> Result<(), std::convert::Infallible> {
+                let poisoned = batch.iter().any(|r| r.data() == b"300");
+                if poisoned {
+                    let mut asked = asked.lock();
+                    if *asked < 2 {
+                        *asked += 1;
+                        batch.retry_later("downstream refused");
+                        return Ok(());
+                    }
+                }
+                let mut log = log.lock();
+                log.extend(
+                    batch
+                        .iter()
+                        .map(|r| String::from_utf8_lossy(r.data()).into_owned()),
+                );
+                Ok(())
+            })
+        })
+    };
+    support::wait_for(Duration::from_secs(90), "every record", || {
+        Ok(log.lock().len() as u64 >= N)
+    })?;
+    consumer.stop_handle().stop();
+    match t.join() {
+        Ok(result) => result?,
+        Err(_) => return Err("process panicked".into()),
+    }
+    assert_eq!(consumer.health().retried_records(), 2);
+    consumer.stop();
+    support::check_per_key_order(&log.lock(), N)?;
+    Ok(())
+}
+
+#[test]
+fn a_stop_during_the_delay_loses_nothing_and_the_next_owner_delivers_it() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 30, 5)?;
+    // A long first delay: the stop comes while the shard waits.
+    let slow = || config().with_throttle_delay(Duration::from_secs(3));
+    let first = env.consumer("first", slow())?;
+    first.run()?;
+    let mut log = Vec::new();
+    let mut records = first.records();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "{log:?}");
+        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
+            let data = String::from_utf8_lossy(r.data()).into_owned();
+            if data == "10" {
+                r.retry_later("not now");
+                break;
+            }
+            log.push(data);
+        }
+    }
+    // The shard waits: nothing more of it comes.
+    assert!(
+        records
+            .next_timeout(Duration::from_millis(500))
+            .is_timed_out()
+    );
+    drop(records);
+    first.close()?;
+    let second = env.consumer("second", config())?;
+    second.run()?;
+    let rest = support::collect_until(&second, Duration::from_secs(60), |s| s.len() >= 20)?;
+    second.close()?;
+    assert_eq!(rest.first().map(String::as_str), Some("10"));
+    log.extend(rest);
+    support::check_per_key_order(&log, 30)?;
+    Ok(())
+}
