@@ -284,3 +284,246 @@ fn a_stop_during_the_delay_loses_nothing_and_the_next_owner_delivers_it() -> Tes
     support::check_per_key_order(&log, 30)?;
     Ok(())
 }
+
+#[test]
+fn a_failed_record_inside_an_aggregate_resumes_at_its_sub_record() -> TestResult {
+    use crate::support::kpl;
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let users: Vec<kpl::UserRecord> = (0..50)
+        .map(|i| (format!("key-{i}"), None, format!("u-{i}").into_bytes()))
+        .collect();
+    env.put_raw([
+        ("k".to_owned(), b"before".to_vec()),
+        ("k".to_owned(), kpl::aggregate(&users)),
+        ("k".to_owned(), b"after".to_vec()),
+    ])?;
+    let consumer = env.consumer("unpacker", config())?;
+    consumer.run()?;
+    let mut log = Vec::new();
+    let mut attempts = Vec::new();
+    let mut records = consumer.records();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log.len() < 52 {
+        assert!(Instant::now() < deadline, "{log:?}");
+        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
+            let data = String::from_utf8_lossy(r.data()).into_owned();
+            if data == "u-20" {
+                attempts.push(r.attempt());
+                if attempts.len() < 3 {
+                    r.retry_later("not yet");
+                    continue;
+                }
+            }
+            log.push(data);
+        }
+    }
+    drop(records);
+    consumer.close()?;
+    // Read again from its sub-record: the ones before it are not delivered again.
+    let mut want = vec!["before".to_owned()];
+    want.extend((0..50).map(|i| format!("u-{i}")));
+    want.push("after".to_owned());
+    assert_eq!(log, want);
+    assert_eq!(attempts, [1, 2, 3]);
+    Ok(())
+}
+
+#[test]
+fn an_auto_mode_batch_asked_again_comes_again_whole() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 100, 5)?;
+    let consumer = env.consumer("batcher", config().with_max_batch_records(10))?;
+    consumer.run()?;
+    let mut log: Vec<String> = Vec::new();
+    let mut failed_once = None;
+    let mut batches = consumer.batches();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log.len() < 100 {
+        assert!(Instant::now() < deadline, "{log:?}");
+        let kinsumer::PolledBatch::Batch(b) = batches.next_timeout(Duration::from_millis(200))
+        else {
+            continue;
+        };
+        let data: Vec<String> = b
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.data()).into_owned())
+            .collect();
+        if failed_once.is_none() && data.iter().any(|d| d == "42") {
+            failed_once = Some(data);
+            b.retry_later("try again");
+            continue;
+        }
+        if let Some(first) = &failed_once
+            && data.first() == first.first()
+        {
+            assert_eq!(b.records()[0].attempt(), 2, "{b:?}");
+        }
+        log.extend(data);
+    }
+    drop(batches);
+    consumer.close()?;
+    assert!(failed_once.is_some());
+    support::check_per_key_order(&log, 100)?;
+    Ok(())
+}
+
+#[test]
+fn a_closed_shards_children_wait_for_its_record_in_retry() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let parent = env.open_shards()?.remove(0);
+    env.put_numbered(0, 40, 37)?;
+    env.split(&parent)?;
+    support::wait_for(Duration::from_secs(30), "the split", || {
+        Ok(env.open_shards()?.len() == 2)
+    })?;
+    env.put_numbered(40, 80, 37)?;
+    let consumer = env.consumer("splitter", config())?;
+    consumer.run()?;
+    let mut log = Vec::new();
+    let mut failures = 0;
+    let mut records = consumer.records();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log.len() < 80 {
+        assert!(Instant::now() < deadline, "{log:?}");
+        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
+            let data = String::from_utf8_lossy(r.data()).into_owned();
+            if data == "39" && failures < 2 {
+                failures += 1;
+                r.retry_later("later");
+                continue;
+            }
+            log.push(data);
+        }
+    }
+    drop(records);
+    consumer.close()?;
+    support::check_per_key_order(&log, 80)?;
+    // The parent's last record came (processed) before any of its children's.
+    let at = |n: &str| log.iter().position(|d| d == n);
+    let first_child = log
+        .iter()
+        .position(|d| d.parse::<u64>().is_ok_and(|n| n >= 40));
+    assert!(at("39") < first_child, "{log:?}");
+    Ok(())
+}
+
+#[test]
+fn a_crash_during_the_delay_loses_nothing() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    env.put_numbered(0, 30, 5)?;
+    let shard = env.shard_ids()?.remove(0);
+    let nine = env.sequence_numbers(&shard)?.remove(9);
+    let first = env.consumer(
+        "doomed",
+        config().with_throttle_delay(Duration::from_secs(5)),
+    )?;
+    first.run()?;
+    let mut log = Vec::new();
+    {
+        let mut records = first.records();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "{log:?}");
+            if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
+                let data = String::from_utf8_lossy(r.data()).into_owned();
+                if data == "10" {
+                    r.retry_later("not now");
+                    break;
+                }
+                log.push(data);
+            }
+        }
+        // Records 0–9 processed and committed; 10 waits out its delay.
+        support::wait_for(Duration::from_secs(30), "the commit before it", || {
+            Ok(env.checkpoint(&shard)?.as_deref() == Some(nine.as_str()))
+        })?;
+    }
+    first.crash_for_tests();
+    let second = env.consumer("heir", config())?;
+    second.run()?;
+    let rest = support::collect_until(&second, Duration::from_secs(60), |s| s.len() >= 20)?;
+    second.close()?;
+    assert_eq!(rest.first().map(String::as_str), Some("10"));
+    log.extend(rest);
+    support::check_per_key_order(&log, 30)?;
+    drop(first);
+    Ok(())
+}
+
+#[test]
+fn the_dead_letter_stream_gets_the_record_with_its_metadata() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let dlq = format!("{}-dead", env.stream);
+    env.emulators.create_stream(&dlq, 1)?;
+    env.put_numbered(0, 10, 5)?;
+    let consumer = env.consumer(
+        "dlq",
+        config()
+            .with_max_attempts(1)
+            .with_dead_letter(Arc::new(kinsumer::DeadLetterStream::new(dlq.clone()))),
+    )?;
+    consumer.run()?;
+    let mut log = Vec::new();
+    let mut records = consumer.records();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log.len() < 9 {
+        assert!(Instant::now() < deadline, "{log:?}");
+        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
+            let data = String::from_utf8_lossy(r.data()).into_owned();
+            if data == "4" {
+                r.retry_later("bad \"json\"\nline");
+                continue;
+            }
+            log.push(data);
+        }
+    }
+    drop(records);
+    support::wait_for(Duration::from_secs(30), "the dead letter counted", || {
+        Ok(consumer.health().dead_lettered_records() == 1)
+    })?;
+    consumer.close()?;
+    let dlq_shard = env
+        .block_on(env.kinesis.list_shards().stream_name(&dlq).send())?
+        .shards()
+        .first()
+        .map(|s| s.shard_id().to_owned())
+        .ok_or("no shard")?;
+    let iterator = env
+        .block_on(
+            env.kinesis
+                .get_shard_iterator()
+                .stream_name(&dlq)
+                .shard_id(dlq_shard)
+                .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                .send(),
+        )?
+        .shard_iterator
+        .ok_or("no iterator")?;
+    let out = env.block_on(env.kinesis.get_records().shard_iterator(iterator).send())?;
+    let letters: Vec<String> = out
+        .records()
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.data().as_ref()).into_owned())
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(out.records()[0].partition_key(), "key-4");
+    for part in [
+        "\"shard_id\":\"shardId-000000000000\"",
+        "\"sub_sequence_number\":null",
+        "\"partition_key\":\"key-4\"",
+        "\"attempts\":1",
+        "\"error\":\"bad \\\"json\\\"\\nline\"",
+        // "4" in base64.
+        "\"data\":\"NA==\"",
+    ] {
+        assert!(letter.contains(part), "{part} not in {letter}");
+    }
+    support::check_per_key_order(&[log, vec!["4".to_owned()]].concat(), 10)?;
+    Ok(())
+}
