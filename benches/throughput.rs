@@ -29,7 +29,9 @@
 //! 3-client fleet over 64 shards), `parallel` (8 shards: client CPU per record of
 //! `records()` against `batches()`, then records/s with `--work-us US` of CPU per record,
 //! default 50, for `records()` on one thread against `process()` with 1 and 2 workers;
-//! see `benches/scenarios/parallel.rs`), `all`. `--idle-poll MS` sets the idle poll
+//! see `benches/scenarios/parallel.rs`), `retry` (the CPU and memory of a shard whose first
+//! record fails every time, over a backlog behind it; see `benches/scenarios/retry.rs`),
+//! `all`. `--idle-poll MS` sets the idle poll
 //! delay (250 = the throttle delay: adaptive polling off, the old behaviour). Each prints a table row and one
 //! JSON line.
 //!
@@ -45,6 +47,9 @@ mod support;
 
 #[path = "scenarios/parallel.rs"]
 mod parallel;
+
+#[path = "scenarios/retry.rs"]
+mod retry;
 
 use kinsumer::Polled;
 use std::fmt::Write as _;
@@ -1127,6 +1132,7 @@ fn main() -> BenchResult {
         "dynamo-cost" => dynamo_cost(&args)?,
         "join-writes" => join_writes(&args)?,
         "parallel" => parallel::parallel(&args)?,
+        "retry" => retry::retry(&args)?,
         "all" => {
             drain(&args, 1)?;
             drain(&args, 4)?;
@@ -1138,7 +1144,8 @@ fn main() -> BenchResult {
         other => {
             return Err(format!(
                 "unknown scenario {other:?}: drain, latency, latency-busy, latency-after-idle, \
-                 idle-scale, sdk-floor, slow-caller, dynamo-cost, join-writes, parallel, all"
+                 idle-scale, sdk-floor, slow-caller, dynamo-cost, join-writes, parallel, retry, \
+                 all"
             )
             .into());
         }

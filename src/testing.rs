@@ -409,6 +409,46 @@ impl Emulators {
         Ok(())
     }
 
+    /// The data of every record `stream` holds now, shard by shard, oldest first (read
+    /// with GetRecords from TRIM_HORIZON until a read comes back empty).
+    ///
+    /// # Errors
+    ///
+    /// An AWS failure.
+    pub fn read_all(&self, stream: &str) -> Result<Vec<Vec<u8>>> {
+        let shards = self
+            .runtime
+            .block_on(self.kinesis.list_shards().stream_name(stream).send())
+            .map_err(|e| Error::aws(format!("listing the shards of stream {stream}"), e))?;
+        let mut all = Vec::new();
+        for shard in shards.shards() {
+            let mut iterator = self
+                .runtime
+                .block_on(
+                    self.kinesis
+                        .get_shard_iterator()
+                        .stream_name(stream)
+                        .shard_id(shard.shard_id())
+                        .shard_iterator_type(aws_sdk_kinesis::types::ShardIteratorType::TrimHorizon)
+                        .send(),
+                )
+                .map_err(|e| Error::aws(format!("reading stream {stream}"), e))?
+                .shard_iterator;
+            while let Some(it) = iterator.take() {
+                let out = self
+                    .runtime
+                    .block_on(self.kinesis.get_records().shard_iterator(it).send())
+                    .map_err(|e| Error::aws(format!("reading stream {stream}"), e))?;
+                if out.records().is_empty() {
+                    break;
+                }
+                all.extend(out.records().iter().map(|r| r.data().as_ref().to_vec()));
+                iterator = out.next_shard_iterator;
+            }
+        }
+        Ok(all)
+    }
+
     /// A consumer of `stream` on these servers, with its tables created.
     ///
     /// # Errors

@@ -206,7 +206,7 @@ fn a_rewind_loses_to_a_client_that_captured_the_shard_meanwhile() -> TestResult 
 
 /// A command for example `name`, pointed at this env's servers through the SDK's
 /// standard variables.
-fn example(env: &Env, name: &str) -> TestResult<Command> {
+pub(crate) fn example(env: &Env, name: &str) -> TestResult<Command> {
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()

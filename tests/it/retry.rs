@@ -527,3 +527,24 @@ fn the_dead_letter_stream_gets_the_record_with_its_metadata() -> TestResult {
     support::check_per_key_order(&[log, vec!["4".to_owned()]].concat(), 10)?;
     Ok(())
 }
+
+/// `examples/dead_letter.rs` runs to its end against this env's servers: two records
+/// set aside in the dead-letter stream, the other 998 summed.
+#[test]
+fn the_dead_letter_example_sets_two_records_aside() -> TestResult {
+    let env = Env::new(1)?;
+    let out = crate::ctl::example(&env, "dead_letter")?.output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("parsed 998 records (sum 498500)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 set aside"), "{stdout}");
+    assert_eq!(stdout.matches("dead letter: {").count(), 2, "{stdout}");
+    Ok(())
+}
