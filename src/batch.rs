@@ -56,6 +56,9 @@ pub struct Batch {
     /// A closed shard's empty last batch handed out in manual mode: dropping it counts
     /// as processing it (it has no records to mark).
     end_on_drop: bool,
+    /// Of a closed shard's empty last batch: how many records its shard thread had
+    /// numbered when it sent it (tells it from one sent before a retry).
+    end_at: u64,
 }
 
 /// What a batch says besides its records (kept while `records()` hands them out one by one).
@@ -82,7 +85,25 @@ impl Batch {
             shard_end,
             bytes,
             end_on_drop: false,
+            end_at: 0,
         }
+    }
+
+    /// A closed shard's empty last batch, sent when its shard thread had numbered `at`
+    /// records.
+    pub(crate) fn end_of_shard(
+        progress: Arc<ShardProgress>,
+        millis_behind_latest: Option<i64>,
+        at: u64,
+    ) -> Self {
+        let mut batch = Batch::new(Vec::new(), progress, millis_behind_latest, true);
+        batch.end_at = at;
+        batch
+    }
+
+    /// Counts a closed shard's empty last batch processed.
+    pub(crate) fn mark_end_processed(&self) {
+        self.progress.mark_end_processed(self.end_at);
     }
 
     /// Whether it is a closed shard's empty last batch (it tells the end, no records).
@@ -136,7 +157,7 @@ impl Batch {
             Some(last) => self.progress.hand_out(last.index()),
             // A shard's empty last batch carries no records, only the news that it
             // ended: it goes out even once the shard thread has finished.
-            None => true,
+            None => self.progress.hand_out_end(self.end_at),
         }
     }
 
@@ -219,7 +240,7 @@ impl Batch {
         match self.records.last() {
             Some(last) => last.marker_from(first),
             // A closed shard's empty last batch: its mark lets the shard finish.
-            None => ProcessedMarker::end(Arc::clone(&self.progress)),
+            None => ProcessedMarker::end(Arc::clone(&self.progress), self.end_at),
         }
     }
 }
@@ -227,7 +248,7 @@ impl Batch {
 impl Drop for Batch {
     fn drop(&mut self) {
         if self.end_on_drop {
-            self.progress.mark_end_processed();
+            self.progress.mark_end_processed(self.end_at);
         }
     }
 }

@@ -649,7 +649,7 @@ impl Kinsumer {
                 match self.pull(deadline, None, &mut || self.take()) {
                     Pulled::Got(batch) if batch.tells_end_only() => {
                         // No record to hand out: nothing else waits for it.
-                        batch.progress().mark_end_processed();
+                        batch.mark_end_processed();
                         continue;
                     }
                     Pulled::Got(batch) => {

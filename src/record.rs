@@ -187,7 +187,7 @@ impl Record {
             index: self.index,
             sequence_number: self.sequence_number.clone(),
             part: self.part.clone(),
-            end: false,
+            end: None,
         }
     }
 
@@ -243,28 +243,28 @@ pub struct ProcessedMarker {
     index: u64,
     sequence_number: String,
     part: Option<AggregatePart>,
-    /// The marker of a closed shard's empty last batch: it marks no record, only that
-    /// the batch was processed.
-    end: bool,
+    /// The marker of a closed shard's empty last batch (sent when this many records were
+    /// numbered): it marks no record, only that the batch was processed.
+    end: Option<u64>,
 }
 
 impl ProcessedMarker {
     /// The marker of a closed shard's empty last batch.
-    pub(crate) fn end(progress: Arc<ShardProgress>) -> Self {
+    pub(crate) fn end(progress: Arc<ShardProgress>, at: u64) -> Self {
         ProcessedMarker {
             progress,
             first: 1,
             index: 0,
             sequence_number: String::new(),
             part: None,
-            end: true,
+            end: Some(at),
         }
     }
 
     /// Marks the record processed (see [`Record::mark_processed`]).
     pub fn mark(self) {
-        if self.end {
-            self.progress.mark_end_processed();
+        if let Some(at) = self.end {
+            self.progress.mark_end_processed(at);
             return;
         }
         self.progress.mark(

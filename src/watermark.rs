@@ -405,8 +405,11 @@ impl ShardProgress {
 
     /// The shard thread acts on the retry asked for (if one still is): every record it
     /// numbered so far (below `end`) counts as done without moving the checkpoint, and is
-    /// dropped if it is still on its way; reading starts again after the processed prefix.
+    /// dropped if it is still on its way; reading starts again after the processed
+    /// prefix, numbering records from `end + 1` (index `end` stays unused, so that an end
+    /// batch sent at `end` is known to be from before the retry).
     pub(crate) fn take_retry(&self, end: u64) -> Rewind {
+        let end = end + 1;
         let mut st = self.state.lock();
         let request = st.retry.take();
         self.retry_pending.store(false, AtomicOrdering::Release);
@@ -446,11 +449,26 @@ impl ShardProgress {
         true
     }
 
-    /// The empty batch that told the shard's end was processed; wakes the shard thread.
-    pub(crate) fn mark_end_processed(&self) {
+    /// The empty batch that told the shard's end (sent when the shard thread had
+    /// numbered `at` records) was processed; wakes the shard thread. Ignored for one sent
+    /// before a retry: the shard is read again and tells its end again.
+    pub(crate) fn mark_end_processed(&self, at: u64) {
+        let st = self.state.lock();
+        if at < st.stale_below || st.retry.is_some() {
+            return;
+        }
         self.end_processed.store(true, AtomicOrdering::Release);
-        let _st = self.state.lock();
+        drop(st);
         self.marked.notify_all();
+    }
+
+    /// Whether the empty batch that tells the shard's end, sent at `at` (see
+    /// [`mark_end_processed`](ShardProgress::mark_end_processed)), still goes to the
+    /// caller: not if a retry came since. (It goes out even once the shard thread has
+    /// finished: it carries no records, only the news.)
+    pub(crate) fn hand_out_end(&self, at: u64) -> bool {
+        let st = self.state.lock();
+        at >= st.stale_below && st.retry.is_none()
     }
 
     /// Whether the empty batch that told the shard's end was processed.
@@ -683,6 +701,70 @@ mod tests {
         assert!(!p.hand_out(3));
         p.mark(2, 2, "c", None);
         assert_eq!(p.processed_since(0), (2, Some(cp("b"))));
+    }
+
+    fn request(index: u64, seq: &str) -> RetryRequest {
+        RetryRequest {
+            index,
+            sequence_number: seq.into(),
+            sub_sequence_number: None,
+            error: "failed".into(),
+        }
+    }
+
+    #[test]
+    fn a_retry_stops_hand_outs_from_its_record_and_rewinds_to_the_processed_prefix() {
+        let p = ShardProgress::new(Arc::from("shard-1"), Arc::new(Membership::unbounded()));
+        for i in 0..4 {
+            assert!(p.hand_out(i));
+        }
+        p.mark(0, 0, "a", None);
+        p.mark(3, 3, "d", None); // out of order, after the one that fails
+        p.request_retry(request(2, "c"));
+        assert!(p.retry_pending());
+        // Nothing from the failed record on goes out or counts; before it, it does.
+        assert!(!p.hand_out(4));
+        p.mark(2, 2, "c", None);
+        p.mark(1, 1, "b", None);
+        assert_eq!(p.processed_since(0), (2, Some(cp("b"))));
+        // The shard thread had numbered 6 records: all are done, the checkpoint stays.
+        let rewind = p.take_retry(6);
+        assert!(!p.retry_pending());
+        assert_eq!(rewind.request.map(|r| r.index), Some(2));
+        assert_eq!(rewind.checkpoint, Some(cp("b")));
+        assert_eq!(p.processed_since(0), (7, Some(cp("b"))));
+        // Records of before the retry never go out; late marks of them do not count.
+        assert!(!p.hand_out(5));
+        p.mark(3, 3, "d", None);
+        assert_eq!(p.processed_since(0), (7, Some(cp("b"))));
+        // Records read again go out and count.
+        assert!(p.hand_out(7));
+        p.mark(7, 7, "c", None);
+        assert_eq!(p.processed_since(0), (8, Some(cp("c"))));
+    }
+
+    #[test]
+    fn a_retry_of_a_processed_or_stale_record_is_ignored_and_an_old_end_batch_is_stale() {
+        let p = ShardProgress::new(Arc::from("shard-1"), Arc::new(Membership::unbounded()));
+        assert!(p.hand_out(0));
+        p.mark(0, 0, "a", None);
+        p.request_retry(request(0, "a"));
+        assert!(!p.retry_pending());
+        // An end batch sent with 1 record numbered; then a retry of a later record.
+        assert!(p.hand_out_end(1));
+        assert!(p.hand_out(1));
+        p.request_retry(request(1, "b"));
+        assert!(!p.hand_out_end(1));
+        let _ = p.take_retry(2);
+        p.mark_end_processed(1);
+        assert!(!p.end_processed());
+        assert!(!p.hand_out_end(2));
+        p.request_retry(request(1, "b"));
+        assert!(!p.retry_pending());
+        // An end batch of after the retry counts.
+        assert!(p.hand_out_end(3));
+        p.mark_end_processed(3);
+        assert!(p.end_processed());
     }
 
     #[test]

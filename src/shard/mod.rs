@@ -490,11 +490,10 @@ impl<'a> Worker<'a> {
                 // records tells `batches()` and `process()` (`records()` skips it).
                 if self.end_told == EndTold::NotYet {
                     self.end_told = EndTold::Alone;
-                    let end = Batch::new(
-                        Vec::new(),
+                    let end = Batch::end_of_shard(
                         Arc::clone(progress),
                         reader.current_millis,
-                        true,
+                        self.next_index,
                     );
                     if let Err(i) = self.send_counted(end, progress, &mut reader) {
                         return i;

@@ -57,6 +57,8 @@ impl Worker<'_> {
             request,
             checkpoint,
         } = progress.take_retry(self.next_index);
+        // Numbering goes on from one past (see `take_retry`).
+        self.next_index += 1;
         self.unpacked.clear();
         self.delivered = self.next_index;
         self.processed_seen = self.next_index;
