@@ -244,6 +244,9 @@ struct Worker<'a> {
     end_told: EndTold,
     /// Records of this lease that failed and are read again, with their attempts.
     failures: Vec<retry::Failed>,
+    /// After a retry: the index of the first record read again, until it is processed
+    /// (fetches are small meanwhile).
+    probe: Option<u64>,
     /// The row's checkpoint when the lease was captured, and the position a rewind left
     /// in it: where a retry reads again if nothing of the lease was processed.
     lease_start: Option<(Checkpoint, Option<crate::InitialPosition>)>,
@@ -292,6 +295,7 @@ impl<'a> Worker<'a> {
             began: None,
             end_told: EndTold::NotYet,
             failures: Vec::new(),
+            probe: None,
             lease_start: None,
         }
     }
@@ -467,10 +471,14 @@ impl<'a> Worker<'a> {
             Duration::from_secs(10).max(self.throttle()),
         );
         let cap = self.ctx.config.batch_records();
+        if self.probe.is_some() {
+            reader.probe_cap = Some(retry::PROBE_RECORDS);
+        }
         loop {
             if progress.retry_pending() {
                 return Interrupt::Retry;
             }
+            self.end_probe(progress, &mut reader);
             while self.unpacked.len() < cap
                 && let Some(r) = reader.current.next()
             {

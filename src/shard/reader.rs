@@ -38,6 +38,9 @@ pub(super) struct Reader<'s> {
     /// [`Config::fetch_bytes`], shared among the shards this client reads (counted in
     /// `health`).
     pub(super) fetch_bytes: usize,
+    /// After a retry, until the first record read again is processed: at most this many
+    /// records a fetch, so that a record failing again wastes little of what was read.
+    pub(super) probe_cap: Option<i32>,
     pub(super) health: Arc<HealthState>,
 }
 
@@ -106,6 +109,7 @@ impl<'s> Reader<'s> {
             idle_streak: 0,
             bytes_per_record: None,
             fetch_bytes: ctx.config.fetch_bytes(),
+            probe_cap: None,
             health,
         }
     }
@@ -116,7 +120,8 @@ impl<'s> Reader<'s> {
     /// size, before any), at least one and at most `max_records`.
     pub(super) fn limit(&self, waiting: usize) -> i32 {
         let share = self.fetch_bytes / self.health.owned_shards().max(1);
-        fetch_limit(self.bytes_per_record, share, waiting, self.max_records)
+        let limit = fetch_limit(self.bytes_per_record, share, waiting, self.max_records);
+        self.probe_cap.map_or(limit, |cap| limit.min(cap))
     }
 
     /// Learns the bytes per record from a fetched batch.

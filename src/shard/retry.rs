@@ -21,6 +21,10 @@ use super::{Interrupt, Worker};
 /// called again.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 
+/// After a retry, the most records a fetch asks for until the first record read again
+/// is processed: a record that fails again then costs a small read, not a full one.
+pub(super) const PROBE_RECORDS: i32 = 100;
+
 /// A record of this lease that failed, and how often.
 #[derive(Debug)]
 pub(super) struct Failed {
@@ -59,6 +63,7 @@ impl Worker<'_> {
         } = progress.take_retry(self.next_index);
         // Numbering goes on from one past (see `take_retry`).
         self.next_index += 1;
+        self.probe = Some(self.next_index);
         self.unpacked.clear();
         self.delivered = self.next_index;
         self.processed_seen = self.next_index;
@@ -106,6 +111,17 @@ impl Worker<'_> {
             self.wait_until(Instant::now() + delay, progress)?;
         }
         Ok(at)
+    }
+
+    /// Ends the small fetches of after a retry once the first record read again is
+    /// processed.
+    pub(super) fn end_probe(&mut self, progress: &ShardProgress, reader: &mut super::Reader<'_>) {
+        if let Some(first) = self.probe
+            && progress.processed_since(u64::MAX).0 > first
+        {
+            self.probe = None;
+            reader.probe_cap = None;
+        }
     }
 
     /// The entry of the record that has just failed for the `attempt`-th time.
