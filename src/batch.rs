@@ -154,7 +154,7 @@ impl Batch {
     /// and it must be dropped instead (the next owner delivers its records).
     pub(crate) fn hand_out(&self) -> bool {
         match self.records.last() {
-            Some(last) => self.progress.hand_out(last.index()),
+            Some(last) => last.hand_out(),
             // A shard's empty last batch carries no records, only the news that it
             // ended: it goes out even once the shard thread has finished.
             None => self.progress.hand_out_end(self.end_at),

@@ -17,7 +17,7 @@ use crate::config::{CheckpointMode, Config};
 use crate::coordinator::{self, Command, CoordinatorHandle, CoordinatorParts};
 use crate::error::{Error, ErrorKind, Result};
 use crate::fanout;
-use crate::health::{Health, HealthState};
+use crate::health::{Health, HealthState, OwnedShard, Position};
 use crate::notices::Notices;
 use crate::record::{ProcessedMarker, Record};
 use crate::stream;
@@ -513,6 +513,111 @@ impl Kinsumer {
             .snapshot(self.budget.used(), self.signal.is_requested())
     }
 
+    /// The shards this client owns now, by id: each with its [`ShardState`](crate::ShardState), the last
+    /// record of it handed out ([`position`](Kinsumer::position)) and the last its
+    /// durable checkpoint covers ([`committed`](Kinsumer::committed)). Empty before
+    /// [`run`](Kinsumer::run) and after a stop.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn demo(consumer: &kinsumer::Kinsumer) {
+    /// for shard in consumer.assignment() {
+    ///     println!(
+    ///         "{} {:?}: handed out {:?}, committed {:?}",
+    ///         shard.shard_id(),
+    ///         shard.state(),
+    ///         shard.position().map(|p| &p.sequence_number),
+    ///         shard.committed().map(|p| &p.sequence_number),
+    ///     );
+    /// }
+    /// # }
+    /// ```
+    pub fn assignment(&self) -> Vec<OwnedShard> {
+        self.health.owned()
+    }
+
+    /// The last record of `shard` handed out by this client under its current lease;
+    /// `None` if it owns no lease of it or handed nothing out yet.
+    pub fn position(&self, shard_id: &str) -> Option<Position> {
+        self.assignment()
+            .into_iter()
+            .find(|s| s.shard_id() == shard_id)
+            .and_then(|s| s.position().cloned())
+    }
+
+    /// The last record of `shard` its durable checkpoint covers, as this client knows it
+    /// (read when it captured the lease, then as each of its commits wrote it); `None`
+    /// if it owns no lease of it, or the shard was never checkpointed.
+    pub fn committed(&self, shard_id: &str) -> Option<Position> {
+        self.assignment()
+            .into_iter()
+            .find(|s| s.shard_id() == shard_id)
+            .and_then(|s| s.committed().cloned())
+    }
+
+    /// Waits until every record marked processed so far (in any
+    /// [mode](crate::CheckpointMode)) is durable in DynamoDB, shard by shard — for a
+    /// caller that must acknowledge an upstream only once the checkpoint holds. Shards
+    /// commit at their next commit slot (every
+    /// [`commit_frequency`](Config::with_commit_frequency)); a shard with nothing new
+    /// processed answers at once. Returns as soon as every shard's checkpoint covers its
+    /// processed records, or with the first failures: a write that failed meanwhile (it
+    /// is retried on schedule: call again), a lease that ended short of them, or
+    /// `timeout`.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::CommitFailed`], naming each shard that fell short and why.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// # fn ack(_: &[String]) {}
+    /// # fn demo(consumer: &kinsumer::Kinsumer) -> Result<(), kinsumer::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let mut done = Vec::new();
+    /// for record in consumer.records().take(100) {
+    ///     let record = record?;
+    ///     done.push(record.sequence_number().to_owned());
+    ///     record.mark_processed();
+    /// }
+    /// consumer.commit(Duration::from_secs(10))?;
+    /// ack(&done); // the checkpoints hold
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn commit(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now().checked_add(timeout);
+        let targets: Vec<_> = self
+            .health
+            .leases()
+            .into_iter()
+            .map(|(shard, p)| {
+                let target = p.commit_target();
+                (shard, p, target)
+            })
+            .collect();
+        let far = Instant::now() + Duration::from_secs(24 * 3600);
+        let short: Vec<String> = targets
+            .into_iter()
+            .filter_map(|(shard, p, target)| {
+                p.wait_committed(target, deadline.unwrap_or(far))
+                    .err()
+                    .map(|why| format!("{shard}: {why}"))
+            })
+            .collect();
+        if short.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(ErrorKind::CommitFailed).with_context(format!(
+            "client {}: {}",
+            self.owner.name,
+            short.join("; ")
+        )))
+    }
+
     /// A handle that stops this consumer from another thread.
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
@@ -661,7 +766,7 @@ impl Kinsumer {
                     Pulled::TimedOut => return Polled::TimedOut,
                 }
             };
-            if !record.progress().hand_out(record.index()) {
+            if !record.hand_out() {
                 continue; // its lease is ending: the next owner delivers it
             }
             if auto {

@@ -693,6 +693,7 @@ impl<'a> Coordinator<'a> {
     fn show_shards(&self) {
         let health = self.parts.notices.health();
         health.set_owned_shards(self.shards.len());
+        health.sync_shards(self.shards.keys(), self.parked.keys());
         let mut parked: Vec<ParkedShard> = self
             .parked
             .iter()
@@ -1005,6 +1006,11 @@ impl<'a> Coordinator<'a> {
                 h.join();
             }
         }
+        // Stopped: no shard is owned any more.
+        self.parts
+            .notices
+            .health()
+            .sync_shards(std::iter::empty(), std::iter::empty());
         Vec::new()
     }
 

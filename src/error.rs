@@ -98,6 +98,10 @@ pub enum ErrorKind {
     /// [`Config::with_max_attempts`](crate::Config::with_max_attempts) of 0, or without a
     /// dead-letter handler.
     InvalidMaxAttempts,
+    /// [`Kinsumer::commit`](crate::Kinsumer::commit) could not make every processed
+    /// record durable: the context names each shard and why (a failed write, a lease
+    /// that ended, the time allowed).
+    CommitFailed,
     /// [`InitialPosition::AtTimestamp`](crate::InitialPosition::AtTimestamp) is in the
     /// future: Kinesis rejects it.
     InvalidInitialPosition,
@@ -193,6 +197,7 @@ impl ErrorKind {
             ErrorKind::NoRegion => {
                 "no AWS region configured (set AWS_REGION, or pass an SdkConfig with a region)"
             }
+            ErrorKind::CommitFailed => "not every processed record could be checkpointed",
             ErrorKind::InvalidMaxAttempts => {
                 "max attempts must be at least 1 and come with a dead-letter handler"
             }

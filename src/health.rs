@@ -138,6 +138,98 @@ impl Health {
     }
 }
 
+/// What a shard this client owns is doing; see [`Kinsumer::assignment`](crate::Kinsumer::assignment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ShardState {
+    /// Its thread is capturing the lease (or waiting for the previous owner's grace).
+    Starting,
+    /// Read and handed out.
+    Reading,
+    /// A record of it failed ([`Record::retry_later`](crate::Record::retry_later)): it is
+    /// waiting out the delay before it is read again.
+    Retrying,
+    /// Its lease is ending (a stop, a rebalance, the shard's end): what was handed out
+    /// is being processed and committed.
+    Draining,
+    /// Owned but not read: it kept failing (see [`ParkedShard`]).
+    Parked,
+}
+
+/// A place in a shard: a record's sequence number and, for a user record of a KPL
+/// aggregate, its sub-sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Position {
+    /// The (Kinesis) sequence number.
+    pub sequence_number: String,
+    /// The index within its aggregate, for a KPL user record.
+    pub sub_sequence_number: Option<u64>,
+}
+
+impl Position {
+    pub(crate) fn new(sequence_number: String, sub_sequence_number: Option<u64>) -> Self {
+        Position {
+            sequence_number,
+            sub_sequence_number,
+        }
+    }
+
+    /// The last record a checkpoint covers, if it covers one.
+    pub(crate) fn of_checkpoint(c: &crate::watermark::Checkpoint) -> Option<Self> {
+        match (&c.partial, &c.sequence_number) {
+            (Some(p), _) => Some(Position::new(
+                p.aggregate.clone(),
+                Some(p.sub_sequence_number),
+            )),
+            (None, Some(seq)) => Some(Position::new(seq.clone(), None)),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A shard this client owns, as [`Kinsumer::assignment`](crate::Kinsumer::assignment)
+/// reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedShard {
+    shard_id: String,
+    state: ShardState,
+    position: Option<Position>,
+    committed: Option<Position>,
+}
+
+impl OwnedShard {
+    /// The shard's id.
+    pub fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    /// What it is doing.
+    pub fn state(&self) -> ShardState {
+        self.state
+    }
+
+    /// The last record of it handed out under the current lease, if any.
+    pub fn position(&self) -> Option<&Position> {
+        self.position.as_ref()
+    }
+
+    /// The last record its durable checkpoint covers (in the checkpoint row: as read when
+    /// the lease was captured, then as each commit wrote it); `None` before any.
+    pub fn committed(&self) -> Option<&Position> {
+        self.committed.as_ref()
+    }
+}
+
+/// What the shared state knows of one owned shard.
+#[derive(Debug)]
+struct ShardView {
+    state: ShardState,
+    /// The current lease's delivery state (its last hand-out).
+    progress: Option<std::sync::Arc<crate::watermark::ShardProgress>>,
+    committed: Option<Position>,
+}
+
 /// The shared counters behind [`Health`], written by the library's threads.
 #[derive(Debug, Default)]
 pub(crate) struct HealthState {
@@ -148,9 +240,115 @@ pub(crate) struct HealthState {
     parked: Mutex<Vec<ParkedShard>>,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
+    /// The shards this client owns (running or parked), by id.
+    shards: Mutex<std::collections::BTreeMap<std::sync::Arc<str>, ShardView>>,
 }
 
 impl HealthState {
+    /// The coordinator's view: the shards with a thread, and those parked. Shards no
+    /// longer owned go; new ones start as [`ShardState::Starting`].
+    pub(crate) fn sync_shards<'a>(
+        &self,
+        running: impl Iterator<Item = &'a std::sync::Arc<str>>,
+        parked: impl Iterator<Item = &'a std::sync::Arc<str>>,
+    ) {
+        let mut shards = self.shards.lock();
+        let mut keep = std::collections::HashSet::new();
+        for shard in running {
+            keep.insert(std::sync::Arc::clone(shard));
+            let view = shards
+                .entry(std::sync::Arc::clone(shard))
+                .or_insert_with(|| ShardView {
+                    state: ShardState::Starting,
+                    progress: None,
+                    committed: None,
+                });
+            if view.state == ShardState::Parked {
+                view.state = ShardState::Starting;
+            }
+        }
+        for shard in parked {
+            keep.insert(std::sync::Arc::clone(shard));
+            let view = shards
+                .entry(std::sync::Arc::clone(shard))
+                .or_insert_with(|| ShardView {
+                    state: ShardState::Parked,
+                    progress: None,
+                    committed: None,
+                });
+            view.state = ShardState::Parked;
+            view.progress = None;
+        }
+        shards.retain(|shard, _| keep.contains(shard));
+    }
+
+    /// A shard thread captured its lease: it reads from `committed` on.
+    pub(crate) fn shard_reading(
+        &self,
+        shard: &std::sync::Arc<str>,
+        progress: &std::sync::Arc<crate::watermark::ShardProgress>,
+        committed: Option<Position>,
+    ) {
+        let mut shards = self.shards.lock();
+        let view = shards
+            .entry(std::sync::Arc::clone(shard))
+            .or_insert_with(|| ShardView {
+                state: ShardState::Reading,
+                progress: None,
+                committed: None,
+            });
+        view.state = ShardState::Reading;
+        view.progress = Some(std::sync::Arc::clone(progress));
+        view.committed = committed;
+    }
+
+    /// A shard thread's lease is now in `state`.
+    pub(crate) fn set_shard_state(&self, shard: &str, state: ShardState) {
+        if let Some(view) = self.shards.lock().get_mut(shard) {
+            view.state = state;
+        }
+    }
+
+    /// A commit of `shard` landed.
+    pub(crate) fn shard_committed(&self, shard: &str, committed: Option<Position>) {
+        if let Some(view) = self.shards.lock().get_mut(shard)
+            && committed.is_some()
+        {
+            view.committed = committed;
+        }
+    }
+
+    /// The current leases' delivery states, by shard.
+    pub(crate) fn leases(&self) -> Vec<(String, std::sync::Arc<crate::watermark::ShardProgress>)> {
+        self.shards
+            .lock()
+            .iter()
+            .filter_map(|(id, v)| {
+                v.progress
+                    .as_ref()
+                    .map(|p| (id.to_string(), std::sync::Arc::clone(p)))
+            })
+            .collect()
+    }
+
+    /// The shards this client owns, by id.
+    pub(crate) fn owned(&self) -> Vec<OwnedShard> {
+        let shards = self.shards.lock();
+        shards
+            .iter()
+            .map(|(id, view)| OwnedShard {
+                shard_id: id.to_string(),
+                state: view.state,
+                position: view
+                    .progress
+                    .as_ref()
+                    .and_then(|p| p.position())
+                    .map(|(seq, sub)| Position::new(seq, sub)),
+                committed: view.committed.clone(),
+            })
+            .collect()
+    }
+
     pub(crate) fn record_retried(&self) {
         self.retried.fetch_add(1, Ordering::Relaxed);
     }

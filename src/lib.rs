@@ -95,7 +95,7 @@ pub use fleet::{
     ClientStatus, Fleet, FleetStatus, FormerHolder, Released, RewindPlan, RewindStep, RewindTo,
     ShardStatus,
 };
-pub use health::{Health, ParkedShard};
+pub use health::{Health, OwnedShard, ParkedShard, Position, ShardState};
 pub use parallel::ProcessError;
 pub use record::{ProcessedMarker, Record};
 pub use stats::{NoListener, NoStats, ShardListener, Stats};

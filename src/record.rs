@@ -57,6 +57,16 @@ impl Record {
         }
     }
 
+    /// Records that it goes to the caller now; `false` if its lease is ending (or it
+    /// was read before a retry) and it must be dropped instead.
+    pub(crate) fn hand_out(&self) -> bool {
+        self.progress.hand_out_at(
+            self.index,
+            &self.sequence_number,
+            self.sub_sequence_number(),
+        )
+    }
+
     pub(crate) fn set_attempt(&mut self, attempt: u32) {
         self.attempt = attempt;
     }
@@ -111,6 +121,31 @@ impl Record {
     /// When Kinesis accepted the record, if it said.
     pub fn approximate_arrival_timestamp(&self) -> Option<SystemTime> {
         self.arrival
+    }
+
+    /// How long ago Kinesis accepted the record (now less its
+    /// [approximate arrival](Record::approximate_arrival_timestamp)): the delivery lag
+    /// a caller can log or alert on. `None` if the server gave no arrival time; zero if
+    /// this machine's clock is behind the server's.
+    ///
+    /// ```no_run
+    /// # fn demo(consumer: &kinsumer::Kinsumer) -> Result<(), kinsumer::Error> {
+    /// for record in consumer.records() {
+    ///     let record = record?;
+    ///     if record.lag().is_some_and(|lag| lag.as_secs() > 60) {
+    ///         eprintln!("{} is a minute behind", record.shard_id());
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn lag(&self) -> Option<std::time::Duration> {
+        let arrival = self.arrival?;
+        Some(
+            SystemTime::now()
+                .duration_since(arrival)
+                .unwrap_or_default(),
+        )
     }
 
     /// Marks the record processed: its shard's checkpoint may now move past it (once
@@ -193,10 +228,6 @@ impl Record {
 
     pub(crate) fn index(&self) -> u64 {
         self.index
-    }
-
-    pub(crate) fn progress(&self) -> &Arc<ShardProgress> {
-        &self.progress
     }
 }
 

@@ -256,6 +256,9 @@ struct ProgressState {
     /// Records below this index were read before the last retry and are read again:
     /// any of them still on its way to the caller is dropped.
     stale_below: u64,
+    /// The last record handed out (sequence number, sub-sequence number), for
+    /// [`Kinsumer::position`](crate::Kinsumer::position); the buffer is reused.
+    position: Option<(String, Option<u64>)>,
 }
 
 /// What the caller asked for in a retry.
@@ -306,6 +309,29 @@ pub(crate) struct ShardProgress {
     /// A retry was asked for and the shard thread has not acted on it yet (looked at on
     /// every wake-up of the shard thread, outside the lock).
     retry_pending: AtomicBool,
+    /// What of this lease is durable, for [`Kinsumer::commit`](crate::Kinsumer::commit).
+    durable: Mutex<Durable>,
+    durable_changed: Condvar,
+}
+
+/// How far this lease's commits got.
+#[derive(Debug, Default)]
+struct Durable {
+    /// The processed-prefix length the last successful write covers.
+    count: u64,
+    /// Failed writes so far, and the last one's error.
+    failures: u64,
+    last_failure: Option<String>,
+    /// The lease is over (released, lost or given up): nothing more will be written.
+    over: bool,
+}
+
+/// Where a wait for a commit of this lease begins: the processed prefix to be covered,
+/// and the failures counted so far.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CommitTarget {
+    count: u64,
+    failures: u64,
 }
 
 impl ShardProgress {
@@ -321,12 +347,15 @@ impl ShardProgress {
                 valid_until: None,
                 retry: None,
                 stale_below: 0,
+                position: None,
             }),
             marked: Condvar::new(),
             refused: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             end_processed: AtomicBool::new(false),
             retry_pending: AtomicBool::new(false),
+            durable: Mutex::new(Durable::default()),
+            durable_changed: Condvar::new(),
         }
     }
 
@@ -336,7 +365,14 @@ impl ShardProgress {
 
     /// Records that record `index` goes to the caller now; `false` if the lease is
     /// ending and the record must be dropped instead (the next owner delivers it).
+    #[cfg(test)]
     pub(crate) fn hand_out(&self, index: u64) -> bool {
+        self.hand_out_at(index, "", None)
+    }
+
+    /// [`hand_out`](ShardProgress::hand_out) of record `index`, whose sequence number and
+    /// sub-sequence number are `seq` and `sub`: the shard's position from now.
+    pub(crate) fn hand_out_at(&self, index: u64, seq: &str, sub: Option<u64>) -> bool {
         let mut st = self.state.lock();
         if st.phase != Phase::Delivering {
             return false;
@@ -356,7 +392,16 @@ impl ShardProgress {
         }
         st.handed_out = st.handed_out.max(index + 1);
         st.held_back_since.get_or_insert(now);
+        let (buf, at) = st.position.get_or_insert_with(|| (String::new(), None));
+        buf.clear();
+        buf.push_str(seq);
+        *at = sub;
         true
+    }
+
+    /// The last record handed out, if one was (sequence number, sub-sequence number).
+    pub(crate) fn position(&self) -> Option<(String, Option<u64>)> {
+        self.state.lock().position.clone()
     }
 
     /// Marks records `first..=last` processed (`seq` and `part`: those of `last`).
@@ -422,6 +467,77 @@ impl ShardProgress {
         Rewind {
             request,
             checkpoint,
+        }
+    }
+
+    /// A write covering the first `count` records landed.
+    pub(crate) fn committed(&self, count: u64) {
+        let mut d = self.durable.lock();
+        d.count = d.count.max(count);
+        drop(d);
+        self.durable_changed.notify_all();
+    }
+
+    /// A checkpoint write failed with `error` (it is tried again at the next slot).
+    pub(crate) fn commit_failed(&self, error: &str) {
+        let mut d = self.durable.lock();
+        d.failures += 1;
+        d.last_failure = Some(error.to_owned());
+        drop(d);
+        self.durable_changed.notify_all();
+    }
+
+    /// The lease is over: nothing more of it will be written.
+    pub(crate) fn lease_over(&self) {
+        self.durable.lock().over = true;
+        self.durable_changed.notify_all();
+    }
+
+    /// What a commit asked for now must cover: every record processed so far.
+    pub(crate) fn commit_target(&self) -> CommitTarget {
+        let count = self.processed_since(u64::MAX).0;
+        CommitTarget {
+            count,
+            failures: self.durable.lock().failures,
+        }
+    }
+
+    /// Waits until a write covering `target` landed (`Ok`), or one failed since the
+    /// target was taken, the lease ended short of it, or `deadline` passed (`Err`, why).
+    pub(crate) fn wait_committed(
+        &self,
+        target: CommitTarget,
+        deadline: Instant,
+    ) -> std::result::Result<(), String> {
+        let mut d = self.durable.lock();
+        loop {
+            if d.count >= target.count {
+                return Ok(());
+            }
+            if d.failures > target.failures {
+                return Err(d
+                    .last_failure
+                    .clone()
+                    .unwrap_or_else(|| "a checkpoint write failed".to_owned()));
+            }
+            if d.over {
+                return Err(
+                    "the lease ended before its checkpoint covered every processed \
+                            record (the next owner delivers the rest again)"
+                        .to_owned(),
+                );
+            }
+            if self
+                .durable_changed
+                .wait_until(&mut d, deadline)
+                .timed_out()
+            {
+                return if d.count >= target.count {
+                    Ok(())
+                } else {
+                    Err("timed out waiting for the checkpoint write".to_owned())
+                };
+            }
         }
     }
 

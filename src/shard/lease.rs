@@ -452,6 +452,7 @@ impl Worker<'_> {
         match outcome {
             Ok(()) => {
                 self.committed = self.committed.max(done.count);
+                progress.committed(done.count);
                 // The row says the lease was renewed when the write was sent.
                 self.last_write = self.last_write.max(done.sent);
                 progress.renew(self.last_write + self.lease_margin());
@@ -470,6 +471,7 @@ impl Worker<'_> {
                 // Access denied, a wrongly keyed table, …: retrying the same write will
                 // not help. The shard fails (and, failing again, ends the consumer).
                 log::error!("{error}");
+                progress.commit_failed(&error.to_string());
                 let why = Failure::of(&error);
                 self.ctx.notices.report(error);
                 Err(Interrupt::Failed(why))
@@ -478,6 +480,7 @@ impl Worker<'_> {
                 // The lease is still ours until someone else captures it; the next
                 // interval tries again.
                 log::warn!("{error}");
+                progress.commit_failed(&error.to_string());
                 self.ctx.notices.report(error);
                 Ok(())
             }
@@ -486,6 +489,10 @@ impl Worker<'_> {
 
     /// Tells the stats hook about a written checkpoint.
     pub(super) fn report_commit(&self, c: &Checkpoint) {
+        self.ctx
+            .notices
+            .health()
+            .shard_committed(self.shard(), crate::health::Position::of_checkpoint(c));
         let stats = self.ctx.config.stats();
         match (&c.partial, &c.sequence_number) {
             (Some(p), _) => {
@@ -502,10 +509,11 @@ impl Worker<'_> {
 
     pub(super) fn finish(&mut self, progress: &ShardProgress) -> Interrupt {
         // Everything delivered is processed: sealing waits for nothing.
-        let (_, checkpoint) = progress.drain_and_seal(Instant::now(), self.committed);
+        let (count, checkpoint) = progress.drain_and_seal(Instant::now(), self.committed);
         let shard = Arc::clone(&self.ctx.shard_id);
         match self.final_write(|leases| leases.finish(&shard, checkpoint.as_ref())) {
             Ok(()) => {
+                progress.committed(count);
                 log::info!(
                     "client {}: shard {} finished and released",
                     self.ctx.owner.name,
@@ -615,11 +623,12 @@ impl Worker<'_> {
         progress.stop_handing_out();
         self.tell_listener("revoking", |l, shard| l.revoking(shard));
         let deadline = Instant::now() + self.ctx.config.handover_grace();
-        let (_, checkpoint) = progress.drain_and_seal(deadline, self.committed);
+        let (count, checkpoint) = progress.drain_and_seal(deadline, self.committed);
         self.tell_listener("revoked", |l, shard| l.revoked(shard));
         let shard = Arc::clone(&self.ctx.shard_id);
         match self.final_write(|leases| leases.release(&shard, checkpoint.as_ref())) {
             Ok(()) => {
+                progress.committed(count);
                 log::info!(
                     "client {}: released the lease of shard {} (checkpoint {})",
                     self.ctx.owner.name,
@@ -640,6 +649,7 @@ impl Worker<'_> {
             }
             Err(WriteError::Other { error, .. }) => {
                 log::warn!("{error}; leaving the lease to expire");
+                progress.commit_failed(&error.to_string());
                 if let Some(c) = checkpoint {
                     // Kept in case this client captures the shard again first.
                     self.ctx

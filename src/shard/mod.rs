@@ -356,6 +356,13 @@ impl<'a> Worker<'a> {
             Arc::clone(&self.ctx.membership),
         ));
         progress.renew(self.last_write + self.lease_margin());
+        self.ctx.notices.health().shard_reading(
+            &self.ctx.shard_id,
+            &progress,
+            self.checkpoint
+                .as_ref()
+                .and_then(crate::health::Position::of_checkpoint),
+        );
         let mut source = self.source_from(start);
         let interrupt = loop {
             match self.consume(&progress, source.as_mut()) {
@@ -375,7 +382,9 @@ impl<'a> Worker<'a> {
                 }
             }
         };
-        self.end(interrupt, &progress)
+        let exit = self.end(interrupt, &progress);
+        progress.lease_over();
+        exit
     }
 
     /// The source that reads the shard from `start`: a fan-out subscription, or polling.
@@ -403,6 +412,10 @@ impl<'a> Worker<'a> {
     /// refused hand-out), handed back or let go (lost, expired), or left as a crash
     /// leaves it.
     fn end(&mut self, interrupt: Interrupt, progress: &Arc<ShardProgress>) -> ShardExit {
+        self.ctx
+            .notices
+            .health()
+            .set_shard_state(self.shard(), crate::health::ShardState::Draining);
         if self.ctx.abandon.load(Ordering::Acquire) {
             progress.seal();
             return ShardExit::Abandoned;

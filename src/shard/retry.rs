@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dead_letter::Letter;
+use crate::health::ShardState;
 use crate::record::Record;
 use crate::retry::Backoff;
 use crate::source::StartAt;
@@ -107,8 +108,14 @@ impl Worker<'_> {
                     delay,
                 );
             }
-            self.ctx.notices.health().record_retried();
+            let health = self.ctx.notices.health();
+            health.record_retried();
+            health.set_shard_state(self.shard(), ShardState::Retrying);
             self.wait_until(Instant::now() + delay, progress)?;
+            self.ctx
+                .notices
+                .health()
+                .set_shard_state(self.shard(), ShardState::Reading);
         }
         Ok(at)
     }

@@ -19,6 +19,7 @@ mod fleet;
 mod hopeless;
 mod iam;
 mod idle;
+mod introspection;
 mod isolation;
 mod iterator;
 mod large;
