@@ -106,6 +106,17 @@ pub struct FleetStatus {
     pub shard_cache_age: Option<Duration>,
 }
 
+impl FleetStatus {
+    /// The fleet's largest lag: the shard whose checkpoint is furthest behind its tip
+    /// (of those Kinesis said it for), and by how much (`MillisBehindLatest`).
+    pub fn max_lag(&self) -> Option<(&str, i64)> {
+        self.shards
+            .iter()
+            .filter_map(|s| s.millis_behind_latest.map(|ms| (s.shard_id.as_str(), ms)))
+            .max_by_key(|(_, ms)| *ms)
+    }
+}
+
 /// Where [`Fleet::plan_rewind`] moves checkpoints to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

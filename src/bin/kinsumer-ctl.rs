@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo install --path . --features cli
-//! kinsumer-ctl status  --stream S --app A [--json]
+//! kinsumer-ctl status  --stream S --app A [--json] [--watch SECONDS]
 //! kinsumer-ctl release SHARD --stream S --app A [--force]
 //! kinsumer-ctl rewind  --to TIME|trim-horizon|latest --stream S --app A [--shards ID,ID] [--yes]
 //! kinsumer-ctl --help
@@ -52,9 +52,12 @@ enum Command {
     Status {
         #[command(flatten)]
         fleet: FleetArgs,
-        /// One JSON object, for scripts.
+        /// One JSON object, for scripts (with --watch, one per line).
         #[arg(long)]
         json: bool,
+        /// Redraw every SECONDS until interrupted (Ctrl-C).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+        watch: Option<u64>,
     },
     /// Frees the lease of a shard whose holder is gone.
     Release {
@@ -183,13 +186,28 @@ fn open(args: &FleetArgs) -> Result<Fleet, Failure> {
 
 fn run(command: &Command) -> Result<String, Failure> {
     match command {
-        Command::Status { fleet, json } => {
-            let status = open(fleet)?.status()?;
-            Ok(if *json {
-                status_json(&status)
-            } else {
-                status_table(&status)
-            })
+        Command::Status {
+            fleet,
+            json,
+            watch: None,
+        } => Ok(status_text(&open(fleet)?.status()?, *json)),
+        Command::Status {
+            fleet,
+            json,
+            watch: Some(every),
+        } => {
+            let fleet = open(fleet)?;
+            loop {
+                let status = fleet.status()?;
+                if *json {
+                    print!("{}", status_json(&status));
+                } else {
+                    // Clear the screen, then draw.
+                    print!("\x1b[2J\x1b[H{}", status_table(&status));
+                }
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+                std::thread::sleep(Duration::from_secs(*every));
+            }
         }
         Command::Release {
             shard,
@@ -234,6 +252,14 @@ fn released_text(shard: &str, holder: &kinsumer::FormerHolder) -> String {
         );
     }
     out
+}
+
+fn status_text(status: &FleetStatus, json: bool) -> String {
+    if json {
+        status_json(status)
+    } else {
+        status_table(status)
+    }
 }
 
 fn secs(d: Option<Duration>) -> String {
@@ -302,6 +328,12 @@ fn status_table(st: &FleetStatus) -> String {
                 position_text(p)
             );
         }
+    }
+    match st.max_lag() {
+        Some((shard, ms)) => {
+            let _ = writeln!(out, "fleet: {ms}ms behind at most ({shard})");
+        }
+        None => out.push_str("fleet: lag unknown\n"),
     }
     let _ = writeln!(out, "\nclients:");
     for c in &st.clients {
@@ -416,12 +448,19 @@ fn status_json(st: &FleetStatus) -> String {
             age.as_secs_f64()
         )
     });
+    let max_lag = st.max_lag().map_or("null".into(), |(shard, ms)| {
+        format!(
+            "{{\"shard_id\":{},\"millis_behind_latest\":{ms}}}",
+            json_str(shard)
+        )
+    });
     format!(
-        "{{\"shards\":[{}],\"clients\":[{}],\"leader\":{},\"shard_cache_age_s\":{}}}\n",
+        "{{\"shards\":[{}],\"clients\":[{}],\"leader\":{},\"shard_cache_age_s\":{},\"max_lag\":{}}}\n",
         shards.join(","),
         clients.join(","),
         leader,
-        json_opt_secs(st.shard_cache_age)
+        json_opt_secs(st.shard_cache_age),
+        max_lag
     )
 }
 

@@ -462,3 +462,59 @@ fn kinsumer_ctl_names_a_missing_profile() -> TestResult {
     assert!(err.contains("profile \"prod\" (AWS_PROFILE)"), "{err}");
     Ok(())
 }
+
+/// `status` names the fleet's largest lag (also in `--json`), and `--watch` redraws.
+#[test]
+fn kinsumer_ctl_status_shows_the_max_lag_and_watch_redraws() -> TestResult {
+    use std::io::{BufRead, BufReader};
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    env.put_numbered(0, 20, 5)?;
+    let consumer = env.consumer("lagging", support::fast_config())?;
+    consumer.run()?;
+    let _ = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 20)?;
+    consumer.stop();
+    let base = ["--stream", env.stream.as_str(), "--app", env.app.as_str()];
+    let (code, out, err) = ctl(&env, &[&["status"][..], &base].concat())?;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("fleet: ") && out.contains("behind at most (shardId-"),
+        "{out}"
+    );
+    let (_, json, _) = ctl(&env, &[&["status", "--json"][..], &base].concat())?;
+    assert!(
+        json.contains("\"max_lag\":{\"shard_id\":\"shardId-"),
+        "{json}"
+    );
+    // Two frames of --watch 1, then it is stopped.
+    let mut child = pointed_at(&env, Command::new(env!("CARGO_BIN_EXE_kinsumer-ctl")))
+        .args([&["status", "--watch", "1", "--json"][..], &base].concat())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut frames = 0;
+    while frames < 2 {
+        match rx.recv_deadline(deadline) {
+            Ok(line) if line.starts_with("{\"shards\":") => frames += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    child.kill()?;
+    child.wait()?;
+    let _ = reader.join();
+    assert_eq!(frames, 2, "frames of --watch");
+    let (code, _, err) = ctl(&env, &[&["status", "--watch", "0"][..], &base].concat())?;
+    assert_eq!(code, 2, "{err}");
+    Ok(())
+}
