@@ -5,6 +5,8 @@
 //! passed to [`Stats::error_reported`](crate::Stats::error_reported) and counted here, so a
 //! supervisor can see it without the `for` loop having to handle it.
 
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
@@ -226,8 +228,18 @@ impl OwnedShard {
 struct ShardView {
     state: ShardState,
     /// The current lease's delivery state (its last hand-out).
-    progress: Option<std::sync::Arc<crate::watermark::ShardProgress>>,
+    progress: Option<Arc<crate::watermark::ShardProgress>>,
     committed: Option<Position>,
+}
+
+impl ShardView {
+    fn new(state: ShardState) -> Self {
+        ShardView {
+            state,
+            progress: None,
+            committed: None,
+        }
+    }
 }
 
 /// The shared counters behind [`Health`], written by the library's threads.
@@ -241,7 +253,7 @@ pub(crate) struct HealthState {
     retried: AtomicU64,
     dead_lettered: AtomicU64,
     /// The shards this client owns (running or parked), by id.
-    shards: Mutex<std::collections::BTreeMap<std::sync::Arc<str>, ShardView>>,
+    shards: Mutex<BTreeMap<Arc<str>, ShardView>>,
 }
 
 impl HealthState {
@@ -249,33 +261,25 @@ impl HealthState {
     /// longer owned go; new ones start as [`ShardState::Starting`].
     pub(crate) fn sync_shards<'a>(
         &self,
-        running: impl Iterator<Item = &'a std::sync::Arc<str>>,
-        parked: impl Iterator<Item = &'a std::sync::Arc<str>>,
+        running: impl Iterator<Item = &'a Arc<str>>,
+        parked: impl Iterator<Item = &'a Arc<str>>,
     ) {
         let mut shards = self.shards.lock();
-        let mut keep = std::collections::HashSet::new();
+        let mut keep = HashSet::new();
         for shard in running {
-            keep.insert(std::sync::Arc::clone(shard));
+            keep.insert(Arc::clone(shard));
             let view = shards
-                .entry(std::sync::Arc::clone(shard))
-                .or_insert_with(|| ShardView {
-                    state: ShardState::Starting,
-                    progress: None,
-                    committed: None,
-                });
+                .entry(Arc::clone(shard))
+                .or_insert_with(|| ShardView::new(ShardState::Starting));
             if view.state == ShardState::Parked {
                 view.state = ShardState::Starting;
             }
         }
         for shard in parked {
-            keep.insert(std::sync::Arc::clone(shard));
+            keep.insert(Arc::clone(shard));
             let view = shards
-                .entry(std::sync::Arc::clone(shard))
-                .or_insert_with(|| ShardView {
-                    state: ShardState::Parked,
-                    progress: None,
-                    committed: None,
-                });
+                .entry(Arc::clone(shard))
+                .or_insert_with(|| ShardView::new(ShardState::Parked));
             view.state = ShardState::Parked;
             view.progress = None;
         }
@@ -285,20 +289,16 @@ impl HealthState {
     /// A shard thread captured its lease: it reads from `committed` on.
     pub(crate) fn shard_reading(
         &self,
-        shard: &std::sync::Arc<str>,
-        progress: &std::sync::Arc<crate::watermark::ShardProgress>,
+        shard: &Arc<str>,
+        progress: &Arc<crate::watermark::ShardProgress>,
         committed: Option<Position>,
     ) {
         let mut shards = self.shards.lock();
         let view = shards
-            .entry(std::sync::Arc::clone(shard))
-            .or_insert_with(|| ShardView {
-                state: ShardState::Reading,
-                progress: None,
-                committed: None,
-            });
+            .entry(Arc::clone(shard))
+            .or_insert_with(|| ShardView::new(ShardState::Reading));
         view.state = ShardState::Reading;
-        view.progress = Some(std::sync::Arc::clone(progress));
+        view.progress = Some(Arc::clone(progress));
         view.committed = committed;
     }
 
@@ -319,15 +319,11 @@ impl HealthState {
     }
 
     /// The current leases' delivery states, by shard.
-    pub(crate) fn leases(&self) -> Vec<(String, std::sync::Arc<crate::watermark::ShardProgress>)> {
+    pub(crate) fn leases(&self) -> Vec<(String, Arc<crate::watermark::ShardProgress>)> {
         self.shards
             .lock()
             .iter()
-            .filter_map(|(id, v)| {
-                v.progress
-                    .as_ref()
-                    .map(|p| (id.to_string(), std::sync::Arc::clone(p)))
-            })
+            .filter_map(|(id, v)| v.progress.as_ref().map(|p| (id.to_string(), Arc::clone(p))))
             .collect()
     }
 

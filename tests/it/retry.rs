@@ -69,6 +69,56 @@ fn check_all_but(log: &[String], written: u64, poison: u64) -> TestResult {
     Ok(())
 }
 
+/// Pulls records until `log` holds `n`, giving each to `fail` with its data: a record it
+/// names a reason for is asked again (`retry_later`), any other is logged and marked.
+/// Fails after a minute.
+fn consume_failing(
+    records: &mut kinsumer::Records<'_>,
+    n: usize,
+    log: &mut Vec<String>,
+    mut fail: impl FnMut(&kinsumer::Record, &str) -> Option<&'static str>,
+) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log.len() < n {
+        if Instant::now() >= deadline {
+            return Err(format!("{} of {n} records: {log:?}", log.len()).into());
+        }
+        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
+            let data = String::from_utf8_lossy(r.data()).into_owned();
+            match fail(&r, &data) {
+                Some(why) => r.retry_later(why),
+                None => {
+                    r.mark_processed();
+                    log.push(data);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pulls and logs records until the one whose data is `failing`, which is asked again.
+fn consume_until_failing(
+    records: &mut kinsumer::Records<'_>,
+    failing: &str,
+    log: &mut Vec<String>,
+) -> TestResult {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if Instant::now() >= deadline {
+            return Err(format!("no record {failing}: {log:?}").into());
+        }
+        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
+            let data = String::from_utf8_lossy(r.data()).into_owned();
+            if data == failing {
+                r.retry_later("not now");
+                return Ok(());
+            }
+            log.push(data);
+        }
+    }
+}
+
 fn config() -> Config {
     support::fast_config()
 }
@@ -167,26 +217,16 @@ fn a_record_that_fails_twice_then_succeeds_is_checkpointed_past_in_manual_mode()
     )?;
     consumer.run()?;
     let mut log = Vec::new();
-    let mut failures = 0;
+    let mut attempts = Vec::new();
     let mut records = consumer.records();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while log.len() < 50 {
-        assert!(Instant::now() < deadline, "{log:?}");
-        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
-            let data = String::from_utf8_lossy(r.data()).into_owned();
-            if data == "20" && failures < 2 {
-                failures += 1;
-                assert_eq!(r.attempt(), failures);
-                r.retry_later("busy");
-                continue;
-            }
-            if data == "20" {
-                assert_eq!(r.attempt(), 3);
-            }
-            r.mark_processed();
-            log.push(data);
+    consume_failing(&mut records, 50, &mut log, |r, data| {
+        if data != "20" {
+            return None;
         }
-    }
+        attempts.push(r.attempt());
+        (attempts.len() < 3).then_some("busy")
+    })?;
+    assert_eq!(attempts, [1, 2, 3]);
     // Records before the failed one stay processed: each record once.
     support::check_per_key_order(&log, 50)?;
     support::wait_for(Duration::from_secs(30), "the checkpoint past it", || {
@@ -255,18 +295,7 @@ fn a_stop_during_the_delay_loses_nothing_and_the_next_owner_delivers_it() -> Tes
     first.run()?;
     let mut log = Vec::new();
     let mut records = first.records();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "{log:?}");
-        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
-            let data = String::from_utf8_lossy(r.data()).into_owned();
-            if data == "10" {
-                r.retry_later("not now");
-                break;
-            }
-            log.push(data);
-        }
-    }
+    consume_until_failing(&mut records, "10", &mut log)?;
     // The shard waits: nothing more of it comes.
     assert!(
         records
@@ -303,21 +332,13 @@ fn a_failed_record_inside_an_aggregate_resumes_at_its_sub_record() -> TestResult
     let mut log = Vec::new();
     let mut attempts = Vec::new();
     let mut records = consumer.records();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while log.len() < 52 {
-        assert!(Instant::now() < deadline, "{log:?}");
-        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
-            let data = String::from_utf8_lossy(r.data()).into_owned();
-            if data == "u-20" {
-                attempts.push(r.attempt());
-                if attempts.len() < 3 {
-                    r.retry_later("not yet");
-                    continue;
-                }
-            }
-            log.push(data);
+    consume_failing(&mut records, 52, &mut log, |r, data| {
+        if data != "u-20" {
+            return None;
         }
-    }
+        attempts.push(r.attempt());
+        (attempts.len() < 3).then_some("not yet")
+    })?;
     drop(records);
     consumer.close()?;
     // Read again from its sub-record: the ones before it are not delivered again.
@@ -385,19 +406,11 @@ fn a_closed_shards_children_wait_for_its_record_in_retry() -> TestResult {
     let mut log = Vec::new();
     let mut failures = 0;
     let mut records = consumer.records();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while log.len() < 80 {
-        assert!(Instant::now() < deadline, "{log:?}");
-        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
-            let data = String::from_utf8_lossy(r.data()).into_owned();
-            if data == "39" && failures < 2 {
-                failures += 1;
-                r.retry_later("later");
-                continue;
-            }
-            log.push(data);
-        }
-    }
+    consume_failing(&mut records, 80, &mut log, |_, data| {
+        let fail = data == "39" && failures < 2;
+        failures += u32::from(fail);
+        fail.then_some("later")
+    })?;
     drop(records);
     consumer.close()?;
     support::check_per_key_order(&log, 80)?;
@@ -425,18 +438,7 @@ fn a_crash_during_the_delay_loses_nothing() -> TestResult {
     let mut log = Vec::new();
     {
         let mut records = first.records();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            assert!(Instant::now() < deadline, "{log:?}");
-            if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
-                let data = String::from_utf8_lossy(r.data()).into_owned();
-                if data == "10" {
-                    r.retry_later("not now");
-                    break;
-                }
-                log.push(data);
-            }
-        }
+        consume_until_failing(&mut records, "10", &mut log)?;
         // Records 0–9 processed and committed; 10 waits out its delay.
         support::wait_for(Duration::from_secs(30), "the commit before it", || {
             Ok(env.checkpoint(&shard)?.as_deref() == Some(nine.as_str()))
@@ -470,18 +472,9 @@ fn the_dead_letter_stream_gets_the_record_with_its_metadata() -> TestResult {
     consumer.run()?;
     let mut log = Vec::new();
     let mut records = consumer.records();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while log.len() < 9 {
-        assert!(Instant::now() < deadline, "{log:?}");
-        if let Polled::Record(r) = records.next_timeout(Duration::from_millis(200)) {
-            let data = String::from_utf8_lossy(r.data()).into_owned();
-            if data == "4" {
-                r.retry_later("bad \"json\"\nline");
-                continue;
-            }
-            log.push(data);
-        }
-    }
+    consume_failing(&mut records, 9, &mut log, |_, data| {
+        (data == "4").then_some("bad \"json\"\nline")
+    })?;
     drop(records);
     support::wait_for(Duration::from_secs(30), "the dead letter counted", || {
         Ok(consumer.health().dead_lettered_records() == 1)
