@@ -388,7 +388,6 @@ fn kinsumer_ctl_prints_status_and_exits_2_on_bad_input() -> TestResult {
 /// does not look hung.
 #[test]
 fn noop_prints_a_status_line_on_an_idle_stream() -> TestResult {
-    use std::io::{BufRead, BufReader};
     let env = Env::new(1)?;
     let mut child = example(&env, "noop")?
         .args([
@@ -401,16 +400,7 @@ fn noop_prints_a_status_line_on_an_idle_stream() -> TestResult {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    // Read on a thread, so that the wait has a deadline.
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, reader) = lines_of(&mut child)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut status = None;
     while let Ok(line) = rx.recv_deadline(deadline) {
@@ -466,7 +456,6 @@ fn kinsumer_ctl_names_a_missing_profile() -> TestResult {
 /// `status` names the fleet's largest lag (also in `--json`), and `--watch` redraws.
 #[test]
 fn kinsumer_ctl_status_shows_the_max_lag_and_watch_redraws() -> TestResult {
-    use std::io::{BufRead, BufReader};
     support::init_logging();
     let mut env = Env::new(2)?;
     env.put_numbered(0, 20, 5)?;
@@ -492,15 +481,7 @@ fn kinsumer_ctl_status_shows_the_max_lag_and_watch_redraws() -> TestResult {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let (tx, rx) = crossbeam_channel::unbounded();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (rx, reader) = lines_of(&mut child)?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut frames = 0;
     while frames < 2 {
@@ -517,4 +498,24 @@ fn kinsumer_ctl_status_shows_the_max_lag_and_watch_redraws() -> TestResult {
     let (code, _, err) = ctl(&env, &[&["status", "--watch", "0"][..], &base].concat())?;
     assert_eq!(code, 2, "{err}");
     Ok(())
+}
+
+/// The lines `child` prints, read on a thread (so that a wait for them has a deadline).
+fn lines_of(
+    child: &mut std::process::Child,
+) -> TestResult<(
+    crossbeam_channel::Receiver<String>,
+    std::thread::JoinHandle<()>,
+)> {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((rx, reader))
 }
