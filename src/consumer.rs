@@ -161,9 +161,17 @@ impl Kinsumer {
     /// A consumer using the default AWS configuration chain (environment, profile,
     /// instance metadata, …) — the Go `New`.
     ///
+    /// `stream_name` is the stream's name, or its ARN
+    /// (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`): every Kinesis call then names the
+    /// stream by ARN, which is how a stream of another account, shared with this one by
+    /// a resource policy, is read without assuming a role. The tables are named after
+    /// `application_name` either way. The same holds for every constructor here and for
+    /// [`Fleet`](crate::Fleet).
+    ///
     /// # Errors
     ///
-    /// An empty or invalid stream or application name, an invalid [`Config`],
+    /// An empty or invalid stream or application name ([`ErrorKind::InvalidArn`] for a
+    /// malformed stream ARN), an invalid [`Config`],
     /// [`ErrorKind::NoRegion`] when no AWS region is configured, or a runtime that cannot
     /// be built. No network call is made for bad input.
     pub fn new(

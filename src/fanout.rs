@@ -92,7 +92,7 @@ pub(crate) fn resolve(
 ) -> Result<Arc<str>> {
     let arn = match consumer {
         FanOutConsumer::Arn(arn) => {
-            if stream_of(arn) != Some(stream) {
+            if stream_of(arn) != Some(crate::stream::name_of(stream)) {
                 return Err(Error::new(ErrorKind::InvalidArn).with_context(format!(
                     "consumer {arn} is not a consumer of stream {stream}"
                 )));
@@ -140,8 +140,11 @@ fn status(bridge: &Bridge, arn: &str) -> Result<ConsumerStatus> {
         .map_or(ConsumerStatus::Deleting, |d| d.consumer_status))
 }
 
-/// The stream's ARN.
+/// The stream's ARN (as given, or described).
 fn stream_arn(bridge: &Bridge, stream: &str) -> Result<String> {
+    if crate::stream::is_arn(stream) {
+        return Ok(stream.to_owned());
+    }
     crate::stream::summary(bridge, stream)?
         .map(|s| s.stream_arn)
         .ok_or_else(|| {

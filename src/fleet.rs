@@ -359,10 +359,8 @@ impl Fleet {
     /// stream's retention.
     fn lag(&self, shard: &str, checkpoint: Option<&str>) -> (Option<Duration>, Option<i64>) {
         let kinesis = self.bridge.kinesis();
-        let req = kinesis
-            .get_shard_iterator()
-            .stream_name(&self.names.stream)
-            .shard_id(shard);
+        let req =
+            stream::on_stream!(kinesis.get_shard_iterator(), &self.names.stream).shard_id(shard);
         let req = match checkpoint {
             Some(seq) => req
                 .shard_iterator_type(ShardIteratorType::AtSequenceNumber)

@@ -270,10 +270,7 @@ impl ShardRef {
     pub(crate) fn oldest(&self, bridge: &Bridge) -> Result<Option<String>, SourceError> {
         let iterator = bridge
             .block_on(
-                bridge
-                    .kinesis()
-                    .get_shard_iterator()
-                    .stream_name(&*self.stream)
+                crate::stream::on_stream!(bridge.kinesis().get_shard_iterator(), &self.stream)
                     .shard_id(&*self.shard)
                     .shard_iterator_type(ShardIteratorType::TrimHorizon)
                     .send(),
@@ -314,10 +311,7 @@ impl Polling {
     }
 
     fn get_iterator(&mut self, bridge: &Bridge, tick: Tick<'_>) -> Result<String, SourceError> {
-        let req = bridge
-            .kinesis()
-            .get_shard_iterator()
-            .stream_name(&*self.at.stream)
+        let req = crate::stream::on_stream!(bridge.kinesis().get_shard_iterator(), &self.at.stream)
             .shard_id(&*self.at.shard);
         let req = match &self.position {
             StartAt::After(seq) => req

@@ -10,6 +10,56 @@ use crate::bridge::Bridge;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry;
 
+/// Whether `stream` is a stream ARN rather than a name (checked well-formed by
+/// [`Names::new`](crate::tables::Names::new)).
+pub(crate) fn is_arn(stream: &str) -> bool {
+    stream.starts_with("arn:")
+}
+
+/// The stream's name: the name itself, or the last part of its ARN.
+pub(crate) fn name_of(stream: &str) -> &str {
+    if is_arn(stream) {
+        stream.rsplit('/').next().unwrap_or(stream)
+    } else {
+        stream
+    }
+}
+
+/// Whether `arn` is a Kinesis stream ARN: `arn:PARTITION:kinesis:REGION:ACCOUNT:stream/NAME`
+/// with a 12-digit account and a valid stream name.
+pub(crate) fn is_stream_arn(arn: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let [prefix, partition, service, region, account, resource] = parts.as_slice() else {
+        return false;
+    };
+    let name_ok = |n: &str| {
+        (1..=128).contains(&n.len())
+            && n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    };
+    *prefix == "arn"
+        && partition.starts_with("aws")
+        && *service == "kinesis"
+        && !region.is_empty()
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && resource.strip_prefix("stream/").is_some_and(name_ok)
+}
+
+/// Sets the stream of a Kinesis request builder: by ARN when the stream was given as one
+/// (a stream of another account, shared by a resource policy, needs it), else by name.
+macro_rules! on_stream {
+    ($builder:expr, $stream:expr) => {{
+        let stream: &str = $stream;
+        if $crate::stream::is_arn(stream) {
+            $builder.stream_arn(stream)
+        } else {
+            $builder.stream_name(stream)
+        }
+    }};
+}
+pub(crate) use on_stream;
+
 /// A shard as ListShards describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ShardInfo {
@@ -86,10 +136,7 @@ fn readiness(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<Rea
     if use_list_shards {
         return bridge
             .block_on(
-                bridge
-                    .kinesis()
-                    .list_shards()
-                    .stream_name(stream)
+                on_stream!(bridge.kinesis().list_shards(), stream)
                     .max_results(1)
                     .send(),
             )
@@ -100,13 +147,7 @@ fn readiness(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<Rea
     }
     let what = || format!("describing stream {stream}");
     let out = bridge
-        .block_on(
-            bridge
-                .kinesis()
-                .describe_stream_summary()
-                .stream_name(stream)
-                .send(),
-        )
+        .block_on(on_stream!(bridge.kinesis().describe_stream_summary(), stream).send())
         .map_err(|e| stream_error(bridge, what(), e))?;
     match out.stream_description_summary().map(|s| s.stream_status()) {
         Some(StreamStatus::Active | StreamStatus::Updating) => Ok(Readiness::Ready),
@@ -125,13 +166,7 @@ pub(crate) fn summary(
     stream: &str,
 ) -> Result<Option<aws_sdk_kinesis::types::StreamDescriptionSummary>> {
     bridge
-        .block_on(
-            bridge
-                .kinesis()
-                .describe_stream_summary()
-                .stream_name(stream)
-                .send(),
-        )
+        .block_on(on_stream!(bridge.kinesis().describe_stream_summary(), stream).send())
         .map(|out| out.stream_description_summary)
         .map_err(|e| stream_error(bridge, format!("describing stream {stream}"), e))
 }
@@ -204,11 +239,7 @@ fn list_page(
             Err(e) => log::debug!("ListShards by NextToken failed ({e}); paging by shard id"),
         }
     }
-    let mut req = bridge
-        .kinesis()
-        .list_shards()
-        .stream_name(stream)
-        .set_max_results(page_size);
+    let mut req = on_stream!(bridge.kinesis().list_shards(), stream).set_max_results(page_size);
     if let Some(last) = after {
         req = req.exclusive_start_shard_id(last);
     }
@@ -221,10 +252,7 @@ fn list_page(
 pub(crate) fn publish(bridge: &Bridge, stream: &str, key: &str, data: &[u8]) -> Result<()> {
     bridge
         .block_on(
-            bridge
-                .kinesis()
-                .put_record()
-                .stream_name(stream)
+            on_stream!(bridge.kinesis().put_record(), stream)
                 .partition_key(key)
                 .data(Blob::new(data))
                 .send(),

@@ -34,8 +34,8 @@ fn valid_chars(name: &str) -> bool {
 
 impl Names {
     /// Checks the names before any network call: Kinesis stream names are 1–128 chars of
-    /// `[A-Za-z0-9_.-]`; table names (the longest is `<app>_checkpoints`) 3–255 chars of
-    /// the same set.
+    /// `[A-Za-z0-9_.-]` (or a stream ARN, `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`);
+    /// table names (the longest is `<app>_checkpoints`) 3–255 chars of the same set.
     pub(crate) fn new(stream: &str, application: &str) -> Result<Self> {
         if stream.is_empty() {
             return Err(Error::new(ErrorKind::NoStreamName));
@@ -43,7 +43,14 @@ impl Names {
         if application.is_empty() {
             return Err(Error::new(ErrorKind::NoApplicationName));
         }
-        if stream.len() > 128 || !valid_chars(stream) {
+        if crate::stream::is_arn(stream) {
+            if !crate::stream::is_stream_arn(stream) {
+                return Err(Error::new(ErrorKind::InvalidArn).with_context(format!(
+                    "stream ARN {stream:?} (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME, a \
+                     12-digit account)"
+                )));
+            }
+        } else if stream.len() > 128 || !valid_chars(stream) {
             return Err(Error::new(ErrorKind::InvalidName).with_context(format!(
                 "stream name {stream:?} (1-128 characters of A-Z a-z 0-9 _ . -)"
             )));
@@ -303,6 +310,26 @@ mod tests {
         assert_eq!(kind("s", &"a".repeat(244)), Some(ErrorKind::InvalidName));
         assert_eq!(kind("s", &"a".repeat(243)), None);
         assert_eq!(kind(&"s".repeat(128), "a"), None);
+        // Stream ARNs: well formed, or an InvalidArn before any call.
+        let arn = "arn:aws:kinesis:eu-west-1:123456789012:stream/orders";
+        assert_eq!(kind(arn, "app"), None);
+        assert_eq!(
+            kind("arn:aws-cn:kinesis:cn-north-1:123456789012:stream/o", "a"),
+            None
+        );
+        for bad in [
+            "arn:aws:kinesis:eu-west-1:1234:stream/orders",
+            "arn:aws:sqs:eu-west-1:123456789012:stream/orders",
+            "arn:aws:kinesis:eu-west-1:123456789012:table/orders",
+            "arn:aws:kinesis:eu-west-1:123456789012:stream/",
+            "arn:aws:kinesis:eu-west-1:123456789012:stream/bad name",
+            "arn:aws:kinesis::123456789012:stream/orders",
+            "arn:",
+        ] {
+            assert_eq!(kind(bad, "app"), Some(ErrorKind::InvalidArn), "{bad}");
+        }
+        assert_eq!(crate::stream::name_of(arn), "orders");
+        assert_eq!(crate::stream::name_of("orders"), "orders");
         let names = Names::new("my-stream.1", "my_app").unwrap();
         assert_eq!(names.clients, "my_app_clients");
         assert_eq!(names.checkpoints, "my_app_checkpoints");

@@ -32,7 +32,7 @@ struct Cli {
 /// Which fleet: a stream and an application name.
 #[derive(Debug, Args)]
 struct FleetArgs {
-    /// The Kinesis stream.
+    /// The Kinesis stream: its name, or its ARN (a stream of another account).
     #[arg(long)]
     stream: String,
     /// The application name (the tables are `<app>_clients`, `<app>_checkpoints`,

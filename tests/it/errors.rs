@@ -169,6 +169,11 @@ fn bad_names_are_rejected_before_any_network_call() {
         build_error(&"s".repeat(129), "app", ok()),
         Some(ErrorKind::InvalidName)
     );
+    // A malformed stream ARN.
+    assert_eq!(
+        build_error("arn:aws:kinesis:us-east-1:42:stream/s", "app", ok()),
+        Some(ErrorKind::InvalidArn)
+    );
     // Same rules through the default-chain constructor.
     let err = Kinsumer::new("stream", "bad app", "c", ok())
         .err()

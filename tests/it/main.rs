@@ -6,6 +6,7 @@
 mod support;
 
 mod aggregate;
+mod arn;
 mod batches;
 mod bridge;
 mod compat;
