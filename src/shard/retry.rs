@@ -72,42 +72,32 @@ impl Worker<'_> {
         self.skip = None;
         let at = self.resume_at(checkpoint);
         if let Some(request) = request {
-            let attempt = self.count_failure(request, &at);
+            let (attempt, seq, error) = self.count_failure(request, &at);
             let last = self.ctx.config.max_attempts().is_some_and(|m| attempt >= m)
                 && self.ctx.config.dead_letter().is_some();
             if last {
                 // Read again at once, for the dead-letter handler.
-                if let Some(failed) = self.failed_entry(attempt) {
-                    log::warn!(
-                        "shard {}: record {} failed its last attempt ({attempt}): {}; it goes \
-                         to the dead-letter handler",
-                        self.shard(),
-                        failed.sequence_number,
-                        failed.error,
-                    );
-                }
+                log::warn!(
+                    "shard {}: record {seq} failed its last attempt ({attempt}): {error}; it \
+                     goes to the dead-letter handler",
+                    self.shard(),
+                );
                 return Ok(at);
             }
             let delay = retry_delay(self.throttle(), attempt);
-            if let Some(failed) = self.failed_entry(attempt) {
-                log::warn!(
-                    "shard {}: record {} failed (attempt {attempt}{}): {}; reading the shard \
-                     again {at} in {delay:?}",
-                    self.shard(),
-                    failed.sequence_number,
-                    self.ctx
-                        .config
-                        .max_attempts()
-                        .map_or_else(String::new, |m| format!(" of {m}")),
-                    failed.error,
-                );
-                self.ctx.config.stats().record_retried(
-                    self.shard(),
-                    &failed.sequence_number,
-                    attempt + 1,
-                    delay,
-                );
-            }
+            log::warn!(
+                "shard {}: record {seq} failed (attempt {attempt}{}): {error}; reading the \
+                 shard again {at} in {delay:?}",
+                self.shard(),
+                self.ctx
+                    .config
+                    .max_attempts()
+                    .map_or_else(String::new, |m| format!(" of {m}")),
+            );
+            self.ctx
+                .config
+                .stats()
+                .record_retried(self.shard(), &seq, attempt + 1, delay);
             let health = self.ctx.notices.health();
             health.record_retried();
             health.set_shard_state(self.shard(), ShardState::Retrying);
@@ -131,14 +121,10 @@ impl Worker<'_> {
         }
     }
 
-    /// The entry of the record that has just failed for the `attempt`-th time.
-    fn failed_entry(&self, attempt: u32) -> Option<&Failed> {
-        self.failures.iter().rev().find(|f| f.attempts == attempt)
-    }
-
     /// Counts a failure of the request's record; forgets records before `at` (processed,
-    /// since reading starts after them). Returns how many times it failed.
-    fn count_failure(&mut self, request: RetryRequest, at: &StartAt) -> u32 {
+    /// since reading starts after them). Returns how many times it failed, its sequence
+    /// number and the error.
+    fn count_failure(&mut self, request: RetryRequest, at: &StartAt) -> (u32, String, String) {
         let from = match at {
             StartAt::After(seq) | StartAt::At(seq) => Some(seq.as_str()),
             StartAt::Initial(_) => None,
@@ -152,16 +138,16 @@ impl Worker<'_> {
         };
         if let Some(f) = self.failures.iter_mut().find(same) {
             f.attempts += 1;
-            f.error = request.error;
-            return f.attempts;
+            f.error.clone_from(&request.error);
+            return (f.attempts, request.sequence_number, request.error);
         }
         self.failures.push(Failed {
-            sequence_number: request.sequence_number,
+            sequence_number: request.sequence_number.clone(),
             sub_sequence_number: request.sub_sequence_number,
             attempts: 1,
-            error: request.error,
+            error: request.error.clone(),
         });
-        1
+        (1, request.sequence_number, request.error)
     }
 
     /// Where reading starts again: after `checkpoint` (the processed prefix), or where
