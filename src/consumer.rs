@@ -548,20 +548,14 @@ impl Kinsumer {
     /// The last record of `shard` handed out by this client under its current lease;
     /// `None` if it owns no lease of it or handed nothing out yet.
     pub fn position(&self, shard_id: &str) -> Option<Position> {
-        self.assignment()
-            .into_iter()
-            .find(|s| s.shard_id() == shard_id)
-            .and_then(|s| s.position().cloned())
+        self.health.owned_one(shard_id)?.position
     }
 
     /// The last record of `shard` its durable checkpoint covers, as this client knows it
     /// (read when it captured the lease, then as each of its commits wrote it); `None`
     /// if it owns no lease of it, or the shard was never checkpointed.
     pub fn committed(&self, shard_id: &str) -> Option<Position> {
-        self.assignment()
-            .into_iter()
-            .find(|s| s.shard_id() == shard_id)
-            .and_then(|s| s.committed().cloned())
+        self.health.owned_one(shard_id)?.committed
     }
 
     /// Waits until every record marked processed so far (in any
@@ -597,7 +591,10 @@ impl Kinsumer {
     /// # }
     /// ```
     pub fn commit(&self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now().checked_add(timeout);
+        // A timeout too large for the clock: a day is as good as forever here.
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(24 * 3600));
         let targets: Vec<_> = self
             .health
             .leases()
@@ -607,11 +604,10 @@ impl Kinsumer {
                 (shard, p, target)
             })
             .collect();
-        let far = Instant::now() + Duration::from_secs(24 * 3600);
         let short: Vec<String> = targets
             .into_iter()
             .filter_map(|(shard, p, target)| {
-                p.wait_committed(target, deadline.unwrap_or(far))
+                p.wait_committed(target, deadline)
                     .err()
                     .map(|why| format!("{shard}: {why}"))
             })

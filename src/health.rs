@@ -196,8 +196,8 @@ impl Position {
 pub struct OwnedShard {
     shard_id: String,
     state: ShardState,
-    position: Option<Position>,
-    committed: Option<Position>,
+    pub(crate) position: Option<Position>,
+    pub(crate) committed: Option<Position>,
 }
 
 impl OwnedShard {
@@ -238,6 +238,19 @@ impl ShardView {
             state,
             progress: None,
             committed: None,
+        }
+    }
+
+    fn owned(&self, id: &str) -> OwnedShard {
+        OwnedShard {
+            shard_id: id.to_owned(),
+            state: self.state,
+            position: self
+                .progress
+                .as_ref()
+                .and_then(|p| p.position())
+                .map(|(seq, sub)| Position::new(seq, sub)),
+            committed: self.committed.clone(),
         }
     }
 }
@@ -330,19 +343,13 @@ impl HealthState {
     /// The shards this client owns, by id.
     pub(crate) fn owned(&self) -> Vec<OwnedShard> {
         let shards = self.shards.lock();
-        shards
-            .iter()
-            .map(|(id, view)| OwnedShard {
-                shard_id: id.to_string(),
-                state: view.state,
-                position: view
-                    .progress
-                    .as_ref()
-                    .and_then(|p| p.position())
-                    .map(|(seq, sub)| Position::new(seq, sub)),
-                committed: view.committed.clone(),
-            })
-            .collect()
+        shards.iter().map(|(id, view)| view.owned(id)).collect()
+    }
+
+    /// The shard `shard`, if this client owns it.
+    pub(crate) fn owned_one(&self, shard: &str) -> Option<OwnedShard> {
+        let shards = self.shards.lock();
+        shards.get_key_value(shard).map(|(id, view)| view.owned(id))
     }
 
     pub(crate) fn record_retried(&self) {

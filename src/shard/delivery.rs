@@ -226,13 +226,20 @@ impl Worker<'_> {
         }
     }
 
-    /// Between two short waits for the caller: commits on schedule, checks for a stop,
-    /// and says how long the next wait may be (the stop is checked every 100 ms).
-    pub(super) fn between_waits(&mut self, progress: &ShardProgress) -> Result<Instant, Interrupt> {
+    /// What every wait of the shard thread does between its naps: commits on schedule,
+    /// and ends the wait when the caller asked for a record again.
+    fn tend(&mut self, progress: &ShardProgress) -> Result<(), Interrupt> {
         self.commit_if_due(progress)?;
         if progress.retry_pending() {
             return Err(Interrupt::Retry);
         }
+        Ok(())
+    }
+
+    /// Between two short waits for the caller: commits on schedule, checks for a stop,
+    /// and says how long the next wait may be (the stop is checked every 100 ms).
+    pub(super) fn between_waits(&mut self, progress: &ShardProgress) -> Result<Instant, Interrupt> {
+        self.tend(progress)?;
         if !matches!(self.stop.try_recv(), Err(TryRecvError::Empty)) {
             return Err(Interrupt::Stop);
         }
@@ -274,11 +281,8 @@ impl Worker<'_> {
             Err(TrySendError::Full(r)) => r,
         };
         loop {
-            self.commit_if_due(progress)?;
-            if progress.retry_pending() {
-                // The batch is dropped: its records are read again.
-                return Err(Interrupt::Retry);
-            }
+            // On a retry the batch is dropped: its records are read again.
+            self.tend(progress)?;
             let mut deadline = self.next_commit;
             if let Some(at) = reader.prefetch_at() {
                 if Instant::now() >= at {
@@ -327,10 +331,7 @@ impl Worker<'_> {
         progress: &ShardProgress,
     ) -> Result<(), Interrupt> {
         loop {
-            self.commit_if_due(progress)?;
-            if progress.retry_pending() {
-                return Err(Interrupt::Retry);
-            }
+            self.tend(progress)?;
             let now = Instant::now();
             if now >= deadline {
                 return Ok(());
@@ -370,10 +371,7 @@ impl Worker<'_> {
         progress: &ShardProgress,
     ) -> Result<(), Interrupt> {
         loop {
-            self.commit_if_due(progress)?;
-            if progress.retry_pending() {
-                return Err(Interrupt::Retry);
-            }
+            self.tend(progress)?;
             match source.wait_ready(&self.stop, self.wake_deadline(progress)) {
                 Waited::Ready => return Ok(()),
                 Waited::Stop => return Err(Interrupt::Stop),

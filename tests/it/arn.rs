@@ -69,25 +69,12 @@ impl Intercept for ByArn {
     }
 }
 
-fn stream_arn(env: &Env) -> TestResult<String> {
-    Ok(env
-        .block_on(
-            env.kinesis
-                .describe_stream_summary()
-                .stream_name(&env.stream)
-                .send(),
-        )?
-        .stream_description_summary
-        .ok_or("no summary")?
-        .stream_arn)
-}
-
 #[test]
 fn a_stream_given_by_its_arn_is_read_polled_and_through_fan_out_and_published_to() -> TestResult {
     support::init_logging();
     let env = Env::new(2)?;
     env.put_numbered(0, 100, 37)?;
-    let arn = stream_arn(&env)?;
+    let arn = env.stream_arn()?;
     let check = ByArn {
         arn: arn.clone(),
         name: env.stream.clone(),

@@ -20,16 +20,7 @@ fn fan_out_config(name: &str) -> kinsumer::Config {
 
 /// The consumers registered on the env's stream: (name, ARN).
 fn registered(env: &Env) -> TestResult<Vec<(String, String)>> {
-    let arn = env
-        .block_on(
-            env.kinesis
-                .describe_stream_summary()
-                .stream_name(&env.stream)
-                .send(),
-        )?
-        .stream_description_summary
-        .ok_or("no summary")?
-        .stream_arn;
+    let arn = env.stream_arn()?;
     let out = env.block_on(env.kinesis.list_stream_consumers().stream_arn(arn).send())?;
     Ok(out
         .consumers

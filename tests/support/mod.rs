@@ -256,6 +256,20 @@ impl Env {
         self.put(&records)
     }
 
+    /// The stream's ARN.
+    pub fn stream_arn(&self) -> TestResult<String> {
+        Ok(self
+            .block_on(
+                self.kinesis
+                    .describe_stream_summary()
+                    .stream_name(&self.stream)
+                    .send(),
+            )?
+            .stream_description_summary
+            .ok_or("no summary")?
+            .stream_arn)
+    }
+
     /// The shard ids of the stream.
     pub fn shard_ids(&self) -> TestResult<Vec<String>> {
         let out = self.block_on(self.kinesis.list_shards().stream_name(&self.stream).send())?;
