@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crate::consumer::{InHand, Kinsumer, Pulled};
 use crate::error::{Error, ErrorKind, Result};
 use crate::record::{ProcessedMarker, Record};
-use crate::watermark::ShardProgress;
+use crate::watermark::{HandOut, ShardProgress};
 
 /// Consecutive records of one shard, as one GetRecords answer (or enhanced fan-out event)
 /// brought them — KPL aggregates unpacked, at most
@@ -154,7 +154,14 @@ impl Batch {
     /// and it must be dropped instead (the next owner delivers its records).
     pub(crate) fn hand_out(&self) -> bool {
         match self.records.last() {
-            Some(last) => last.hand_out(),
+            Some(last) => last.hand_out_with(HandOut {
+                records: self.records.len() as u64,
+                bytes: self.bytes as u64,
+                arrival: self
+                    .records
+                    .first()
+                    .and_then(Record::approximate_arrival_timestamp),
+            }),
             // A shard's empty last batch carries no records, only the news that it
             // ended: it goes out even once the shard thread has finished.
             None => self.progress.hand_out_end(self.end_at),

@@ -135,6 +135,11 @@ pub struct Config {
     /// `None`: the Go library's lease time (5 × shard check).
     failover_time: Option<Duration>,
     stats: Arc<dyn Stats>,
+    /// What the `metrics` feature measures of the consumer built with this config, and
+    /// `stats` teed into it (set by the consumer, never by a user; a consumer built from
+    /// a copy of this config measures itself afresh).
+    #[cfg(feature = "metrics")]
+    measured: Option<(Arc<crate::meter::Meters>, Arc<dyn Stats>)>,
     listener: Arc<dyn ShardListener>,
     fan_out: Option<FanOutConsumer>,
     subscription_timeout: Duration,
@@ -188,6 +193,8 @@ impl Default for Config {
             idle_poll_delay: None,
             failover_time: Some(DEFAULT_FAILOVER_TIME),
             stats: Arc::new(NoStats),
+            #[cfg(feature = "metrics")]
+            measured: None,
             listener: Arc::new(NoListener),
             fan_out: None,
             subscription_timeout: DEFAULT_SUBSCRIPTION_TIMEOUT,
@@ -842,7 +849,28 @@ impl Config {
         self.use_list_shards_for_readiness
     }
     pub(crate) fn stats(&self) -> &Arc<dyn Stats> {
+        #[cfg(feature = "metrics")]
+        if let Some((_, both)) = &self.measured {
+            return both;
+        }
         &self.stats
+    }
+
+    /// Measures the consumer for the `metrics` feature: its stats hooks also count into
+    /// `meters`.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn measured(mut self, meters: Arc<crate::meter::Meters>) -> Self {
+        let both: Arc<dyn Stats> = Arc::new(crate::meter::Both {
+            user: Arc::clone(&self.stats),
+            meters: Arc::clone(&meters),
+        });
+        self.measured = Some((meters, both));
+        self
+    }
+
+    #[cfg(feature = "metrics")]
+    pub(crate) fn meters(&self) -> Option<&Arc<crate::meter::Meters>> {
+        self.measured.as_ref().map(|(m, _)| m)
     }
 
     /// How old a lease, the leader's row or a Go client's row may get before it counts as

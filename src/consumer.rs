@@ -144,6 +144,9 @@ pub struct Kinsumer {
     /// Auto mode: the records iterators hold, for the threads that pulled them.
     hands: Arc<Hands>,
     fatal: AtomicBool,
+    /// The `metrics` feature's export thread, from `run()` to the stop.
+    #[cfg(feature = "metrics")]
+    exporter: Mutex<Option<crate::meter::export::Exporter>>,
 }
 
 impl std::fmt::Debug for Kinsumer {
@@ -234,6 +237,11 @@ impl Kinsumer {
             return Err(Error::new(ErrorKind::InvalidName)
                 .with_context("the client name must not be empty"));
         }
+        #[cfg(feature = "metrics")]
+        let config = config.measured(Arc::new(crate::meter::Meters::new(
+            stream_name,
+            application_name,
+        )));
         let bridge = connect(&configs, &config)?;
         let (records_tx, records) = crossbeam_channel::bounded(config.buffer_size());
         let config_buffer_bytes = config.buffer_bytes();
@@ -267,6 +275,8 @@ impl Kinsumer {
             loose: Mutex::new(None),
             hands: Arc::default(),
             fatal: AtomicBool::new(false),
+            #[cfg(feature = "metrics")]
+            exporter: Mutex::new(None),
         })
     }
 
@@ -378,6 +388,14 @@ impl Kinsumer {
         // `run()` succeeds once (RunTwice otherwise), so this is the only set.
         let _ = self.coordinator_done.set(coordinator.done());
         self.health.set_running(true);
+        #[cfg(feature = "metrics")]
+        if let Some(meters) = self.config.meters() {
+            match crate::meter::export::Exporter::start(Arc::clone(meters)) {
+                Ok(exporter) => *self.exporter.lock() = Some(exporter),
+                // Consuming goes on unmeasured rather than not at all.
+                Err(e) => log::warn!("cannot start the metrics export thread: {e}"),
+            }
+        }
         *state = RunState::Running {
             commands,
             interrupt,
@@ -722,7 +740,11 @@ impl Kinsumer {
                 "the coordinator did not stop within {STOP_TIMEOUT:?}"
             )];
         }
-        self.closed_rx.try_recv().unwrap_or_default()
+        let unfinished = self.closed_rx.try_recv().unwrap_or_default();
+        // Every shard thread is done: the last export counts all they measured.
+        #[cfg(feature = "metrics")]
+        drop(self.exporter.lock().take());
+        unfinished
     }
 
     /// Counts what `in_hand` holds processed (auto mode: the record or batch an iterator

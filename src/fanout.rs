@@ -284,6 +284,7 @@ struct Subscription {
 /// Reads a shard through `SubscribeToShard`; see the module docs.
 pub(crate) struct FanOut {
     at: ShardRef,
+    stats: std::sync::Arc<dyn crate::Stats>,
     consumer: Arc<str>,
     /// Where the next subscription starts: after the last record read.
     position: StartAt,
@@ -343,11 +344,18 @@ impl std::fmt::Debug for FanOut {
 }
 
 impl FanOut {
-    pub(crate) fn new(at: ShardRef, consumer: Arc<str>, start: StartAt, silence: Duration) -> Self {
+    pub(crate) fn new(
+        at: ShardRef,
+        consumer: Arc<str>,
+        start: StartAt,
+        silence: Duration,
+        stats: Arc<dyn crate::Stats>,
+    ) -> Self {
         // One event waiting plus, at most, the subscription's last word.
         let (events_tx, events) = crossbeam_channel::bounded(2);
         FanOut {
             at,
+            stats,
             consumer,
             position: start,
             subscription: None,
@@ -413,6 +421,7 @@ impl FanOut {
             .max(now + self.delay);
         self.last_subscribe = Some(not_before);
         self.subscriptions += 1;
+        self.stats.request_sent(&self.at.shard, "SubscribeToShard");
         let number = self.subscriptions;
         let request = bridge
             .kinesis()

@@ -66,6 +66,8 @@ mod lineage;
 mod liveness;
 mod membership;
 mod metadata;
+#[cfg(feature = "metrics")]
+mod meter;
 mod notices;
 mod parallel;
 mod record;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::watermark::{AggregatePart, ShardProgress};
+use crate::watermark::{AggregatePart, HandOut, ShardProgress};
 
 /// One Kinesis record, as delivered by [`Kinsumer::records`](crate::Kinsumer::records).
 ///
@@ -60,10 +60,21 @@ impl Record {
     /// Records that it goes to the caller now; `false` if its lease is ending (or it
     /// was read before a retry) and it must be dropped instead.
     pub(crate) fn hand_out(&self) -> bool {
+        self.hand_out_with(HandOut {
+            records: 1,
+            bytes: self.buffered_size() as u64,
+            arrival: self.arrival,
+        })
+    }
+
+    /// [`hand_out`](Record::hand_out), counting `what` as handed out with it (a batch
+    /// hands out through its last record).
+    pub(crate) fn hand_out_with(&self, what: HandOut) -> bool {
         self.progress.hand_out_at(
             self.index,
             &self.sequence_number,
             self.sub_sequence_number(),
+            what,
         )
     }
 

@@ -27,6 +27,14 @@ fn retryable_code(code: &str) -> bool {
         .any(|c| *c == code)
 }
 
+/// Whether an AWS error code means the request was throttled.
+pub(crate) fn is_throttling(code: &str) -> bool {
+    aws_runtime::retries::classifiers::THROTTLING_ERRORS
+        .iter()
+        .chain(EXTRA_RETRYABLE_CODES)
+        .any(|c| *c == code)
+}
+
 /// The SDK's own retries under this crate's: standard mode, at most 3 attempts, backoff
 /// capped at 2 s so that the crate's schedule takes over quickly.
 pub(crate) fn sdk_retry_config() -> aws_sdk_kinesis::config::retry::RetryConfig {

@@ -368,6 +368,7 @@ impl Polling {
             Some(it) => it,
             None => self.get_iterator(bridge, &mut *tick)?,
         };
+        self.stats.request_sent(&self.at.shard, "GetRecords");
         let request = bridge
             .kinesis()
             .get_records()

@@ -38,6 +38,17 @@ pub trait Stats: Send + Sync + fmt::Debug {
         let _ = (shard_id, count, millis_behind_latest);
     }
 
+    /// A `GetRecords` or `SubscribeToShard` request (`operation`) was sent for the shard.
+    fn request_sent(&self, shard_id: &str, operation: &str) {
+        let _ = (shard_id, operation);
+    }
+
+    /// Kinesis throttled a `GetRecords` or `SubscribeToShard` request (`operation`) for
+    /// the shard; it is tried again after a backoff.
+    fn throttled(&self, shard_id: &str, operation: &str) {
+        let _ = (shard_id, operation);
+    }
+
     /// `count` records were handed to the caller.
     fn records_delivered(&self, shard_id: &str, count: usize) {
         let _ = (shard_id, count);
@@ -46,6 +57,11 @@ pub trait Stats: Send + Sync + fmt::Debug {
     /// A checkpoint was written for the shard.
     fn checkpoint_committed(&self, shard_id: &str, sequence_number: &str) {
         let _ = (shard_id, sequence_number);
+    }
+
+    /// A checkpoint write for the shard failed (`error`); the next commit tries again.
+    fn commit_failed(&self, shard_id: &str, error: &str) {
+        let _ = (shard_id, error);
     }
 
     /// A checkpoint was written in the middle of a KPL aggregate: its user records up to

@@ -259,6 +259,33 @@ struct ProgressState {
     /// The last record handed out (sequence number, sub-sequence number), for
     /// [`Kinsumer::position`](crate::Kinsumer::position); the buffer is reused.
     position: Option<(String, Option<u64>)>,
+    /// What the `metrics` feature measures of this lease, taken by its export thread.
+    #[cfg(feature = "metrics")]
+    flow: crate::meter::Flow,
+}
+
+/// What a hand-out gives the caller, as the `metrics` feature counts it: how many
+/// records, their bytes, and the oldest one's approximate arrival.
+#[derive(Debug, Clone, Copy, Default)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) struct HandOut {
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+    pub(crate) arrival: Option<std::time::SystemTime>,
+}
+
+#[cfg(feature = "metrics")]
+fn micros(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(feature = "metrics")]
+impl Drop for ShardProgress {
+    fn drop(&mut self) {
+        if let Some(meter) = &self.meter {
+            meter.spill(&self.state.get_mut().flow);
+        }
+    }
 }
 
 /// What the caller asked for in a retry.
@@ -312,6 +339,10 @@ pub(crate) struct ShardProgress {
     /// What of this lease is durable, for [`Kinsumer::commit`](crate::Kinsumer::commit).
     durable: Mutex<Durable>,
     durable_changed: Condvar,
+    /// The shard's meter, if the `metrics` feature measures this consumer: what this
+    /// lease measured and no export took goes to it when the lease's progress is dropped.
+    #[cfg(feature = "metrics")]
+    meter: Option<Arc<crate::meter::ShardMeter>>,
 }
 
 /// How far this lease's commits got.
@@ -348,6 +379,8 @@ impl ShardProgress {
                 retry: None,
                 stale_below: 0,
                 position: None,
+                #[cfg(feature = "metrics")]
+                flow: crate::meter::Flow::default(),
             }),
             marked: Condvar::new(),
             refused: AtomicBool::new(false),
@@ -356,7 +389,22 @@ impl ShardProgress {
             retry_pending: AtomicBool::new(false),
             durable: Mutex::new(Durable::default()),
             durable_changed: Condvar::new(),
+            #[cfg(feature = "metrics")]
+            meter: None,
         }
+    }
+
+    /// Measures this lease into `meter` (the `metrics` feature); before it is shared.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn with_meter(mut self, meter: Option<Arc<crate::meter::ShardMeter>>) -> Self {
+        self.meter = meter;
+        self
+    }
+
+    /// What was measured of this lease since the last take.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn take_flow(&self) -> crate::meter::Flow {
+        std::mem::take(&mut self.state.lock().flow)
     }
 
     pub(crate) fn shard_id(&self) -> &Arc<str> {
@@ -367,12 +415,19 @@ impl ShardProgress {
     /// ending and the record must be dropped instead (the next owner delivers it).
     #[cfg(test)]
     pub(crate) fn hand_out(&self, index: u64) -> bool {
-        self.hand_out_at(index, "", None)
+        self.hand_out_at(index, "", None, HandOut::default())
     }
 
     /// [`hand_out`](ShardProgress::hand_out) of record `index`, whose sequence number and
-    /// sub-sequence number are `seq` and `sub`: the shard's position from now.
-    pub(crate) fn hand_out_at(&self, index: u64, seq: &str, sub: Option<u64>) -> bool {
+    /// sub-sequence number are `seq` and `sub`: the shard's position from now. `what`
+    /// is what goes out with it (the whole batch when it is a batch's last record).
+    pub(crate) fn hand_out_at(
+        &self,
+        index: u64,
+        seq: &str,
+        sub: Option<u64>,
+        #[cfg_attr(not(feature = "metrics"), allow(unused_variables))] what: HandOut,
+    ) -> bool {
         let mut st = self.state.lock();
         if st.phase != Phase::Delivering {
             return false;
@@ -396,6 +451,17 @@ impl ShardProgress {
         buf.clear();
         buf.push_str(seq);
         *at = sub;
+        #[cfg(feature = "metrics")]
+        if self.meter.is_some() {
+            st.flow.records += what.records;
+            st.flow.bytes += what.bytes;
+            if let Some(arrival) = what.arrival {
+                let waited = std::time::SystemTime::now()
+                    .duration_since(arrival)
+                    .unwrap_or_default();
+                st.flow.lag_us.record(micros(waited));
+            }
+        }
         true
     }
 
@@ -416,6 +482,10 @@ impl ShardProgress {
             st.watermark.mark_run(first, last, seq, part);
             let after = st.watermark.processed_count();
             if after != before {
+                #[cfg(feature = "metrics")]
+                if let (Some(_), Some(since)) = (&self.meter, st.held_back_since) {
+                    st.flow.processing_us.record(micros(since.elapsed()));
+                }
                 st.held_back_since = (st.handed_out > after).then(Instant::now);
             }
             drop(st);

@@ -73,6 +73,7 @@ impl WatchCalls {
         loop {
             tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
             let sent = Instant::now();
+            self.stats.request_sent(&self.shard, "GetRecords");
             let result = {
                 let _slot = self.slots.acquire().await;
                 self.client

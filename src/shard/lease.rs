@@ -392,6 +392,14 @@ impl Worker<'_> {
         Ok(())
     }
 
+    /// A checkpoint write failed: for [`Kinsumer::commit`](crate::Kinsumer::commit)'s
+    /// waiters, and for `Stats`.
+    fn commit_failed(&self, progress: &ShardProgress, error: &Error) {
+        let error = error.to_string();
+        progress.commit_failed(&error);
+        self.ctx.config.stats().commit_failed(self.shard(), &error);
+    }
+
     /// Once per shard check, says so if a record handed out a shard check ago or more
     /// still holds the checkpoint back.
     pub(super) fn report_held_back(&mut self, progress: &ShardProgress, now: Instant) {
@@ -471,7 +479,7 @@ impl Worker<'_> {
                 // Access denied, a wrongly keyed table, …: retrying the same write will
                 // not help. The shard fails (and, failing again, ends the consumer).
                 log::error!("{error}");
-                progress.commit_failed(&error.to_string());
+                self.commit_failed(progress, &error);
                 let why = Failure::of(&error);
                 self.ctx.notices.report(error);
                 Err(Interrupt::Failed(why))
@@ -480,7 +488,7 @@ impl Worker<'_> {
                 // The lease is still ours until someone else captures it; the next
                 // interval tries again.
                 log::warn!("{error}");
-                progress.commit_failed(&error.to_string());
+                self.commit_failed(progress, &error);
                 self.ctx.notices.report(error);
                 Ok(())
             }
@@ -649,7 +657,7 @@ impl Worker<'_> {
             }
             Err(WriteError::Other { error, .. }) => {
                 log::warn!("{error}; leaving the lease to expire");
-                progress.commit_failed(&error.to_string());
+                self.commit_failed(progress, &error);
                 if let Some(c) = checkpoint {
                     // Kept in case this client captures the shard again first.
                     self.ctx

@@ -351,10 +351,23 @@ impl<'a> Worker<'a> {
             Ok(start) => start,
             Err(exit) => return exit,
         };
-        let progress = Arc::new(ShardProgress::new(
+        let progress = ShardProgress::new(
             Arc::clone(&self.ctx.shard_id),
             Arc::clone(&self.ctx.membership),
-        ));
+        );
+        #[cfg(feature = "metrics")]
+        let meter = self
+            .ctx
+            .config
+            .meters()
+            .map(|m| m.shard(&self.ctx.shard_id));
+        #[cfg(feature = "metrics")]
+        let progress = progress.with_meter(meter.clone());
+        let progress = Arc::new(progress);
+        #[cfg(feature = "metrics")]
+        if let Some(meter) = &meter {
+            meter.attach(&progress);
+        }
         progress.renew(self.last_write + self.lease_margin());
         self.ctx.notices.health().shard_reading(
             &self.ctx.shard_id,
@@ -398,6 +411,7 @@ impl<'a> Worker<'a> {
                 Arc::clone(consumer),
                 start,
                 self.ctx.config.subscription_timeout(),
+                Arc::clone(self.ctx.config.stats()),
             )),
             None => Box::new(Polling::new(
                 Arc::clone(&self.ctx.stream),
@@ -585,7 +599,15 @@ impl<'a> Worker<'a> {
             Err(SourceError::Interrupted) => Err(interrupted.unwrap_or(Interrupt::Stop)),
             Err(SourceError::Transient(error)) => {
                 let delay = backoff.next_delay();
-                reader.stats.retried("GetRecords", delay);
+                let operation = if reader.source.pushes() {
+                    "SubscribeToShard"
+                } else {
+                    "GetRecords"
+                };
+                if error.aws_code().is_some_and(crate::retry::is_throttling) {
+                    reader.stats.throttled(self.shard(), operation);
+                }
+                reader.stats.retried(operation, delay);
                 log::warn!("{error}; retrying in {delay:?}");
                 self.ctx.notices.report(error);
                 reader.next_fetch = Instant::now() + delay;

@@ -27,6 +27,7 @@ mod large;
 mod lease;
 mod lifecycle;
 mod manual;
+mod metrics;
 mod migration;
 mod outage;
 mod panics;
