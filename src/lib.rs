@@ -30,6 +30,40 @@
 //! crash, the next owner re-reads from the last checkpoint, so records processed within
 //! the last commit interval may be delivered again; none is lost.
 //!
+//! # Metrics
+//!
+//! With the `metrics` feature, each consumer emits through the [`metrics`](https://docs.rs/metrics)
+//! crate's facade, so any exporter installed as its recorder (Prometheus, StatsD,
+//! OpenTelemetry…) serves them; `examples/prometheus.rs` serves `/metrics`. Without a
+//! recorder, nothing is emitted. Labels: `stream`, `application`, and `shard` where the
+//! table says so.
+//!
+//! | name | type | labels |
+//! |---|---|---|
+//! | `kinsumer_records_delivered_total`, `kinsumer_bytes_delivered_total` | counter | shard |
+//! | `kinsumer_records_fetched_total`, `kinsumer_reads_total` | counter | shard |
+//! | `kinsumer_requests_total` (GetRecords, SubscribeToShard) | counter | shard, `operation` |
+//! | `kinsumer_throttles_total` | counter | shard |
+//! | `kinsumer_millis_behind_latest` | gauge | shard |
+//! | `kinsumer_delivery_lag_seconds` (arrival to hand-out) | histogram | shard |
+//! | `kinsumer_processing_seconds` (hand-out to processed) | histogram | shard |
+//! | `kinsumer_batch_records` (records per read) | histogram | shard |
+//! | `kinsumer_commits_total`, `kinsumer_commit_failures_total`, `kinsumer_commits_lagging_total` | counter | shard |
+//! | `kinsumer_lease_events_total` (acquired, released, lost) | counter | shard, `event` |
+//! | `kinsumer_shard_owned` (1 or 0) | gauge | shard |
+//! | `kinsumer_records_retried_total`, `kinsumer_records_dead_lettered_total` | counter | shard |
+//! | `kinsumer_iterators_renewed_total` | counter | shard |
+//! | `kinsumer_leases_owned` | gauge | |
+//! | `kinsumer_errors_total` (errors retried or worked around) | counter | `kind`, `code` |
+//!
+//! The library's threads only add to plain numbers (a hand-out's figures under the lock
+//! it takes anyway); one export thread per consumer hands them to the recorder every
+//! second, and once more at the stop. An exporter that is slow or blocks holds up that
+//! thread alone, never a shard thread, the caller or the I/O thread. Histograms are
+//! kept in buckets within 1/8 of the value. A throttle is counted once the SDK's own
+//! attempts gave up. A shard that moved to another client keeps its last values here
+//! (`kinsumer_shard_owned` 0): an exporter's idle timeout drops such series.
+//!
 //! # Implementation
 //!
 //! One OS thread per owned shard plus a coordinator thread, all making their AWS calls

@@ -501,7 +501,7 @@ fn kinsumer_ctl_status_shows_the_max_lag_and_watch_redraws() -> TestResult {
 }
 
 /// The lines `child` prints, read on a thread (so that a wait for them has a deadline).
-fn lines_of(
+pub(crate) fn lines_of(
     child: &mut std::process::Child,
 ) -> TestResult<(
     crossbeam_channel::Receiver<String>,

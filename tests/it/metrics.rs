@@ -360,3 +360,108 @@ fn failed_commits_retries_and_dead_letters_are_counted() -> TestResult {
     consumer.stop();
     Ok(())
 }
+
+/// One scrape of a Prometheus `/metrics` endpoint: (name, labels text, value) per line.
+fn scrape(addr: &str) -> TestResult<Vec<(String, String, f64)>> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(addr)?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut text = String::new();
+    conn.read_to_string(&mut text)?;
+    let body = text.split_once("\r\n\r\n").ok_or("no HTTP body")?.1;
+    let mut series = Vec::new();
+    for line in body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (key, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| format!("line {line:?}"))?;
+        let (name, labels) = match key.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (key, ""),
+        };
+        series.push((name.to_owned(), labels.to_owned(), value.parse()?));
+    }
+    Ok(series)
+}
+
+fn sum_of(series: &[(String, String, f64)], name: &str) -> f64 {
+    series.iter().filter(|s| s.0 == name).map(|s| s.2).sum()
+}
+
+#[test]
+fn the_prometheus_example_serves_the_series_during_a_drain() -> TestResult {
+    const N: u64 = 3_000;
+    const SHARDS: usize = 3;
+    let env = Env::new(1)?;
+    let addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0")?;
+        probe.local_addr()?.to_string()
+    };
+    let mut child = crate::ctl::example(&env, "prometheus")?
+        .args([
+            "--listen",
+            &addr,
+            "--records",
+            &N.to_string(),
+            "--wave",
+            "300",
+        ])
+        .args(["--shards", &SHARDS.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let (lines, reader) = crate::ctl::lines_of(&mut child)?;
+    let outcome = (|| -> TestResult {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        // Scraped while records are still being written and read.
+        let mut during = Vec::new();
+        loop {
+            let line = lines
+                .recv_deadline(deadline)
+                .map_err(|_| format!("no drain within 120 s; scraped {during:?}"))?;
+            if line.starts_with("consumed ") {
+                let s = scrape(&addr)?;
+                during.push(sum_of(&s, "kinsumer_records_delivered_total"));
+            }
+            if line.starts_with("drained ") {
+                assert_eq!(line, format!("drained {N} records"));
+                break;
+            }
+        }
+        assert!(!during.is_empty());
+        assert!(during.windows(2).all(|w| w[0] <= w[1]), "{during:?}");
+        assert!(during.iter().all(|d| *d <= N as f64), "{during:?}");
+        // Once drained: every record counted exactly, every shard caught up.
+        let mut last = Vec::new();
+        support::wait_for(Duration::from_secs(30), "the drain in the figures", || {
+            last = scrape(&addr)?;
+            let behind: Vec<f64> = last
+                .iter()
+                .filter(|s| s.0 == "kinsumer_millis_behind_latest")
+                .map(|s| s.2)
+                .collect();
+            Ok(
+                sum_of(&last, "kinsumer_records_delivered_total") == N as f64
+                    && behind.len() == SHARDS
+                    && behind.iter().all(|b| *b == 0.0),
+            )
+        })
+        .map_err(|e| format!("{e}: {last:?}"))?;
+        assert_eq!(sum_of(&last, "kinsumer_records_fetched_total"), N as f64);
+        assert_eq!(
+            sum_of(&last, "kinsumer_delivery_lag_seconds_count"),
+            N as f64
+        );
+        assert_eq!(sum_of(&last, "kinsumer_leases_owned"), SHARDS as f64);
+        assert!(sum_of(&last, "kinsumer_bytes_delivered_total") >= N as f64);
+        assert!(sum_of(&last, "kinsumer_requests_total") >= SHARDS as f64);
+        Ok(())
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+    outcome
+}
