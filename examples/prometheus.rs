@@ -93,7 +93,7 @@ fn main() -> BoxResult<()> {
             match records.next_timeout(Duration::from_secs(1)) {
                 Polled::Record(_) => {
                     consumed += 1;
-                    if consumed % args.wave == 0 {
+                    if consumed.is_multiple_of(args.wave) {
                         println!("consumed {consumed} of {}", args.records);
                     }
                 }
