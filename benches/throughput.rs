@@ -35,6 +35,9 @@
 //! delay (250 = the throttle delay: adaptive polling off, the old behaviour). Each prints a table row and one
 //! JSON line.
 //!
+//! `--recorder prometheus` installs a Prometheus recorder first (the `metrics` feature's
+//! series then go somewhere; without it they go nowhere).
+//!
 //! Servers: embedded emulators in this process by default; set
 //! `AWS_ENDPOINT_URL_KINESIS` / `AWS_ENDPOINT_URL_DYNAMODB` (e.g. from
 //! `cargo run --release --example emulators`) to keep the servers out of the process.
@@ -88,6 +91,8 @@ struct Args {
     caller_ms: Option<u64>,
     /// `--work-us US`: the `parallel` scenario's CPU work per record.
     work_us: Option<u64>,
+    /// `--recorder prometheus`: a recorder installed for the `metrics` feature.
+    recorder: bool,
 }
 
 fn parse_args() -> BenchResult<Args> {
@@ -105,6 +110,7 @@ fn parse_args() -> BenchResult<Args> {
         io_threads: None,
         caller_ms: None,
         work_us: None,
+        recorder: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -123,6 +129,10 @@ fn parse_args() -> BenchResult<Args> {
             "--throttle" => args.throttle = Some(it.next().ok_or("--throttle MS")?.parse()?),
             "--caller-ms" => args.caller_ms = Some(it.next().ok_or("--caller-ms MS")?.parse()?),
             "--work-us" => args.work_us = Some(it.next().ok_or("--work-us US")?.parse()?),
+            "--recorder" => match it.next().as_deref() {
+                Some("prometheus") => args.recorder = true,
+                other => return Err(format!("--recorder {other:?}: prometheus").into()),
+            },
             "--idle-poll" => args.idle_poll = Some(it.next().ok_or("--idle-poll MS")?.parse()?),
             "--aggregated" => {
                 args.aggregated = Some(it.next().ok_or("--aggregated K")?.parse()?);
@@ -1116,6 +1126,13 @@ fn join_writes(args: &Args) -> BenchResult {
 fn main() -> BenchResult {
     support::init_logging();
     let args = parse_args()?;
+    if args.recorder {
+        // Every series goes to a Prometheus recorder (its listener on a free loopback
+        // port, its upkeep thread running): the cost of the `metrics` feature in use.
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(([127, 0, 0, 1], 0))
+            .install()?;
+    }
     match args.read.as_str() {
         "polling" | "fan-out" => {}
         "both" => return both_ways(),

@@ -60,7 +60,10 @@
 //! it takes anyway); one export thread per consumer hands them to the recorder every
 //! second, and once more at the stop. An exporter that is slow or blocks holds up that
 //! thread alone, never a shard thread, the caller or the I/O thread. Histograms are
-//! kept in buckets within 1/8 of the value. A throttle is counted once the SDK's own
+//! kept in buckets within 1/8 of the value, and sampled: at most 256 samples per shard
+//! and second reach the recorder, drawn from every bucket in proportion, so the mean
+//! and the quantiles hold but a histogram's count is of samples (count records with
+//! `kinsumer_records_delivered_total`). A throttle is counted once the SDK's own
 //! attempts gave up. A shard that moved to another client keeps its last values here
 //! (`kinsumer_shard_owned` 0): an exporter's idle timeout drops such series.
 //!

@@ -262,6 +262,9 @@ struct ProgressState {
     /// What the `metrics` feature measures of this lease, taken by its export thread.
     #[cfg(feature = "metrics")]
     flow: crate::meter::Flow,
+    /// The wall clock at a monotonic instant, for the delivery lag.
+    #[cfg(feature = "metrics")]
+    clock: (std::time::SystemTime, Instant),
 }
 
 /// What a hand-out gives the caller, as the `metrics` feature counts it: how many
@@ -381,6 +384,8 @@ impl ShardProgress {
                 position: None,
                 #[cfg(feature = "metrics")]
                 flow: crate::meter::Flow::default(),
+                #[cfg(feature = "metrics")]
+                clock: (std::time::SystemTime::now(), Instant::now()),
             }),
             marked: Condvar::new(),
             refused: AtomicBool::new(false),
@@ -456,9 +461,13 @@ impl ShardProgress {
             st.flow.records += what.records;
             st.flow.bytes += what.bytes;
             if let Some(arrival) = what.arrival {
-                let waited = std::time::SystemTime::now()
-                    .duration_since(arrival)
-                    .unwrap_or_default();
+                // The wall clock from the monotonic reading taken anyway, re-anchored
+                // every second (arrival times are whole milliseconds).
+                if now.saturating_duration_since(st.clock.1) >= std::time::Duration::from_secs(1) {
+                    st.clock = (std::time::SystemTime::now(), now);
+                }
+                let wall = st.clock.0 + now.saturating_duration_since(st.clock.1);
+                let waited = wall.duration_since(arrival).unwrap_or_default();
                 st.flow.lag_us.record(micros(waited));
             }
         }
@@ -482,11 +491,17 @@ impl ShardProgress {
             st.watermark.mark_run(first, last, seq, part);
             let after = st.watermark.processed_count();
             if after != before {
+                #[cfg_attr(not(feature = "metrics"), allow(unused_mut))]
+                let mut now = None;
                 #[cfg(feature = "metrics")]
                 if let (Some(_), Some(since)) = (&self.meter, st.held_back_since) {
-                    st.flow.processing_us.record(micros(since.elapsed()));
+                    let at = *now.insert(Instant::now());
+                    st.flow
+                        .processing_us
+                        .record(micros(at.saturating_duration_since(since)));
                 }
-                st.held_back_since = (st.handed_out > after).then(Instant::now);
+                st.held_back_since =
+                    (st.handed_out > after).then(|| now.unwrap_or_else(Instant::now));
             }
             drop(st);
             self.marked.notify_all();

@@ -27,7 +27,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use metrics::{Counter, Gauge, Histogram, Label, Unit};
 
-use super::{EXPORT_PERIOD, Meters, ShardMeter, take};
+use super::{EXPORT_PERIOD, Meters, SAMPLES_PER_EXPORT, ShardMeter, take};
 
 /// The running export thread; dropping it exports one last time and joins it.
 #[derive(Debug)]
@@ -157,13 +157,13 @@ impl ShardSeries {
         let flow = m.take_flow();
         self.delivered.increment(flow.records);
         self.bytes.increment(flow.bytes);
-        for (us, n) in flow.lag_us.buckets() {
+        for (us, n) in flow.lag_us.sampled(SAMPLES_PER_EXPORT) {
             self.lag.record_many(us / 1e6, n as usize);
         }
-        for (us, n) in flow.processing_us.buckets() {
+        for (us, n) in flow.processing_us.sampled(SAMPLES_PER_EXPORT) {
             self.processing.record_many(us / 1e6, n as usize);
         }
-        for (records, n) in m.batch_records.take().buckets() {
+        for (records, n) in m.batch_records.take().sampled(SAMPLES_PER_EXPORT) {
             self.batch_records.record_many(records, n as usize);
         }
         let c = &m.counts;

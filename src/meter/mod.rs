@@ -27,6 +27,9 @@ use crate::watermark::ShardProgress;
 /// How often the export thread passes what was measured to the `metrics` facade.
 pub(crate) const EXPORT_PERIOD: Duration = Duration::from_secs(1);
 
+/// Samples per histogram and shard handed to the recorder per export, at most.
+pub(crate) const SAMPLES_PER_EXPORT: u32 = 256;
+
 /// Sub-buckets per power of two.
 const SUB_BITS: u32 = 2;
 const SUB: u64 = 1 << SUB_BITS;
@@ -105,6 +108,30 @@ impl LogHistogram {
             .enumerate()
             .filter(|(_, n)| **n > 0)
             .map(|(b, n)| (value_of(b), *n))
+    }
+
+    /// At most `limit` samples standing for all of them (every one when there are no
+    /// more): each bucket's count scaled by the same factor, the fractions carried from
+    /// bucket to bucket (systematic sampling, so the mean and the quantiles hold). A
+    /// recorder's histogram takes each sample one by one, so what it is given per export
+    /// must not grow with the record rate.
+    pub(crate) fn sampled(&self, limit: u32) -> Vec<(f64, u32)> {
+        let total = self.total;
+        if total <= u64::from(limit) {
+            return self.buckets().collect();
+        }
+        let scale = f64::from(limit) / total as f64;
+        let mut carry = 0.5;
+        let mut out = Vec::new();
+        for (value, n) in self.buckets() {
+            carry += f64::from(n) * scale;
+            let take = carry.floor();
+            carry -= take;
+            if take >= 1.0 {
+                out.push((value, take as u32));
+            }
+        }
+        out
     }
 }
 
@@ -418,6 +445,34 @@ both! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sampling_keeps_the_proportions_within_the_limit() {
+        let mut h = LogHistogram::default();
+        for _ in 0..9_000 {
+            h.record(10);
+        }
+        for _ in 0..1_000 {
+            h.record(1_000);
+        }
+        h.record(100_000);
+        let s = h.sampled(256);
+        let n: u32 = s.iter().map(|(_, n)| n).sum();
+        assert!((255..=256).contains(&n), "{s:?}");
+        let at = |v: f64| {
+            s.iter()
+                .find(|(x, _)| (x / v - 1.0).abs() < 0.13)
+                .map(|p| p.1)
+        };
+        assert_eq!(at(10.0), Some(230));
+        assert!(at(1_000.0).is_some_and(|k| (25..=26).contains(&k)), "{s:?}");
+        // Few enough: all of them, as they are.
+        let mut small = LogHistogram::default();
+        small.record(3);
+        small.record(3);
+        assert_eq!(small.sampled(256), vec![(3.0, 2)]);
+        assert!(LogHistogram::default().sampled(256).is_empty());
+    }
 
     #[test]
     fn buckets_hold_values_within_an_eighth_and_small_ones_exactly() {
