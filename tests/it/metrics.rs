@@ -471,3 +471,105 @@ fn the_prometheus_example_serves_the_series_during_a_drain() -> TestResult {
     let _ = reader.join();
     outcome
 }
+
+#[test]
+fn iterator_renewals_are_counted() -> TestResult {
+    support::init_logging();
+    let mut env = Env::with_options(
+        1,
+        kinsumer::testing::KinesisOptions::default().with_iterator_ttl(Duration::from_secs(1)),
+    )?;
+    let figures = Figures::new(&env)?;
+    env.put_numbered(0, 20, 3)?;
+    // A one-record buffer: the shard thread holds its next iterator while the caller
+    // waits, so it expires.
+    let config = support::fast_config().with_buffer_size(1);
+    let consumer = env.consumer("renewing", config)?;
+    consumer.run()?;
+    support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 5)?;
+    support::let_time_pass(Duration::from_millis(2_500))?;
+    // The shard thread reads again once the rest is handed out: with an expired iterator.
+    support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 15)?;
+    support::wait_for(Duration::from_secs(30), "an iterator renewal", || {
+        Ok(figures.total("kinsumer_iterators_renewed_total") >= 1)
+    })?;
+    consumer.stop();
+    assert_eq!(figures.total("kinsumer_records_delivered_total"), 20);
+    Ok(())
+}
+
+#[test]
+fn throttles_are_counted_with_their_error_code() -> TestResult {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let figures = Figures::new(&env)?;
+    env.put_numbered(0, 10, 3)?;
+    // GetRecords throttled (every SDK attempt) while armed.
+    let armed = Arc::new(AtomicBool::new(false));
+    let throttle = kinsumer::testing::AlwaysFail::new(
+        "GetRecords",
+        400,
+        "ProvisionedThroughputExceededException",
+    )
+    .when(Arc::clone(&armed));
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        env.kinesis
+            .config()
+            .to_builder()
+            .interceptor(throttle)
+            .build(),
+    );
+    let dynamodb = env.dynamodb.clone();
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "throttled", support::fast_config())?;
+    consumer.run()?;
+    support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 10)?;
+    assert_eq!(figures.total("kinsumer_throttles_total"), 0);
+    armed.store(true, Ordering::SeqCst);
+    support::wait_for(Duration::from_secs(30), "throttles counted", || {
+        let throttled = figures
+            .counters("kinsumer_errors_total")
+            .into_iter()
+            .filter(|(l, _)| {
+                label(l, "code").as_deref() == Some("ProvisionedThroughputExceededException")
+            })
+            .map(|(_, v)| v)
+            .sum::<u64>();
+        Ok(figures.total("kinsumer_throttles_total") >= 2 && throttled >= 2)
+    })?;
+    armed.store(false, Ordering::SeqCst);
+    // Reading goes on: what is written now arrives, every record counted once.
+    env.put_numbered(10, 15, 3)?;
+    support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 5)?;
+    consumer.stop();
+    assert_eq!(figures.total("kinsumer_records_delivered_total"), 15);
+    Ok(())
+}
+
+#[test]
+fn fan_out_subscriptions_are_counted_as_requests() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(2)?;
+    let figures = Figures::new(&env)?;
+    const N: u64 = 200;
+    env.put_numbered(0, N, 7)?;
+    let config = support::fast_config().with_consumer_name("measured");
+    let consumer = env.consumer("subscriber", config)?;
+    consumer.run()?;
+    support::collect_until(&consumer, Duration::from_secs(60), |s| s.len() as u64 >= N)?;
+    consumer.close()?;
+    let requests = figures.counters("kinsumer_requests_total");
+    let by = |op: &str| -> u64 {
+        requests
+            .iter()
+            .filter(|(l, _)| label(l, "operation").as_deref() == Some(op))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    assert!(by("SubscribeToShard") >= 2, "{requests:?}");
+    assert_eq!(by("GetRecords"), 0, "{requests:?}");
+    assert_eq!(figures.total("kinsumer_records_delivered_total"), N);
+    assert_eq!(figures.total("kinsumer_records_fetched_total"), N);
+    assert!(figures.total("kinsumer_reads_total") >= 1);
+    Ok(())
+}
