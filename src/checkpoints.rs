@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
-use crate::bridge::Bridge;
+use crate::bridge::{Bridge, Later};
 use crate::clock;
 use crate::config::InitialPosition;
 use crate::error::{Error, ErrorKind};
@@ -161,7 +161,7 @@ pub(crate) fn mark_failed(
         .expression_attribute_values(":pos", s(&fingerprint))
         .expression_attribute_values(":null", s("NULL"))
         .expression_attribute_values(":me", s(&owner.id));
-    match bridge.block_on(req.send()) {
+    match bridge.block_on(req) {
         Ok(_) => Ok(Some(fingerprint)),
         Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(None),
         Err(e) => Err(Error::aws(
@@ -184,8 +184,7 @@ pub(crate) fn read_row(
                 .get_item()
                 .table_name(table)
                 .key("Shard", s(shard))
-                .consistent_read(true)
-                .send(),
+                .consistent_read(true),
         )
         .map_err(|e| {
             Error::aws(
@@ -341,7 +340,7 @@ impl Leases<'_> {
     ) -> Result<Capture, WriteError> {
         let req = self.capture_request(shard, ttl, stale);
         let asked = Instant::now();
-        match self.bridge.block_on(req.send()) {
+        match self.bridge.block_on(req) {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
                 Ok(Capture::Captured(Captured {
@@ -371,55 +370,76 @@ impl Leases<'_> {
     }
 
     /// The conditional write of [`capture`](Leases::capture).
+    ///
+    /// Built on the I/O thread (see [`Request`](crate::bridge::Request)).
     fn capture_request(
         &self,
         shard: &str,
         ttl: Duration,
         stale: Option<&Version>,
-    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
-        let now = clock::now_nanos();
-        let req = self
-            .bridge
-            .dynamodb()
-            .update_item()
-            .table_name(self.table)
-            .key("Shard", s(shard))
-            .update_expression(
-                "SET OwnerID = :me, OwnerName = :name, LastUpdate = :now, LastUpdateRFC = :rfc",
-            )
-            // The two `attribute_type` clauses take a row whose owner or time has a type
-            // no client writes (hand-edited, or corrupt): it could never be captured
-            // otherwise. The last one takes a row this client saw go stale, unchanged.
-            .condition_expression(format!(
-                "attribute_not_exists(OwnerID) OR attribute_type(OwnerID, :null) \
+    ) -> impl crate::bridge::Request<
+        Ok = aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        Err = UpdateItemError,
+    > {
+        let client = self.bridge.dynamodb().clone();
+        let (table, shard) = (self.table.to_owned(), shard.to_owned());
+        let owner = self.owner.clone();
+        let stale = stale.cloned();
+        Later(move || capture_request(&client, &table, &shard, &owner, ttl, stale.as_ref()).send())
+    }
+}
+
+/// The conditional write of [`Leases::capture`].
+fn capture_request(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    shard: &str,
+    owner: &Owner,
+    ttl: Duration,
+    stale: Option<&Version>,
+) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    let now = clock::now_nanos();
+    let req = client
+        .update_item()
+        .table_name(table)
+        .key("Shard", s(shard))
+        .update_expression(
+            "SET OwnerID = :me, OwnerName = :name, LastUpdate = :now, LastUpdateRFC = :rfc",
+        )
+        // The two `attribute_type` clauses take a row whose owner or time has a type
+        // no client writes (hand-edited, or corrupt): it could never be captured
+        // otherwise. The last one takes a row this client saw go stale, unchanged.
+        .condition_expression(format!(
+            "attribute_not_exists(OwnerID) OR attribute_type(OwnerID, :null) \
                  OR OwnerID = :me OR LastUpdate < :cutoff \
                  OR (NOT attribute_type(OwnerID, :str) AND NOT attribute_type(OwnerID, :null)) \
                  OR (attribute_exists(LastUpdate) AND NOT attribute_type(LastUpdate, :num)){}",
-                if stale.is_some() {
-                    " OR (OwnerID = :seenowner AND LastUpdate = :seenlast)"
-                } else {
-                    ""
-                }
-            ))
-            .expression_attribute_values(":str", s("S"))
-            .expression_attribute_values(":num", s("N"))
-            .expression_attribute_values(":me", s(&self.owner.id))
-            .expression_attribute_values(":name", s(&self.owner.name))
-            .expression_attribute_values(":now", n(now))
-            .expression_attribute_values(":rfc", s(&clock::rfc3339(now)))
-            .expression_attribute_values(":null", s("NULL"))
-            .expression_attribute_values(":cutoff", n(liveness::ancient_cutoff(ttl)))
-            // The old row: the capture changes none of the attributes read from it.
-            .return_values(ReturnValue::AllOld)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        match stale {
-            Some(v) => req
-                .expression_attribute_values(":seenowner", s(&v.owner))
-                .expression_attribute_values(":seenlast", n(v.last_update)),
-            None => req,
-        }
+            if stale.is_some() {
+                " OR (OwnerID = :seenowner AND LastUpdate = :seenlast)"
+            } else {
+                ""
+            }
+        ))
+        .expression_attribute_values(":str", s("S"))
+        .expression_attribute_values(":num", s("N"))
+        .expression_attribute_values(":me", s(&owner.id))
+        .expression_attribute_values(":name", s(&owner.name))
+        .expression_attribute_values(":now", n(now))
+        .expression_attribute_values(":rfc", s(&clock::rfc3339(now)))
+        .expression_attribute_values(":null", s("NULL"))
+        .expression_attribute_values(":cutoff", n(liveness::ancient_cutoff(ttl)))
+        // The old row: the capture changes none of the attributes read from it.
+        .return_values(ReturnValue::AllOld)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    match stale {
+        Some(v) => req
+            .expression_attribute_values(":seenowner", s(&v.owner))
+            .expression_attribute_values(":seenlast", n(v.last_update)),
+        None => req,
     }
+}
 
+impl Leases<'_> {
     /// Whether `shard` can be captured now — unowned, ours, or stale as `liveness` sees
     /// it — by a consistent read: waiting for a lease costs reads, not failed conditional
     /// writes (which consume write capacity on provisioned tables).
@@ -430,18 +450,19 @@ impl Leases<'_> {
         liveness: &Liveness,
     ) -> Result<LeaseState, WriteError> {
         let asked = Instant::now();
+        let client = self.bridge.dynamodb().clone();
+        let (table, key) = (self.table.to_owned(), s(shard));
         let out = self
             .bridge
-            .block_on(
-                self.bridge
-                    .dynamodb()
+            .block_on(Later(move || {
+                client
                     .get_item()
-                    .table_name(self.table)
-                    .key("Shard", s(shard))
+                    .table_name(table)
+                    .key("Shard", key)
                     .consistent_read(true)
                     .projection_expression("OwnerID, LastUpdate")
-                    .send(),
-            )
+                    .send()
+            }))
             .map_err(|e| self.other(format!("reading the lease of shard {shard}"), e))?;
         let Some(item) = out.item else {
             return Ok(LeaseState::Free);
@@ -469,12 +490,15 @@ impl Leases<'_> {
         checkpoint: Option<&Checkpoint>,
         attempt: Duration,
     ) -> PendingWrite {
-        let req = self
-            .owned_update_request(shard, COMMIT_SET, checkpoint)
-            .customize()
-            .config_override(retry::single_attempt(attempt));
+        let req = self.owned_update_request(shard, COMMIT_SET, checkpoint);
+        let req = Later(move || {
+            req.build()
+                .customize()
+                .config_override(retry::single_attempt(attempt))
+                .send()
+        });
         PendingWrite {
-            call: self.bridge.call(req.send()),
+            call: self.bridge.call(req),
             what: format!(
                 "committing the checkpoint of shard {shard} in table {}",
                 self.table
@@ -511,12 +535,15 @@ impl Leases<'_> {
         checkpoint: Option<&Checkpoint>,
         attempt: Duration,
     ) -> Result<(), WriteError> {
-        let req = self
-            .owned_update_request(shard, RELEASE_SET, checkpoint)
-            .customize()
-            .config_override(retry::single_attempt(attempt));
+        let req = self.owned_update_request(shard, RELEASE_SET, checkpoint);
+        let req = Later(move || {
+            req.build()
+                .customize()
+                .config_override(retry::single_attempt(attempt))
+                .send()
+        });
         interpret_write(
-            self.bridge.block_on(req.send()),
+            self.bridge.block_on(req),
             format!(
                 "releasing the lease of shard {shard} in table {}",
                 self.table
@@ -544,38 +571,88 @@ impl Leases<'_> {
     fn owned_update(
         &self,
         shard: &str,
-        set: &str,
+        set: &'static str,
         checkpoint: Option<&Checkpoint>,
         what: &str,
     ) -> Result<(), WriteError> {
         let req = self.owned_update_request(shard, set, checkpoint);
         interpret_write(
-            self.bridge.block_on(req.send()),
+            self.bridge.block_on(req),
             format!("{what} of shard {shard} in table {}", self.table),
         )
     }
 
+    /// The write of [`owned_update`](Leases::owned_update), built on the I/O thread (see
+    /// [`Request`](crate::bridge::Request)): only owned inputs cross over.
     fn owned_update_request(
         &self,
         shard: &str,
-        set: &str,
+        set: &'static str,
         checkpoint: Option<&Checkpoint>,
-    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+    ) -> OwnedUpdate {
+        OwnedUpdate {
+            client: self.bridge.dynamodb().clone(),
+            table: self.table.to_owned(),
+            shard: shard.to_owned(),
+            owner_id: self.owner.id.clone(),
+            set,
+            checkpoint: checkpoint.cloned(),
+            began: self.began.map(str::to_owned),
+        }
+    }
+
+    fn other<E>(&self, what: String, e: aws_sdk_dynamodb::error::SdkError<E>) -> WriteError
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        WriteError::Other {
+            transient: retry::is_transient(&e),
+            error: Error::aws(format!("{what} in table {}", self.table), e),
+        }
+    }
+}
+
+/// A write conditional on owning the row, with everything it needs owned, so the SDK's
+/// builder is assembled on the I/O thread, not on a shard thread's stack.
+pub(crate) struct OwnedUpdate {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    shard: String,
+    owner_id: String,
+    set: &'static str,
+    checkpoint: Option<Checkpoint>,
+    began: Option<String>,
+}
+
+impl OwnedUpdate {
+    fn build(self) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        let OwnedUpdate {
+            client,
+            table,
+            shard,
+            owner_id,
+            set,
+            checkpoint,
+            began,
+        } = self;
+        let checkpoint = checkpoint.as_ref();
         let now = clock::now_nanos();
         let mut expression = format!("SET {set}");
-        let mut req = self
-            .bridge
-            .dynamodb()
+        let mut req = client
             .update_item()
-            .table_name(self.table)
-            .key("Shard", s(shard))
+            .table_name(table)
+            .key("Shard", s(&shard))
             .condition_expression("OwnerID = :me")
-            .expression_attribute_values(":me", s(&self.owner.id))
+            .expression_attribute_values(":me", s(&owner_id))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":rfc", s(&clock::rfc3339(now)));
-        if let (None, Some(began)) = (checkpoint, self.began) {
+        if let (None, Some(began)) = (checkpoint, began) {
             expression.push_str(", StartPosition = :began");
-            req = req.expression_attribute_values(":began", s(began));
+            req = req.expression_attribute_values(":began", s(&began));
         }
         if let Some(c) = checkpoint {
             if let Some(seq) = &c.sequence_number {
@@ -609,19 +686,17 @@ impl Leases<'_> {
         }
         req.update_expression(expression)
     }
+}
 
-    fn other<E>(&self, what: String, e: aws_sdk_dynamodb::error::SdkError<E>) -> WriteError
-    where
-        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
-            + std::error::Error
-            + Send
-            + Sync
-            + 'static,
-    {
-        WriteError::Other {
-            transient: retry::is_transient(&e),
-            error: Error::aws(format!("{what} in table {}", self.table), e),
-        }
+impl crate::bridge::Request for OwnedUpdate {
+    type Ok = aws_sdk_dynamodb::operation::update_item::UpdateItemOutput;
+    type Err = UpdateItemError;
+    fn send(
+        self,
+    ) -> impl std::future::Future<
+        Output = Result<Self::Ok, aws_sdk_dynamodb::error::SdkError<Self::Err>>,
+    > + Send {
+        self.build().send()
     }
 }
 
@@ -772,7 +847,7 @@ pub(crate) fn force_release(
         .expression_attribute_values(":nullv", AttributeValue::Null(true))
         .expression_attribute_values(":now", n(now))
         .expression_attribute_values(":rfc", s(&clock::rfc3339(now)));
-    match bridge.block_on(req.send()) {
+    match bridge.block_on(req) {
         Ok(_) => Ok(true),
         Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
         Err(e) => Err(Error::aws(format!("releasing shard {shard}"), e)),
@@ -816,7 +891,7 @@ pub(crate) fn rewind(
     if let Some(old) = from {
         req = req.expression_attribute_values(":old", s(old));
     }
-    match bridge.block_on(req.send()) {
+    match bridge.block_on(req) {
         Ok(_) => Ok(true),
         Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
         Err(e) => Err(Error::aws(format!("rewinding shard {shard}"), e)),

@@ -58,7 +58,7 @@ pub(crate) fn put_row(
 /// Puts (or refreshes) this client's row.
 pub(crate) fn register(bridge: &Bridge, table: &str, me: &Owner, failover: Duration) -> Result<()> {
     bridge
-        .block_on(put_row(bridge.dynamodb(), table, me, failover).send())
+        .block_on(put_row(bridge.dynamodb(), table, me, failover))
         .map(|_| ())
         .map_err(|e| {
             Error::aws(
@@ -102,7 +102,7 @@ pub(crate) fn delete_if_unchanged(
         req.condition_expression("LastUpdate = :seen")
             .expression_attribute_values(":seen", AttributeValue::N(last_update.to_string()))
     };
-    match bridge.block_on(req.send()) {
+    match bridge.block_on(req) {
         Ok(_) => Ok(true),
         Err(e) if crate::retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(false),
         Err(e) => Err(Error::aws(
@@ -120,8 +120,7 @@ pub(crate) fn delete(bridge: &Bridge, table: &str, id: &str) -> Result<()> {
                 .dynamodb()
                 .delete_item()
                 .table_name(table)
-                .key("ID", AttributeValue::S(id.to_owned()))
-                .send(),
+                .key("ID", AttributeValue::S(id.to_owned())),
         )
         .map(|_| ())
         .map_err(|e| Error::aws(format!("deleting client {id} from table {table}"), e))

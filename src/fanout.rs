@@ -131,8 +131,7 @@ fn status(bridge: &Bridge, arn: &str) -> Result<ConsumerStatus> {
             bridge
                 .kinesis()
                 .describe_stream_consumer()
-                .consumer_arn(arn)
-                .send(),
+                .consumer_arn(arn),
         )
         .map_err(|e| consumer_error(format!("describing fan-out consumer {arn}"), e))?;
     Ok(out
@@ -165,7 +164,7 @@ fn consumer_names(bridge: &Bridge, stream_arn: &str) -> Option<Vec<String>> {
             Some(t) => req.next_token(t),
             None => req.stream_arn(stream_arn),
         };
-        let out = bridge.block_on(req.send()).ok()?;
+        let out = bridge.block_on(req).ok()?;
         names.extend(out.consumers().iter().map(|c| c.consumer_name().to_owned()));
         match out.next_token {
             Some(t) if !t.is_empty() => token = Some(t),
@@ -190,8 +189,7 @@ fn register(bridge: &Bridge, stream: &str, name: &str) -> Result<String> {
                 .kinesis()
                 .register_stream_consumer()
                 .stream_arn(&stream_arn)
-                .consumer_name(name)
-                .send(),
+                .consumer_name(name),
         );
         match registered {
             Ok(out) => {
@@ -217,8 +215,7 @@ fn register(bridge: &Bridge, stream: &str, name: &str) -> Result<String> {
                 .kinesis()
                 .describe_stream_consumer()
                 .stream_arn(&stream_arn)
-                .consumer_name(name)
-                .send(),
+                .consumer_name(name),
         )
         .map_err(|e| {
             consumer_error(
@@ -262,7 +259,7 @@ pub(crate) fn deregister(bridge: &Bridge, stream: &str, consumer: &FanOutConsume
             format!("{name} of stream {stream}"),
         ),
     };
-    match bridge.block_on(req.send()) {
+    match bridge.block_on(req) {
         Ok(_) => {
             log::info!("deregistered fan-out consumer {what}");
             Ok(())

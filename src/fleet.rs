@@ -369,19 +369,16 @@ impl Fleet {
         };
         let Some(iterator) = self
             .bridge
-            .block_on(req.send())
+            .block_on(req)
             .ok()
             .and_then(|o| o.shard_iterator)
         else {
             return (None, None);
         };
-        let Ok(out) = self.bridge.block_on(
-            kinesis
-                .get_records()
-                .shard_iterator(iterator)
-                .limit(1)
-                .send(),
-        ) else {
+        let Ok(out) = self
+            .bridge
+            .block_on(kinesis.get_records().shard_iterator(iterator).limit(1))
+        else {
             return (None, None);
         };
         let age = checkpoint

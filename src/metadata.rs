@@ -43,7 +43,7 @@ pub(crate) fn claim_leadership(
     loop {
         let req = claim_request(bridge, table, me, ttl, stale.as_ref());
         let asked = Instant::now();
-        match bridge.block_on(req.send()) {
+        match bridge.block_on(req) {
             Ok(_) => return Ok(true),
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
                 match holder_version(&e) {
@@ -136,7 +136,7 @@ pub(crate) fn resign(bridge: &Bridge, table: &str, me: &Owner) -> Result<()> {
         .condition_expression("#id = :me")
         .expression_attribute_names("#id", "ID")
         .expression_attribute_values(":me", s(&me.id));
-    match bridge.block_on(req.send()) {
+    match bridge.block_on(req) {
         Ok(_) => Ok(()),
         Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => Ok(()),
         Err(e) => Err(Error::aws(
@@ -189,8 +189,7 @@ pub(crate) fn read_item(
                 .get_item()
                 .table_name(table)
                 .key("Key", s(key))
-                .consistent_read(true)
-                .send(),
+                .consistent_read(true),
         )
         .map(|out| out.item)
         .map_err(|e| Error::aws(format!("reading item {key} in table {table}"), e))
@@ -205,8 +204,7 @@ pub(crate) fn delete_shard_cache(bridge: &Bridge, table: &str) -> Result<()> {
                 .dynamodb()
                 .delete_item()
                 .table_name(table)
-                .key("Key", s("ShardCache"))
-                .send(),
+                .key("Key", s("ShardCache")),
         )
         .map(|_| ())
         .map_err(|e| Error::aws(format!("deleting the shard cache in table {table}"), e))
@@ -235,8 +233,7 @@ pub(crate) fn announce_fleet_change(bridge: &Bridge, table: &str) -> Result<()> 
                 .expression_attribute_values(":zero", AttributeValue::N("0".into()))
                 .expression_attribute_values(":one", AttributeValue::N("1".into()))
                 .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-                .expression_attribute_values(":rfc", s(&clock::rfc3339(now)))
-                .send(),
+                .expression_attribute_values(":rfc", s(&clock::rfc3339(now))),
         )
         .map(|_| ())
         .map_err(|e| Error::aws(format!("announcing a fleet change in table {table}"), e))
@@ -264,8 +261,7 @@ pub(crate) fn read_shard_cache(bridge: &Bridge, table: &str) -> Result<Option<Ve
                 .get_item()
                 .table_name(table)
                 .key("Key", s("ShardCache"))
-                .consistent_read(true)
-                .send(),
+                .consistent_read(true),
         )
         .map_err(|e| Error::aws(format!("reading the shard cache in table {table}"), e))?;
     let Some(item) = out.item else {
@@ -323,8 +319,7 @@ pub(crate) fn write_shard_cache(bridge: &Bridge, table: &str, ids: &[String]) ->
                     AttributeValue::L(sorted.iter().map(|id| s(id)).collect()),
                 )
                 .item("LastUpdate", AttributeValue::N(now.to_string()))
-                .item("LastUpdateRFC", s(&clock::rfc3339(now)))
-                .send(),
+                .item("LastUpdateRFC", s(&clock::rfc3339(now))),
         )
         .map(|_| ())
         .map_err(|e| Error::aws(format!("writing the shard cache in table {table}"), e))
@@ -371,8 +366,7 @@ pub(crate) fn write_scheme(bridge: &Bridge, table: &str, word: SchemeWord) -> Re
                 .item("Key", s("AssignmentMode"))
                 .item("Mode", s(word.as_str()))
                 .item("LastUpdate", AttributeValue::N(now.to_string()))
-                .item("LastUpdateRFC", s(&clock::rfc3339(now)))
-                .send(),
+                .item("LastUpdateRFC", s(&clock::rfc3339(now))),
         )
         .map(|_| ())
         .map_err(|e| Error::aws(format!("writing the assignment mode in table {table}"), e))

@@ -14,7 +14,7 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{Record as KinesisRecord, ShardIteratorType};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select};
 
-use crate::bridge::Bridge;
+use crate::bridge::{Bridge, Later, Request};
 use crate::config::InitialPosition;
 use crate::error::{Error, ErrorKind};
 use crate::io::watch::{Watch, WatchCalls};
@@ -53,18 +53,12 @@ pub(crate) const TICK: std::time::Duration = std::time::Duration::from_millis(10
     clippy::result_large_err,
     reason = "passes the SDK's own result type through unchanged"
 )]
-pub(crate) fn call_ticking<T, E>(
+pub(crate) fn call_ticking<R: Request>(
     bridge: &Bridge,
-    future: impl std::future::Future<Output = Result<T, aws_sdk_kinesis::error::SdkError<E>>>
-    + Send
-    + 'static,
+    request: R,
     tick: Tick<'_>,
-) -> Result<Result<T, aws_sdk_kinesis::error::SdkError<E>>, SourceError>
-where
-    T: Send + 'static,
-    E: Send + 'static,
-{
-    let call = bridge.call(future);
+) -> Result<Result<R::Ok, aws_sdk_kinesis::error::SdkError<R::Err>>, SourceError> {
+    let call = bridge.call(request);
     loop {
         if let Some(answer) = call.wait_for(TICK) {
             return Ok(answer);
@@ -272,8 +266,7 @@ impl ShardRef {
             .block_on(
                 crate::stream::on_stream!(bridge.kinesis().get_shard_iterator(), &self.stream)
                     .shard_id(&*self.shard)
-                    .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                    .send(),
+                    .shard_iterator_type(ShardIteratorType::TrimHorizon),
             )
             .map_err(|e| self.classify("GetShardIterator", e))?
             .shard_iterator;
@@ -286,11 +279,37 @@ impl ShardRef {
                     .kinesis()
                     .get_records()
                     .shard_iterator(iterator)
-                    .limit(1)
-                    .send(),
+                    .limit(1),
             )
             .map_err(|e| self.classify("GetRecords", e))?;
         Ok(out.records.into_iter().next().map(|r| r.sequence_number))
+    }
+}
+
+/// The GetShardIterator request for `position`.
+fn iterator_request(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard: &str,
+    position: &StartAt,
+) -> aws_sdk_kinesis::operation::get_shard_iterator::builders::GetShardIteratorFluentBuilder {
+    let req = crate::stream::on_stream!(client.get_shard_iterator(), stream).shard_id(shard);
+    match position {
+        StartAt::After(seq) => req
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .starting_sequence_number(seq),
+        StartAt::At(seq) => req
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .starting_sequence_number(seq),
+        StartAt::Initial(InitialPosition::TrimHorizon) => {
+            req.shard_iterator_type(ShardIteratorType::TrimHorizon)
+        }
+        StartAt::Initial(InitialPosition::Latest) => {
+            req.shard_iterator_type(ShardIteratorType::Latest)
+        }
+        StartAt::Initial(InitialPosition::AtTimestamp(t)) => req
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(DateTime::from(*t)),
     }
 }
 
@@ -311,27 +330,16 @@ impl Polling {
     }
 
     fn get_iterator(&mut self, bridge: &Bridge, tick: Tick<'_>) -> Result<String, SourceError> {
-        let req = crate::stream::on_stream!(bridge.kinesis().get_shard_iterator(), &self.at.stream)
-            .shard_id(&*self.at.shard);
-        let req = match &self.position {
-            StartAt::After(seq) => req
-                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
-                .starting_sequence_number(seq),
-            StartAt::At(seq) => req
-                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                .starting_sequence_number(seq),
-            StartAt::Initial(InitialPosition::TrimHorizon) => {
-                req.shard_iterator_type(ShardIteratorType::TrimHorizon)
-            }
-            StartAt::Initial(InitialPosition::Latest) => {
-                req.shard_iterator_type(ShardIteratorType::Latest)
-            }
-            StartAt::Initial(InitialPosition::AtTimestamp(t)) => req
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(DateTime::from(*t)),
-        };
+        // Built on the I/O thread (see `Request`): only the owned inputs cross over.
+        let client = bridge.kinesis().clone();
+        let (stream, shard, position) = (
+            Arc::clone(&self.at.stream),
+            Arc::clone(&self.at.shard),
+            self.position.clone(),
+        );
+        let req = Later(move || iterator_request(&client, &stream, &shard, &position).send());
         let asked = std::time::SystemTime::now();
-        let result = call_ticking(bridge, req.send(), &mut *tick)?;
+        let result = call_ticking(bridge, req, &mut *tick)?;
         if result.is_ok() && matches!(self.position, StartAt::Initial(InitialPosition::Latest)) {
             // An iterator renewed before the first record must not jump to the tip again,
             // skipping what arrived meanwhile: from now on "latest" means "since then".
@@ -369,12 +377,8 @@ impl Polling {
             None => self.get_iterator(bridge, &mut *tick)?,
         };
         self.stats.request_sent(&self.at.shard, "GetRecords");
-        let request = bridge
-            .kinesis()
-            .get_records()
-            .shard_iterator(&iterator)
-            .limit(limit)
-            .send();
+        let (client, it) = (bridge.kinesis().clone(), iterator.clone());
+        let request = Later(move || client.get_records().shard_iterator(it).limit(limit).send());
         let result = match call_ticking(bridge, request, &mut *tick) {
             Ok(result) => result,
             Err(interrupted) => {

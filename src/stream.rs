@@ -135,11 +135,7 @@ pub(crate) fn wait_ready(
 fn readiness(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<Readiness> {
     if use_list_shards {
         return bridge
-            .block_on(
-                on_stream!(bridge.kinesis().list_shards(), stream)
-                    .max_results(1)
-                    .send(),
-            )
+            .block_on(on_stream!(bridge.kinesis().list_shards(), stream).max_results(1))
             .map(|_| Readiness::Ready)
             .map_err(|e| {
                 stream_error(bridge, format!("listing the shards of stream {stream}"), e)
@@ -147,7 +143,10 @@ fn readiness(bridge: &Bridge, stream: &str, use_list_shards: bool) -> Result<Rea
     }
     let what = || format!("describing stream {stream}");
     let out = bridge
-        .block_on(on_stream!(bridge.kinesis().describe_stream_summary(), stream).send())
+        .block_on(on_stream!(
+            bridge.kinesis().describe_stream_summary(),
+            stream
+        ))
         .map_err(|e| stream_error(bridge, what(), e))?;
     match out.stream_description_summary().map(|s| s.stream_status()) {
         Some(StreamStatus::Active | StreamStatus::Updating) => Ok(Readiness::Ready),
@@ -166,7 +165,10 @@ pub(crate) fn summary(
     stream: &str,
 ) -> Result<Option<aws_sdk_kinesis::types::StreamDescriptionSummary>> {
     bridge
-        .block_on(on_stream!(bridge.kinesis().describe_stream_summary(), stream).send())
+        .block_on(on_stream!(
+            bridge.kinesis().describe_stream_summary(),
+            stream
+        ))
         .map(|out| out.stream_description_summary)
         .map_err(|e| stream_error(bridge, format!("describing stream {stream}"), e))
 }
@@ -231,8 +233,7 @@ fn list_page(
                 .kinesis()
                 .list_shards()
                 .next_token(t)
-                .set_max_results(page_size)
-                .send(),
+                .set_max_results(page_size),
         );
         match by_token {
             Ok(out) => return Ok(out),
@@ -244,7 +245,7 @@ fn list_page(
         req = req.exclusive_start_shard_id(last);
     }
     bridge
-        .block_on(req.send())
+        .block_on(req)
         .map_err(|e| stream_error(bridge, format!("listing the shards of stream {stream}"), e))
 }
 
@@ -254,8 +255,7 @@ pub(crate) fn publish(bridge: &Bridge, stream: &str, key: &str, data: &[u8]) -> 
         .block_on(
             on_stream!(bridge.kinesis().put_record(), stream)
                 .partition_key(key)
-                .data(Blob::new(data))
-                .send(),
+                .data(Blob::new(data)),
         )
         .map(|_| ())
         .map_err(|e| stream_error(bridge, format!("putting a record into stream {stream}"), e))

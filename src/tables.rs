@@ -120,7 +120,7 @@ pub(crate) fn create(bridge: &Bridge, names: &Names, config: &Config) -> Result<
                         .map_err(|e| Error::new(ErrorKind::Internal).with_source(e))?,
                 ),
         };
-        match bridge.block_on(req.send()) {
+        match bridge.block_on(req) {
             Ok(_) => log::info!("created table {table}"),
             Err(e) if retry::code(&e) == Some("ResourceInUseException") => {
                 log::debug!("table {table} already exists")
@@ -139,7 +139,7 @@ pub(crate) fn create(bridge: &Bridge, names: &Names, config: &Config) -> Result<
 /// made it: a table of the right name but another shape would fail every later call.
 fn check_schema(bridge: &Bridge, table: &str, key: &str) -> Result<()> {
     let out = bridge
-        .block_on(bridge.dynamodb().describe_table().table_name(table).send())
+        .block_on(bridge.dynamodb().describe_table().table_name(table))
         .map_err(|e| Error::aws(format!("describing table {table}"), e))?;
     let Some(t) = out.table else {
         return Err(Error::new(ErrorKind::TableNotFound).with_context(format!("table {table}")));
@@ -177,7 +177,7 @@ fn check_schema(bridge: &Bridge, table: &str, key: &str) -> Result<()> {
 /// Deletes the three tables (those that exist), then waits until they are gone.
 pub(crate) fn delete(bridge: &Bridge, names: &Names, config: &Config) -> Result<()> {
     for (table, _) in names.tables() {
-        match bridge.block_on(bridge.dynamodb().delete_table().table_name(table).send()) {
+        match bridge.block_on(bridge.dynamodb().delete_table().table_name(table)) {
             Ok(_) => log::info!("deleting table {table}"),
             Err(e) if retry::code(&e) == Some("ResourceNotFoundException") => {}
             Err(e) => return Err(Error::aws(format!("deleting table {table}"), e)),
@@ -191,7 +191,7 @@ pub(crate) fn delete(bridge: &Bridge, names: &Names, config: &Config) -> Result<
 
 /// The table's status, or `None` if it does not exist.
 fn status(bridge: &Bridge, table: &str) -> Result<Option<TableStatus>> {
-    match bridge.block_on(bridge.dynamodb().describe_table().table_name(table).send()) {
+    match bridge.block_on(bridge.dynamodb().describe_table().table_name(table)) {
         Ok(out) => Ok(out.table.and_then(|t| t.table_status)),
         Err(e) if retry::code(&e) == Some("ResourceNotFoundException") => Ok(None),
         Err(e) => Err(Error::aws(format!("describing table {table}"), e)),
@@ -247,7 +247,7 @@ pub(crate) fn scan_all(
                 .expression_attribute_names(placeholder, name);
         }
         let out = bridge
-            .block_on(req.send())
+            .block_on(req)
             .map_err(|e| Error::aws(format!("scanning table {table}"), e))?;
         out.items
             .unwrap_or_default()

@@ -43,14 +43,20 @@ impl Pump {
         silence: Duration,
     ) -> Pump {
         let credit = Arc::new(tokio::sync::Semaphore::new(1));
-        let task = bridge.spawn(run(
-            request,
-            tokio::time::Instant::from_std(not_before),
-            number,
-            events,
-            Arc::clone(&credit),
-            silence,
-        ));
+        let pump_credit = Arc::clone(&credit);
+        // The subscription's future is made on the I/O thread, in the heap: a shard
+        // thread that built it would move it through its own stack (see `bridge::Request`).
+        let task = bridge.spawn(async move {
+            Box::pin(run(
+                request,
+                tokio::time::Instant::from_std(not_before),
+                number,
+                events,
+                pump_credit,
+                silence,
+            ))
+            .await;
+        });
         Pump { credit, task }
     }
 

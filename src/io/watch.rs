@@ -33,8 +33,10 @@ impl Watch {
         first: Instant,
     ) -> Watch {
         let (tx, answer) = crossbeam_channel::bounded(1);
+        // The watch's future is made on the I/O thread, in the heap: a shard thread
+        // that built it would move it through its own stack (see `bridge::Request`).
         let task = bridge.spawn(async move {
-            let _ = tx.send(calls.run(iterator, first).await);
+            let _ = tx.send(Box::pin(calls.run(iterator, first)).await);
         });
         Watch { answer, task }
     }
@@ -76,12 +78,16 @@ impl WatchCalls {
             self.stats.request_sent(&self.shard, "GetRecords");
             let result = {
                 let _slot = self.slots.acquire().await;
-                self.client
-                    .get_records()
-                    .shard_iterator(&iterator)
-                    .limit(self.limit)
-                    .send()
-                    .await
+                // Boxed: between calls (almost all of an idle shard's time) the watch
+                // holds no call state, only the sleep.
+                Box::pin(
+                    self.client
+                        .get_records()
+                        .shard_iterator(&iterator)
+                        .limit(self.limit)
+                        .send(),
+                )
+                .await
             };
             // Empty at the tip goes on; anything else, the shard's end included (the
             // worker finishes that), goes back to the worker.
