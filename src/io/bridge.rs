@@ -719,7 +719,7 @@ mod tests {
         let permits = Arc::clone(&bridge.io.permits);
         // More calls than slots: the last ones wait for a slot.
         let calls: Vec<_> = (0..MAX_IN_FLIGHT + 8)
-            .map(|_| bridge.call(never()))
+            .map(|_| bridge.call(Later(never)))
             .collect();
         wait_until("every slot taken", || permits.available_permits() == 0);
         assert!(
@@ -734,7 +734,7 @@ mod tests {
             permits.available_permits() == MAX_IN_FLIGHT
         });
         // And the runtime serves new calls.
-        let answer = bridge.block_on(async { Ok::<_, SdkError<()>>(7) });
+        let answer = bridge.block_on(Later(|| async { Ok::<_, SdkError<()>>(7) }));
         assert_eq!(answer.unwrap(), 7);
     }
 
