@@ -81,19 +81,6 @@ pub fn assign_shards(shards: &[String], clients: &[String]) -> Vec<usize> {
     owner
 }
 
-/// The shards `me` owns under [`assign`]; empty if `me` is not among `clients`.
-pub(crate) fn owned_by<'a>(shards: &'a [String], clients: &[String], me: &str) -> Vec<&'a str> {
-    let Some(me) = clients.iter().position(|c| c == me) else {
-        return Vec::new();
-    };
-    assign_shards(shards, clients)
-        .into_iter()
-        .zip(shards)
-        .filter(|(owner, _)| *owner == me)
-        .map(|(_, shard)| shard.as_str())
-        .collect()
-}
-
 /// The shards `me` owns under the Go library's scheme: the shard at position `i` of
 /// `shards` (the `ShardCache` list, in its stored order) goes to the client at position
 /// `i mod n` of `clients` (the live client ids, sorted). A client whose position is not
@@ -147,6 +134,10 @@ impl std::fmt::Display for AssignmentMode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn owned_by<'a>(shards: &'a [String], clients: &[String], me: &str) -> Vec<&'a str> {
+        crate::balance::owned_by(shards, clients, &crate::balance::Moves::new(), me)
+    }
 
     fn ids(prefix: &str, n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{prefix}-{i:04}")).collect()

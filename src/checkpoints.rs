@@ -196,7 +196,7 @@ pub(crate) fn read_row(
 }
 
 /// What a successful capture found in the row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Captured {
     pub(crate) checkpoint: Checkpoint,
     pub(crate) finished: bool,
@@ -211,6 +211,8 @@ pub(crate) struct Captured {
     /// Whether the row named this client as its owner: nobody else wrote it since this
     /// client's last write (another client's capture, or any release, changes the owner).
     pub(crate) was_ours: bool,
+    /// The load the row last published ([`LOAD`]), for the new owner's meter to start from.
+    pub(crate) load: Option<f64>,
 }
 
 /// The outcome of a capture attempt.
@@ -352,6 +354,7 @@ impl Leases<'_> {
                     sent: asked,
                     parked: failure_in_effect(&item),
                     was_ours: string_attr(&item, "OwnerID").is_some_and(|o| o == self.owner.id),
+                    load: load_of(&item),
                 }))
             }
             Err(e) if retry::code(&e) == Some("ConditionalCheckFailedException") => {
@@ -484,13 +487,16 @@ impl Leases<'_> {
     /// One attempt, of at most `attempt` (the next commit interval sends a fresh write): a
     /// write hung on a dead connection must not hold back the next renewal for the SDK's
     /// retries. Only one commit is in flight per shard, so they land in order.
+    /// `load`, when given, is published with it ([`LOAD`]).
     pub(crate) fn start_commit(
         &self,
         shard: &str,
         checkpoint: Option<&Checkpoint>,
         attempt: Duration,
+        load: Option<f64>,
     ) -> PendingWrite {
-        let req = self.owned_update_request(shard, COMMIT_SET, checkpoint);
+        let mut req = self.owned_update_request(shard, COMMIT_SET, checkpoint);
+        req.load = load;
         let req = Later(move || {
             req.build()
                 .customize()
@@ -598,6 +604,7 @@ impl Leases<'_> {
             set,
             checkpoint: checkpoint.cloned(),
             began: self.began.map(str::to_owned),
+            load: None,
         }
     }
 
@@ -626,6 +633,8 @@ pub(crate) struct OwnedUpdate {
     set: &'static str,
     checkpoint: Option<Checkpoint>,
     began: Option<String>,
+    /// The shard's load, to publish ([`LOAD`]).
+    load: Option<f64>,
 }
 
 impl OwnedUpdate {
@@ -638,6 +647,7 @@ impl OwnedUpdate {
             set,
             checkpoint,
             began,
+            load,
         } = self;
         let checkpoint = checkpoint.as_ref();
         let now = clock::now_nanos();
@@ -650,6 +660,10 @@ impl OwnedUpdate {
             .expression_attribute_values(":me", s(&owner_id))
             .expression_attribute_values(":now", n(now))
             .expression_attribute_values(":rfc", s(&clock::rfc3339(now)));
+        if let Some(load) = load {
+            expression.push_str(&format!(", {LOAD} = :load"));
+            req = req.expression_attribute_values(":load", AttributeValue::N(format!("{load:.0}")));
+        }
         if let (None, Some(began)) = (checkpoint, began) {
             expression.push_str(", StartPosition = :began");
             req = req.expression_attribute_values(":began", s(&began));
@@ -697,6 +711,18 @@ impl crate::bridge::Request for OwnedUpdate {
         Output = Result<Self::Ok, aws_sdk_dynamodb::error::SdkError<Self::Err>>,
     > + Send {
         self.build().send()
+    }
+}
+
+/// The row attribute in which a shard's owner publishes its load (bytes per second,
+/// records weighted: see [`balance`](crate::balance)); the Go library ignores it.
+pub(crate) const LOAD: &str = "FetchLoad";
+
+/// The load a row publishes, if it has a usable one.
+pub(crate) fn load_of(item: &HashMap<String, AttributeValue>) -> Option<f64> {
+    match item.get(LOAD) {
+        Some(AttributeValue::N(v)) => v.parse::<f64>().ok().filter(|l| l.is_finite() && *l >= 0.0),
+        _ => None,
     }
 }
 
@@ -900,19 +926,37 @@ pub(crate) fn rewind(
 
 /// The shards whose rows carry `Finished`: read to their end and fully processed.
 pub(crate) fn finished_shards(bridge: &Bridge, table: &str) -> Result<HashSet<String>, Error> {
-    let mut finished = HashSet::new();
+    Ok(scan_rows(bridge, table)?.finished)
+}
+
+/// What the leader reads of every row in one scan (paged by DynamoDB's 1 MB limit).
+#[derive(Debug, Default)]
+pub(crate) struct Rows {
+    /// Shards read to their end.
+    pub(crate) finished: HashSet<String>,
+    /// The load each row last published ([`LOAD`]).
+    pub(crate) load: HashMap<String, f64>,
+}
+
+/// Scans the checkpoints table for [`Rows`].
+pub(crate) fn scan_rows(bridge: &Bridge, table: &str) -> Result<Rows, Error> {
+    let mut rows = Rows::default();
     // `Shard` is a reserved word in expressions.
     tables::scan_all(
         bridge,
         table,
-        Some(("#shard, Finished", ("#shard", "Shard"))),
+        Some((&format!("#shard, Finished, {LOAD}"), ("#shard", "Shard"))),
         |item| {
-            if let (Some(AttributeValue::S(shard)), Some(AttributeValue::N(_))) =
-                (item.get("Shard"), item.get("Finished"))
-            {
-                finished.insert(shard.clone());
+            let Some(AttributeValue::S(shard)) = item.get("Shard") else {
+                return;
+            };
+            if let Some(AttributeValue::N(_)) = item.get("Finished") {
+                rows.finished.insert(shard.clone());
+            }
+            if let Some(load) = load_of(&item) {
+                rows.load.insert(shard.clone(), load);
             }
         },
     )?;
-    Ok(finished)
+    Ok(rows)
 }

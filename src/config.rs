@@ -113,6 +113,7 @@ pub struct Config {
     throttle_delay: Duration,
     commit_frequency: Duration,
     shard_check_frequency: Duration,
+    load_balancing: bool,
     leader_action_frequency: Duration,
     buffer_size: usize,
     buffer_bytes: usize,
@@ -172,6 +173,7 @@ impl Default for Config {
             throttle_delay: Duration::from_millis(250),
             commit_frequency: Duration::from_secs(1),
             shard_check_frequency: Duration::from_secs(60),
+            load_balancing: true,
             leader_action_frequency: Duration::from_secs(60),
             buffer_size: 100,
             buffer_bytes: DEFAULT_BUFFER_BYTES,
@@ -211,6 +213,7 @@ impl fmt::Debug for Config {
             .field("throttle_delay", &self.throttle_delay)
             .field("commit_frequency", &self.commit_frequency)
             .field("shard_check_frequency", &self.shard_check_frequency)
+            .field("load_balancing", &self.load_balancing)
             .field("leader_action_frequency", &self.leader_action_frequency)
             .field("buffer_size", &self.buffer_size)
             .field("buffer_bytes", &self.buffer_bytes)
@@ -292,6 +295,27 @@ impl Config {
     /// 1 min). Leases and client rows older than 5 × this are considered abandoned.
     pub fn with_shard_check_frequency(mut self, frequency: Duration) -> Self {
         self.shard_check_frequency = frequency;
+        self
+    }
+
+    /// Whether the fleet's leader moves shards so that clients carry similar *load*, not
+    /// only similar shard counts (default on). Each owner publishes its shards' smoothed
+    /// throughput on their lease rows; the leader moves a few shards per shard check off
+    /// the count-balanced [`assign_shards`](crate::assign_shards), and only when that
+    /// clears a hysteresis band, so steady or quiet streams see no moves. The rule is in
+    /// [`balance`](crate::balance). Off, the leader withdraws its moves and the fleet
+    /// balances by count alone.
+    ///
+    /// The leader's setting is the one that counts: set it alike on every client. While
+    /// Go clients share the application, the Go scheme applies and nothing is moved.
+    ///
+    /// ```
+    /// let count_only = kinsumer::Config::new().with_load_balancing(false);
+    /// assert!(!count_only.load_balancing());
+    /// assert!(kinsumer::Config::new().load_balancing());
+    /// ```
+    pub fn with_load_balancing(mut self, on: bool) -> Self {
+        self.load_balancing = on;
         self
     }
 
@@ -701,6 +725,10 @@ impl Config {
     /// The shard check frequency.
     pub fn shard_check_frequency(&self) -> Duration {
         self.shard_check_frequency
+    }
+    /// Whether the leader balances by load ([`Config::with_load_balancing`]).
+    pub fn load_balancing(&self) -> bool {
+        self.load_balancing
     }
     /// The leader action frequency.
     pub fn leader_action_frequency(&self) -> Duration {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
+use crate::balance::{self, Moves};
 use crate::batch::Batch;
 use crate::bridge::Bridge;
 use crate::checkpoints::{self, Owner};
@@ -325,6 +326,10 @@ struct Coordinator<'a> {
     heartbeat: Option<Heartbeat>,
     /// The live clients the last refresh assigned among.
     live: Vec<String>,
+    /// The leader's load-balancing moves last read ([`balance`](crate::balance)).
+    moves: Moves,
+    /// As the leader: the shards' published loads, from this refresh's scan.
+    loads: HashMap<String, f64>,
 }
 
 impl<'a> Coordinator<'a> {
@@ -348,6 +353,8 @@ impl<'a> Coordinator<'a> {
             membership: Arc::new(Membership::new(parts.config.membership_margin())),
             heartbeat: None,
             live: Vec::new(),
+            moves: Moves::new(),
+            loads: HashMap::new(),
             parts,
         }
     }
@@ -763,7 +770,7 @@ impl<'a> Coordinator<'a> {
         }
         let listed: Vec<String> = match cache {
             Some(ids) => ids,
-            None => self.ready_shards()?,
+            None => self.ready_shards(None)?,
         };
         let shard_ids: Vec<String> = listed
             .iter()
@@ -771,7 +778,14 @@ impl<'a> Coordinator<'a> {
             .cloned()
             .collect();
         let phase = self.choose_scheme(!clients.go.is_empty())?;
-        let mut mine = phase.owned(&listed, &shard_ids, &live, &self.parts.owner.id);
+        self.balance(phase, &shard_ids, &live);
+        let mut mine = phase.owned(
+            &listed,
+            &shard_ids,
+            &live,
+            &self.moves,
+            &self.parts.owner.id,
+        );
         mine.retain(|id| !self.finished.contains(id.as_str()));
         self.check_parked(&mine);
         self.reconcile(&mine, &shard_ids);
@@ -865,17 +879,81 @@ impl<'a> Coordinator<'a> {
         Ok(phase)
     }
 
+    /// Reads the leader's load-balancing moves into `self.moves` (none under the Go
+    /// scheme, which ignores them) and, as the leader under [`assign_shards`], takes the
+    /// next step of [the rule](crate::balance) from the loads its scan read, writing the
+    /// moves when they change. Best effort: on a failure the last moves stay.
+    fn balance(&mut self, phase: Phase, ready: &[String], live: &[String]) {
+        if phase == Phase::Go {
+            self.moves.clear();
+            return;
+        }
+        let table = &self.parts.names.metadata;
+        let last = match metadata::read_moves(self.bridge, table) {
+            Ok(moves) => moves,
+            Err(e) => {
+                log::warn!("client {}: {e}", self.name());
+                return;
+            }
+        };
+        if !(self.leader && phase == Phase::Rendezvous) {
+            self.moves = last;
+            return;
+        }
+        let next = if self.parts.config.load_balancing() {
+            balance::rebalance(
+                ready,
+                live,
+                &self.loads,
+                &last,
+                &balance::Rules::for_clients(live.len()),
+            )
+        } else {
+            Moves::new()
+        };
+        if next != last {
+            let changed = next
+                .iter()
+                .filter(|(shard, client)| last.get(*shard) != Some(*client))
+                .count()
+                + last
+                    .keys()
+                    .filter(|shard| !next.contains_key(*shard))
+                    .count();
+            match metadata::write_moves(self.bridge, table, &next) {
+                Ok(()) => log::info!(
+                    "client {}: load balancing: {changed} shards move ({} off the count-balanced assignment)",
+                    self.name(),
+                    next.len()
+                ),
+                Err(e) => {
+                    log::warn!("client {}: {e}", self.name());
+                    self.moves = last;
+                    return;
+                }
+            }
+        }
+        self.moves = next;
+    }
+
     /// The shards to assign now: listed, unfinished, and with every parent finished or
-    /// trimmed ([`lineage`]).
-    fn ready_shards(&self) -> Result<Vec<String>> {
+    /// trimmed ([`lineage`]). `finished`: the finished shards, if just read.
+    fn ready_shards(&self, finished: Option<&HashSet<String>>) -> Result<Vec<String>> {
         let names = &self.parts.names;
         let listed = stream::list_shards(
             self.bridge,
             &names.stream,
             self.parts.config.list_shards_page_size(),
         )?;
-        let finished = checkpoints::finished_shards(self.bridge, &names.checkpoints)?;
-        Ok(lineage::ready_shards(&listed, &finished))
+        let scanned;
+        let finished = match finished {
+            Some(f) => f,
+            None => {
+                scanned = checkpoints::finished_shards(self.bridge, &names.checkpoints)?;
+                &scanned
+            }
+        };
+        Ok(lineage::ready_shards(&listed, finished))
     }
 
     /// Claims or keeps the leadership if this client is first among the live ones,
@@ -919,18 +997,18 @@ impl<'a> Coordinator<'a> {
         }
         self.remove_gone(gone);
         let due = Instant::now() >= self.next_leader_action;
+        // One scan a shard check: finished shards, and the loads balancing reads.
+        let rows = checkpoints::scan_rows(self.bridge, &names.checkpoints)?;
+        self.loads = rows.load;
         let stale = match cache.as_deref() {
             None => true,
-            Some(ids) => {
-                let finished = checkpoints::finished_shards(self.bridge, &names.checkpoints)?;
-                ids.iter().any(|id| finished.contains(id))
-            }
+            Some(ids) => ids.iter().any(|id| rows.finished.contains(id)),
         };
         if !due && !stale {
             return Ok(());
         }
         self.next_leader_action = Instant::now() + self.parts.config.leader_action_frequency();
-        let ids = self.ready_shards()?;
+        let ids = self.ready_shards(Some(&rows.finished))?;
         // This client assigns from what it just computed, even if publishing fails.
         let written = metadata::write_shard_cache(self.bridge, &names.metadata, &ids);
         log::debug!(

@@ -83,6 +83,7 @@
 
 mod aggregate;
 mod assignment;
+pub mod balance;
 mod io;
 use io::bridge;
 mod batch;

@@ -7,12 +7,16 @@
 //! assign from the same shard list without each calling ListShards. Item
 //! `AssignmentMode` (`Mode`: `go` or `rendezvous`, `LastUpdate`, `LastUpdateRFC`) is this
 //! crate's own (the Go library ignores it): the leader's word on which assignment scheme
-//! the fleet uses (see [`AssignmentMode`](crate::AssignmentMode)).
+//! the fleet uses (see [`AssignmentMode`](crate::AssignmentMode)). Item `LoadPlan`
+//! (`Moves`: a map of shard id to client id, `LastUpdate`, `LastUpdateRFC`) is this
+//! crate's own too: the leader's moves off the count-balanced assignment, by load (see
+//! [`balance`](crate::balance)).
 
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
+use crate::balance::Moves;
 use crate::bridge::Bridge;
 use crate::checkpoints::Owner;
 use crate::clock;
@@ -377,6 +381,48 @@ pub(crate) fn write_scheme(bridge: &Bridge, table: &str, word: SchemeWord) -> Re
 fn cache_item_bytes(ids: &[String]) -> usize {
     let fixed = "Key".len() + "ShardCache".len() + "ShardIDs".len() + 64 + 64;
     fixed + ids.iter().map(|id| id.len() + 3).sum::<usize>()
+}
+
+/// The metadata item of the leader's load-balancing moves.
+const LOAD_PLAN: &str = "LoadPlan";
+
+/// The leader's moves ([`balance`](crate::balance)); none if it wrote none. Entries
+/// that are not strings are skipped.
+pub(crate) fn read_moves(bridge: &Bridge, table: &str) -> Result<Moves> {
+    let item = read_item(bridge, table, LOAD_PLAN)?;
+    Ok(match item.as_ref().and_then(|i| i.get("Moves")) {
+        Some(AttributeValue::M(m)) => m
+            .iter()
+            .filter_map(|(shard, client)| match client {
+                AttributeValue::S(c) => Some((shard.clone(), c.clone())),
+                _ => None,
+            })
+            .collect(),
+        _ => Moves::new(),
+    })
+}
+
+/// Writes the leader's moves (an empty map when there are none, so a client reading it
+/// knows the fleet balances by count alone).
+pub(crate) fn write_moves(bridge: &Bridge, table: &str, moves: &Moves) -> Result<()> {
+    let now = clock::now_nanos();
+    let map = moves
+        .iter()
+        .map(|(shard, client)| (shard.clone(), s(client)))
+        .collect();
+    bridge
+        .block_on(
+            bridge
+                .dynamodb()
+                .put_item()
+                .table_name(table)
+                .item("Key", s(LOAD_PLAN))
+                .item("Moves", AttributeValue::M(map))
+                .item("LastUpdate", AttributeValue::N(now.to_string()))
+                .item("LastUpdateRFC", s(&clock::rfc3339(now))),
+        )
+        .map(|_| ())
+        .map_err(|e| Error::aws(format!("writing the load plan in table {table}"), e))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use crate::assignment::{self, AssignmentMode};
+use crate::balance::{self, Moves};
 use crate::metadata::SchemeWord;
 
 /// Where this client stands.
@@ -72,16 +73,19 @@ impl Phase {
 
     /// The shards `me` owns. `listed` is the shard list as Go clients see it (the shard
     /// cache, in its stored order); `ready` the list this crate assigns from (unfinished,
-    /// parents finished).
+    /// parents finished); `moves` the leader's load balancing on top of
+    /// [`assign_shards`](crate::assign_shards) ([`balance`](crate::balance)), which the Go
+    /// scheme ignores.
     pub(crate) fn owned(
         self,
         listed: &[String],
         ready: &[String],
         live: &[String],
+        moves: &Moves,
         me: &str,
     ) -> HashSet<String> {
         let go = || assignment::go_owned_by(listed, live, me);
-        let ours = || assignment::owned_by(ready, live, me);
+        let ours = || balance::owned_by(ready, live, moves, me);
         let owned: Vec<&str> = match self {
             Phase::Go => go(),
             Phase::Rendezvous => ours(),
@@ -166,12 +170,12 @@ mod tests {
         let shards: Vec<String> = (0..8).map(|i| format!("shardId-{i:012}")).collect();
         let live: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         for me in &live {
-            let go = Phase::Go.owned(&shards, &shards, &live, me);
-            let ours = Phase::Rendezvous.owned(&shards, &shards, &live, me);
+            let go = Phase::Go.owned(&shards, &shards, &live, &Moves::new(), me);
+            let ours = Phase::Rendezvous.owned(&shards, &shards, &live, &Moves::new(), me);
             let both = Phase::Switching {
                 until: Instant::now(),
             }
-            .owned(&shards, &shards, &live, me);
+            .owned(&shards, &shards, &live, &Moves::new(), me);
             assert_eq!(both, go.union(&ours).cloned().collect());
         }
     }

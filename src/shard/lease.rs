@@ -2,6 +2,7 @@
 //! commits on schedule and their outcome, the deadlines that end a lease here, and the
 //! last writes (release, finish, handing back a lease that ran out).
 
+use crate::balance::LoadMeter;
 use crate::checkpoints::{Capture, Captured, LeaseState, Leases, WriteError};
 use crate::config::InitialPosition;
 use crate::error::{Error, ErrorKind, Result};
@@ -117,6 +118,7 @@ impl Worker<'_> {
         // The row says the lease was renewed when the write was sent: a slow or retried
         // answer must not stretch the lease past its margin.
         self.last_write = found.sent;
+        self.load = LoadMeter::new(Instant::now(), found.load);
         self.next_commit = Instant::now() + self.ctx.config.commit_frequency();
         let start = found.start;
         let checkpoint = self.resume_unwritten(found.checkpoint, found.was_ours);
@@ -322,11 +324,13 @@ impl Worker<'_> {
         if checkpoint.is_none() && !heartbeat_due {
             return Ok(());
         }
+        let load = self.load.read(now);
         self.in_flight = Some(InFlight {
             write: self.leases().start_commit(
                 self.shard(),
                 checkpoint.as_ref(),
                 self.commit_attempt(now),
+                Some(load),
             ),
             count,
             checkpoint,

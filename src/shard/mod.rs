@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use crate::balance::LoadMeter;
 use crate::batch::Batch;
 use crate::bridge::Bridge;
 use crate::checkpoints::{Leases, Owner};
@@ -250,6 +251,8 @@ struct Worker<'a> {
     /// The row's checkpoint when the lease was captured, and the position a rewind left
     /// in it: where a retry reads again if nothing of the lease was processed.
     lease_start: Option<(Checkpoint, Option<crate::InitialPosition>)>,
+    /// This shard's load, published with each commit for the leader's balancing.
+    load: LoadMeter,
 }
 
 /// How a closed shard's end was told to the caller.
@@ -297,6 +300,7 @@ impl<'a> Worker<'a> {
             failures: Vec::new(),
             probe: None,
             lease_start: None,
+            load: LoadMeter::new(now, None),
         }
     }
 
@@ -557,6 +561,8 @@ impl<'a> Worker<'a> {
             if batch.end_of_shard {
                 log::info!("shard {} read to its end", self.shard());
             }
+            let (records, bytes) = reader.take_fetched();
+            self.load.fetched(records, bytes);
             reader.current_is_last = batch.end_of_shard;
             reader.current_millis = batch.millis_behind_latest;
             reader.current = batch.records.into_iter();

@@ -35,6 +35,9 @@ pub(super) struct Reader<'s> {
     /// Bytes (data and key) per Kinesis record fetched, smoothed; `None` before the
     /// first record: sizes the fetches ([`Reader::limit`]).
     pub(super) bytes_per_record: Option<usize>,
+    /// Kinesis records and their bytes fetched since the worker last took them
+    /// ([`Reader::take_fetched`]), for the shard's load.
+    fetched: (usize, usize),
     /// [`Config::fetch_bytes`], shared among the shards this client reads (counted in
     /// `health`).
     pub(super) fetch_bytes: usize,
@@ -108,6 +111,7 @@ impl<'s> Reader<'s> {
             idle_poll: ctx.config.idle_poll_delay(),
             idle_streak: 0,
             bytes_per_record: None,
+            fetched: (0, 0),
             fetch_bytes: ctx.config.fetch_bytes(),
             probe_cap: None,
             health,
@@ -134,10 +138,17 @@ impl<'s> Reader<'s> {
             .iter()
             .map(|r| r.data.as_ref().len() + r.partition_key.len())
             .sum();
+        self.fetched.0 += batch.records.len();
+        self.fetched.1 += bytes;
         self.bytes_per_record = Some(smoothed_size(
             self.bytes_per_record,
             bytes / batch.records.len(),
         ));
+    }
+
+    /// The records and bytes fetched since the last call.
+    pub(super) fn take_fetched(&mut self) -> (usize, usize) {
+        std::mem::take(&mut self.fetched)
     }
 
     /// The polling interval, once the shard has answered empty at the tip often enough
