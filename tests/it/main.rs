@@ -7,6 +7,7 @@ mod support;
 
 mod aggregate;
 mod arn;
+mod balance;
 mod batches;
 mod bridge;
 mod compat;
