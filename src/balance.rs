@@ -17,15 +17,18 @@
 //! 3. Then, at most [`Rules::moves_per_check`] times: the busiest client (by load, ties by
 //!    id) gives up the one shard whose move to the least busy client with room lowers the
 //!    busier of the two the most, if the busiest client is above [`Rules::trigger`] × the
-//!    mean and the move lowers it by at least [`Rules::gain`] × the mean. Otherwise the
-//!    check is done.
+//!    mean (for the check's first move; [`Rules::settle`] × the mean for the next ones)
+//!    and the move lowers it by at least [`Rules::gain`] × the mean. Otherwise the check
+//!    is done.
 //!
 //! The thresholds are the hysteresis: once balanced, small changes in load move nothing,
 //! and a shard moved one way cannot gain enough to move straight back. With steady load
 //! the list, and so the assignment, stays as it is.
 //!
 //! A shard's load is `bytes/s + RECORD_WEIGHT × records/s` of what its owner fetched,
-//! smoothed over about a minute ([`LoadMeter`]); a shard with no published load counts 0.
+//! smoothed over about a minute (an exponential average; a new owner starts from the
+//! load the row last published), published as the row attribute `FetchLoad` with each
+//! commit. A shard with no published load counts 0.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -36,28 +39,43 @@ use crate::assignment::assign_shards;
 /// about as much as half a kilobyte of payload (see `BENCHMARKS.md`).
 pub const RECORD_WEIGHT: f64 = 512.0;
 
+/// The default [`Rules::max_moves`]: 4,000 entries, ~240 KB.
+pub const MAX_MOVES: usize = 4_000;
+
 /// The thresholds of [the rule](self).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rules {
-    /// A client is rebalanced only above this multiple of the mean load.
+    /// A check starts moving shards only while the busiest client is above this
+    /// multiple of the mean load.
     pub trigger: f64,
+    /// Once started, a check goes on while the busiest client is above this multiple
+    /// (below `trigger`, so a balanced fleet sits well inside the band).
+    pub settle: f64,
     /// A move must lower the busier client by at least this fraction of the mean load.
     pub gain: f64,
     /// Below this total load (bytes/s, records weighted) nothing moves.
     pub quiet: f64,
     /// Most moves made per check: a lease hand-off each, so a few at a time.
     pub moves_per_check: usize,
+    /// Most shards off the count-balanced assignment at once: the list is one DynamoDB
+    /// item, whose size limit is 400 KB (an entry takes ~60 bytes with 20-character
+    /// shard ids and 36-character client ids). Moving a shard back to its base owner is
+    /// always allowed.
+    pub max_moves: usize,
 }
 
 impl Rules {
-    /// The defaults for `clients` live clients: trigger 1.10, gain 0.05, quiet 64 KiB/s,
+    /// The defaults for `clients` live clients: trigger 1.10, settle 1.05, gain 0.01,
+    /// quiet 64 KiB/s,
     /// and `max(4, clients / 8)` moves per check.
     pub fn for_clients(clients: usize) -> Rules {
         Rules {
             trigger: 1.10,
-            gain: 0.05,
+            settle: 1.05,
+            gain: 0.01,
             quiet: 64.0 * 1024.0,
             moves_per_check: (clients / 8).max(4),
+            max_moves: MAX_MOVES,
         }
     }
 
@@ -174,11 +192,16 @@ pub fn rebalance(
         for (s, &c) in owner.iter().enumerate() {
             by_client[c].push(s);
         }
-        for _ in 0..rules.moves_per_check {
+        for made in 0..rules.moves_per_check {
             let busiest = (0..n)
                 .max_by(|&a, &b| carried[a].total_cmp(&carried[b]).then(b.cmp(&a)))
                 .unwrap_or(0);
-            if carried[busiest] <= rules.trigger * mean {
+            let band = if made == 0 {
+                rules.trigger
+            } else {
+                rules.settle
+            };
+            if carried[busiest] <= band * mean {
                 break;
             }
             let Some(lightest) = (0..n)
@@ -189,8 +212,12 @@ pub fn rebalance(
             };
             // The move that lowers the busier of the two the most; ties to the lower
             // shard position.
+            let off = owner.iter().zip(&base).filter(|(o, b)| o != b).count();
+            let full = off >= rules.max_moves;
             let best = by_client[busiest]
                 .iter()
+                // At the cap, only moves back to the base owner.
+                .filter(|&&s| !full || base[s] == lightest)
                 .map(|&s| {
                     let after = (carried[busiest] - weight[s]).max(carried[lightest] + weight[s]);
                     (carried[busiest] - after, s)
@@ -446,6 +473,26 @@ mod tests {
         let owner = owners(&shards, &clients, &settled);
         let weight: Vec<f64> = shards.iter().map(|s| load[s]).collect();
         assert!(max_over_mean(&client_loads(&owner, &weight, 4)) <= 1.25);
+    }
+
+    #[test]
+    fn the_list_of_moves_stays_under_its_cap() {
+        let shards = ids("shardId", 400);
+        let clients = ids("client", 10);
+        let base = assign_shards(&shards, &clients);
+        let load: HashMap<String, f64> = shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), if base[i] < 3 { 1e6 } else { 1e3 }))
+            .collect();
+        let mut rules = Rules::for_clients(10);
+        rules.max_moves = 7;
+        let mut moves = Moves::new();
+        for _ in 0..50 {
+            moves = rebalance(&shards, &clients, &load, &moves, &rules);
+            assert!(moves.len() <= 7, "{}", moves.len());
+        }
+        assert_eq!(moves.len(), 7);
     }
 
     #[test]

@@ -64,12 +64,12 @@ fn write_hot(env: &Env, hash_keys: Vec<String>, stop: Arc<AtomicBool>) -> JoinHa
     })
 }
 
+/// Three running clients, the two hot shards, and their hash keys.
+type Fleet = (Vec<Arc<Kinsumer>>, Vec<String>, Vec<String>);
+
 /// Starts three draining clients, waits for all six shards to be held once, and returns
 /// the two shards of one client (the hot ones) with their hash keys.
-fn fleet(
-    env: &mut Env,
-    config: &Config,
-) -> TestResult<(Vec<Arc<Kinsumer>>, Vec<String>, Vec<String>)> {
+fn fleet(env: &mut Env, config: &Config) -> TestResult<Fleet> {
     let mut consumers = Vec::new();
     for i in 0..3 {
         let c = Arc::new(env.consumer(&format!("balance-{i}"), config.clone())?);
