@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use kinsumer::balance::{self, Moves, Rules};
+use kinsumer::balance::{self, Plan, Rules};
 
 #[derive(Parser, Debug)]
 struct Args {
@@ -117,23 +117,23 @@ fn settle(
     shards: &[String],
     clients: &[String],
     load: &HashMap<String, f64>,
-    mut moves: Moves,
+    mut plan: Plan,
     limit: usize,
-) -> (Moves, usize, usize) {
+) -> (Plan, usize, usize) {
     let rules = Rules::for_clients(clients.len());
     let mut moved = 0;
-    let mut owners = balance::owners(shards, clients, &moves);
+    let mut owners = balance::owners(shards, clients, &plan.moves);
     for check in 0..limit {
-        let next = balance::rebalance(shards, clients, load, &moves, &rules);
-        if next == moves {
-            return (moves, check, moved);
+        let next = balance::rebalance(shards, clients, load, &plan, &rules);
+        if next == plan {
+            return (plan, check, moved);
         }
-        let after = balance::owners(shards, clients, &next);
+        let after = balance::owners(shards, clients, &next.moves);
         moved += owners.iter().zip(&after).filter(|(a, b)| a != b).count();
         owners = after;
-        moves = next;
+        plan = next;
     }
-    (moves, limit, moved)
+    (plan, limit, moved)
 }
 
 /// Shards whose owner (by id) differs between two (clients, owners) pairs.
@@ -158,15 +158,15 @@ fn membership_change(
     before: &[String],
     after: &[String],
     load: &HashMap<String, f64>,
-    settled: &Moves,
+    settled: &Plan,
 ) -> (usize, usize, usize) {
     let count_only = moved_between(
         (before, &kinsumer::assign_shards(shards, before)),
         (after, &kinsumer::assign_shards(shards, after)),
     );
-    let start = balance::owners(shards, before, settled);
-    let (moves, checks, _) = settle(shards, after, load, settled.clone(), 500);
-    let end = balance::owners(shards, after, &moves);
+    let start = balance::owners(shards, before, &settled.moves);
+    let (plan, checks, _) = settle(shards, after, load, settled.clone(), 500);
+    let end = balance::owners(shards, after, &plan.moves);
     (
         count_only,
         moved_between((before, &start), (after, &end)),
@@ -205,17 +205,17 @@ fn fleet(args: &Args) {
         base_ms.push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(base);
         let t = Instant::now();
-        let m = balance::rebalance(&shards, &clients, &load, &Moves::new(), &rules);
+        let m = balance::rebalance(&shards, &clients, &load, &Plan::default(), &rules);
         check_ms.push(t.elapsed().as_secs_f64() * 1e3);
         std::hint::black_box(m);
     }
     let base = kinsumer::assign_shards(&shards, &clients);
     let before = balance_of(&shards, &clients, &base, &load);
-    let (settled, checks, moved) = settle(&shards, &clients, &load, Moves::new(), 2_000);
+    let (settled, checks, moved) = settle(&shards, &clients, &load, Plan::default(), 2_000);
     let after = balance_of(
         &shards,
         &clients,
-        &balance::owners(&shards, &clients, &settled),
+        &balance::owners(&shards, &clients, &settled.moves),
         &load,
     );
     // Ten minutes of steady load at one check a minute, each reading ±5 %.
@@ -225,8 +225,11 @@ fn fleet(args: &Args) {
         let noisy = jittered(&load, 0.05, round);
         let next = balance::rebalance(&shards, &clients, &noisy, &steady_moves, &rules);
         steady_moved += moved_between(
-            (&clients, &balance::owners(&shards, &clients, &steady_moves)),
-            (&clients, &balance::owners(&shards, &clients, &next)),
+            (
+                &clients,
+                &balance::owners(&shards, &clients, &steady_moves.moves),
+            ),
+            (&clients, &balance::owners(&shards, &clients, &next.moves)),
         );
         steady_moves = next;
     }
@@ -243,6 +246,7 @@ fn fleet(args: &Args) {
         + "LoadPlan".len()
         + "Moves".len()
         + settled
+            .moves
             .iter()
             .map(|(s, c)| s.len() + c.len() + 3)
             .sum::<usize>()
@@ -265,7 +269,7 @@ fn fleet(args: &Args) {
             ("lower_bound", format!("{:.3}", after.lower_bound)),
             ("checks_to_settle", checks.to_string()),
             ("moved_to_settle", moved.to_string()),
-            ("moves_in_plan", settled.len().to_string()),
+            ("moves_in_plan", settled.moves.len().to_string()),
             ("plan_item_bytes", plan_bytes.to_string()),
             ("steady_10_checks_moved", steady_moved.to_string()),
             ("join_moved_count_only", join_count.to_string()),
@@ -302,11 +306,11 @@ fn two_hot() {
                 .collect();
             let base = kinsumer::assign_shards(&shards, &clients);
             let count = balance_of(&shards, &clients, &base, &load).max_over_mean;
-            let (settled, _, _) = settle(&shards, &clients, &load, Moves::new(), 100);
+            let (settled, _, _) = settle(&shards, &clients, &load, Plan::default(), 100);
             let by_load = balance_of(
                 &shards,
                 &clients,
-                &balance::owners(&shards, &clients, &settled),
+                &balance::owners(&shards, &clients, &settled.moves),
                 &load,
             )
             .max_over_mean;
@@ -322,8 +326,8 @@ fn two_hot() {
                     &rules,
                 );
                 steady += moved_between(
-                    (&clients, &balance::owners(&shards, &clients, &m)),
-                    (&clients, &balance::owners(&shards, &clients, &next)),
+                    (&clients, &balance::owners(&shards, &clients, &m.moves)),
+                    (&clients, &balance::owners(&shards, &clients, &next.moves)),
                 );
                 m = next;
             }
@@ -387,6 +391,29 @@ fn dynamo_model(shards: usize, clients: usize) {
     let leader_scan_units = scan_units(s, checkpoint_row);
     let leader_scan_pages = (s * checkpoint_row / 1e6).ceil();
     let leader = per_hour(Duration::from_secs(60)) * (1.0 + leader_scan_units);
+    // Requests a minute by operation, idle, to compare with a real run
+    // (`cargo bench --bench throughput -- dynamo-cost --only default-idle`).
+    let per_minute = |per_h: f64| per_h / 60.0;
+    report(
+        "scale-dynamodb-requests-per-minute-idle",
+        &[
+            ("shards", shards.to_string()),
+            ("clients", clients.to_string()),
+            ("PutItem", format!("{:.0}", per_minute(row_writes + 60.0))),
+            (
+                "Scan",
+                format!(
+                    "{:.0}",
+                    per_minute(c * per_hour(Duration::from_secs(3)) + 60.0 * leader_scan_pages)
+                ),
+            ),
+            (
+                "GetItem",
+                format!("{:.0}", per_minute(fleet_polls + check_reads)),
+            ),
+            ("UpdateItem", format!("{:.0}", s)),
+        ],
+    );
     for (label, commits) in [("idle", s * 60.0), ("busy", s * 3600.0)] {
         let writes = row_writes + commits + per_hour(Duration::from_secs(60));
         let reads = client_scans + fleet_polls + check_reads + leader;

@@ -93,6 +93,10 @@ struct Args {
     work_us: Option<u64>,
     /// `--recorder prometheus`: a recorder installed for the `metrics` feature.
     recorder: bool,
+    /// `--clients N`: the `dynamo-cost` fleet's size (default 3).
+    clients: Option<usize>,
+    /// `--only default-idle` etc.: one `dynamo-cost` row (timing-load) instead of four.
+    only: Option<String>,
 }
 
 fn parse_args() -> BenchResult<Args> {
@@ -111,6 +115,8 @@ fn parse_args() -> BenchResult<Args> {
         caller_ms: None,
         work_us: None,
         recorder: false,
+        clients: None,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -133,6 +139,8 @@ fn parse_args() -> BenchResult<Args> {
                 Some("prometheus") => args.recorder = true,
                 other => return Err(format!("--recorder {other:?}: prometheus").into()),
             },
+            "--clients" => args.clients = Some(it.next().ok_or("--clients N")?.parse()?),
+            "--only" => args.only = Some(it.next().ok_or("--only TIMING-LOAD")?),
             "--idle-poll" => args.idle_poll = Some(it.next().ok_or("--idle-poll MS")?.parse()?),
             "--aggregated" => {
                 args.aggregated = Some(it.next().ok_or("--aggregated K")?.parse()?);
@@ -1029,19 +1037,24 @@ fn await_balance(env: &support::Env, shards: i32, clients: usize) -> BenchResult
     Ok(())
 }
 
-/// DynamoDB requests of a 3-client fleet over `--shards` shards (default 32), measured
+/// DynamoDB requests of a `--clients` fleet (default 3) over `--shards` shards (default 32), measured
 /// for `--seconds` (default 60) once the fleet is balanced: at `Config::default()` and
 /// `Config::go_defaults()`, idle and busy (every shard taking records). Prints requests
-/// per hour for the fleet, per client and per shard, by operation.
+/// per hour for the fleet, per client and per shard, by operation. `--only default-idle`
+/// (or `default-busy`, `go_defaults-idle`, `go_defaults-busy`) runs one row.
 fn dynamo_cost(args: &Args) -> BenchResult {
     let shards = args.shards.unwrap_or(32);
     let seconds = args.seconds.unwrap_or(60);
-    let clients = 3;
+    let clients = args.clients.unwrap_or(3);
     for (timing, base) in [
         ("default", kinsumer::Config::default()),
         ("go_defaults", kinsumer::Config::go_defaults()),
     ] {
         for busy in [false, true] {
+            let row = format!("{timing}-{}", if busy { "busy" } else { "idle" });
+            if args.only.as_ref().is_some_and(|only| *only != row) {
+                continue;
+            }
             let mut env = support::Env::new(shards)?;
             let config = base
                 .clone()

@@ -17,9 +17,10 @@
 //! 3. Then, at most [`Rules::moves_per_check`] times: the busiest client (by load, ties by
 //!    id) gives up the one shard whose move to the least busy client with room lowers the
 //!    busier of the two the most, if the busiest client is above [`Rules::trigger`] × the
-//!    mean (for the check's first move; [`Rules::settle`] × the mean for the next ones)
-//!    and the move lowers it by at least [`Rules::gain`] × the mean. Otherwise the check
-//!    is done.
+//!    mean (for the check's first move; [`Rules::settle`] × the mean for the next ones,
+//!    and for the first one too when the last check ran out of moves above it:
+//!    [`Plan::settling`]) and the move lowers it by at least [`Rules::gain`] × the mean.
+//!    Otherwise the check is done.
 //!
 //! The thresholds are the hysteresis: once balanced, small changes in load move nothing,
 //! and a shard moved one way cannot gain enough to move straight back. With steady load
@@ -65,14 +66,14 @@ pub struct Rules {
 }
 
 impl Rules {
-    /// The defaults for `clients` live clients: trigger 1.10, settle 1.05, gain 0.01,
+    /// The defaults for `clients` live clients: trigger 1.10, settle 1.05, gain 0.005,
     /// quiet 64 KiB/s,
     /// and `max(4, clients / 8)` moves per check.
     pub fn for_clients(clients: usize) -> Rules {
         Rules {
             trigger: 1.10,
             settle: 1.05,
-            gain: 0.01,
+            gain: 0.005,
             quiet: 64.0 * 1024.0,
             moves_per_check: (clients / 8).max(4),
             max_moves: MAX_MOVES,
@@ -93,6 +94,17 @@ impl Rules {
 /// The leader's list of moves off the base assignment: shard id → client id. Sorted, so
 /// it is stored and compared the same on every client.
 pub type Moves = BTreeMap<String, String>;
+
+/// What the leader keeps between checks: the moves, and whether the last check stopped at
+/// [`Rules::moves_per_check`] with the busiest client still above [`Rules::settle`] — then
+/// the next check goes on from the lower band instead of waiting for [`Rules::trigger`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Shard id → client id, off the count-balanced assignment.
+    pub moves: Moves,
+    /// A check ran out of moves before the fleet was within [`Rules::settle`].
+    pub settling: bool,
+}
 
 /// The owner (an index into `clients`) of each shard, in `shards` order: the base
 /// assignment with `moves` applied where the shard is listed and the client live.
@@ -133,19 +145,42 @@ pub(crate) fn owned_by<'a>(
         .collect()
 }
 
-/// One leader check of [the rule](self): the moves to publish, given the last ones, the
+/// One leader check of [the rule](self): the plan to publish, given the last one, the
 /// listed shards, the live clients (sorted) and the shards' loads.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use kinsumer::balance::{self, Plan, Rules};
+///
+/// let shards: Vec<String> = (0..4).map(|i| format!("shardId-{i:012}")).collect();
+/// let clients = vec!["a".to_string(), "b".to_string()];
+/// // The count-balanced assignment gives each client two shards; make one client's
+/// // two shards hot.
+/// let base = kinsumer::assign_shards(&shards, &clients);
+/// let load: HashMap<String, f64> = shards
+///     .iter()
+///     .zip(&base)
+///     .map(|(s, &c)| (s.clone(), if c == 0 { 1e6 } else { 1e3 }))
+///     .collect();
+/// let plan = balance::rebalance(&shards, &clients, &load, &Plan::default(), &Rules::for_clients(2));
+/// let owners = balance::owners(&shards, &clients, &plan.moves);
+/// // One hot shard moved: each client now carries one.
+/// let hot_on_a = (0..4).filter(|&i| base[i] == 0 && owners[i] == 0).count();
+/// assert_eq!(hot_on_a, 1);
+/// ```
 pub fn rebalance(
     shards: &[String],
     clients: &[String],
     load: &HashMap<String, f64>,
-    last: &Moves,
+    last_plan: &Plan,
     rules: &Rules,
-) -> Moves {
+) -> Plan {
     let n = clients.len();
     if n == 0 {
-        return Moves::new();
+        return Plan::default();
     }
+    let last = &last_plan.moves;
+    let mut settling = false;
     let base = assign_shards(shards, clients);
     let index: HashMap<&str, usize> = clients
         .iter()
@@ -187,6 +222,7 @@ pub fn rebalance(
     let mean = total / n as f64;
     // 2. Quiet: nothing more moves.
     if total >= rules.quiet && n > 1 {
+        let mut made_all = true;
         // 3. A few moves off the busiest client.
         let mut by_client: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (s, &c) in owner.iter().enumerate() {
@@ -196,18 +232,20 @@ pub fn rebalance(
             let busiest = (0..n)
                 .max_by(|&a, &b| carried[a].total_cmp(&carried[b]).then(b.cmp(&a)))
                 .unwrap_or(0);
-            let band = if made == 0 {
+            let band = if made == 0 && !last_plan.settling {
                 rules.trigger
             } else {
                 rules.settle
             };
             if carried[busiest] <= band * mean {
+                made_all = false;
                 break;
             }
             let Some(lightest) = (0..n)
                 .filter(|&c| c != busiest && count[c] < max_count)
                 .min_by(|&a, &b| carried[a].total_cmp(&carried[b]).then(a.cmp(&b)))
             else {
+                made_all = false;
                 break;
             };
             // The move that lowers the busier of the two the most; ties to the lower
@@ -223,8 +261,12 @@ pub fn rebalance(
                     (carried[busiest] - after, s)
                 })
                 .max_by(|a, b| a.0.total_cmp(&b.0).then(b.1.cmp(&a.1)));
-            let Some((gained, s)) = best else { break };
+            let Some((gained, s)) = best else {
+                made_all = false;
+                break;
+            };
             if gained < rules.gain * mean {
+                made_all = false;
                 break;
             }
             owner[s] = lightest;
@@ -235,13 +277,19 @@ pub fn rebalance(
             by_client[busiest].retain(|&x| x != s);
             by_client[lightest].push(s);
         }
+        // Out of moves with the busiest still above the lower band: go on next check.
+        let busiest = carried.iter().copied().fold(0.0, f64::max);
+        settling = made_all && busiest > rules.settle * mean;
     }
-    shards
-        .iter()
-        .enumerate()
-        .filter(|&(s, _)| owner[s] != base[s])
-        .map(|(s, shard)| (shard.clone(), clients[owner[s]].clone()))
-        .collect()
+    Plan {
+        moves: shards
+            .iter()
+            .enumerate()
+            .filter(|&(s, _)| owner[s] != base[s])
+            .map(|(s, shard)| (shard.clone(), clients[owner[s]].clone()))
+            .collect(),
+        settling,
+    }
 }
 
 /// Time over which a shard's published load follows a change (an exponential average).
@@ -325,18 +373,18 @@ mod tests {
         shards: &[String],
         clients: &[String],
         load: &HashMap<String, f64>,
-        mut moves: Moves,
+        mut plan: Plan,
         checks: usize,
-    ) -> (Moves, usize) {
+    ) -> (Plan, usize) {
         let rules = Rules::for_clients(clients.len());
         for i in 0..checks {
-            let next = rebalance(shards, clients, load, &moves, &rules);
-            if next == moves {
-                return (moves, i);
+            let next = rebalance(shards, clients, load, &plan, &rules);
+            if next == plan {
+                return (plan, i);
             }
-            moves = next;
+            plan = next;
         }
-        (moves, checks)
+        (plan, checks)
     }
 
     #[test]
@@ -351,8 +399,8 @@ mod tests {
                     .enumerate()
                     .map(|(i, s)| (s.clone(), if i == a || i == b { 1e7 } else { 1e6 }))
                     .collect();
-                let (moves, _) = settle(&shards, &clients, &load, Moves::new(), 20);
-                let owner = owners(&shards, &clients, &moves);
+                let (moves, _) = settle(&shards, &clients, &load, Plan::default(), 20);
+                let owner = owners(&shards, &clients, &moves.moves);
                 assert_ne!(owner[a], owner[b], "hot shards {a} and {b} share a client");
                 let weight: Vec<f64> = shards.iter().map(|s| load[s]).collect();
                 let ratio = max_over_mean(&client_loads(&owner, &weight, 4));
@@ -372,7 +420,9 @@ mod tests {
             let even: HashMap<String, f64> = shards.iter().map(|s| (s.clone(), 1e6)).collect();
             let rules = Rules::for_clients(n_clients);
             assert!(
-                rebalance(&shards, &clients, &even, &Moves::new(), &rules).is_empty(),
+                rebalance(&shards, &clients, &even, &Plan::default(), &rules)
+                    .moves
+                    .is_empty(),
                 "{n_shards}/{n_clients} even"
             );
             // Skewed but quiet: a few bytes a second in all.
@@ -381,10 +431,16 @@ mod tests {
                 .enumerate()
                 .map(|(i, s)| (s.clone(), if i == 0 { 500.0 } else { 1.0 }))
                 .collect();
-            assert!(rebalance(&shards, &clients, &quiet, &Moves::new(), &rules).is_empty());
+            assert!(
+                rebalance(&shards, &clients, &quiet, &Plan::default(), &rules)
+                    .moves
+                    .is_empty()
+            );
             // No loads known at all.
             assert!(
-                rebalance(&shards, &clients, &HashMap::new(), &Moves::new(), &rules).is_empty()
+                rebalance(&shards, &clients, &HashMap::new(), &Plan::default(), &rules)
+                    .moves
+                    .is_empty()
             );
         }
     }
@@ -408,12 +464,12 @@ mod tests {
                             (s.clone(), 1e6 / (rank as f64).powf(skew))
                         })
                         .collect();
-                    let (moves, checks) = settle(&shards, &clients, &load, Moves::new(), 200);
+                    let (moves, checks) = settle(&shards, &clients, &load, Plan::default(), 200);
                     let case = format!("{n_shards}/{n_clients} skew {skew}");
                     assert!(checks < 200, "{case}: did not settle");
                     let rules = Rules::for_clients(n_clients);
                     assert_eq!(rebalance(&shards, &clients, &load, &moves, &rules), moves);
-                    let owner = owners(&shards, &clients, &moves);
+                    let owner = owners(&shards, &clients, &moves.moves);
                     assert_eq!(owner.len(), n_shards);
                     let mut count = vec![0; n_clients];
                     owner.iter().for_each(|&c| count[c] += 1);
@@ -441,15 +497,17 @@ mod tests {
     fn moves_to_a_gone_client_or_of_a_gone_shard_are_dropped() {
         let shards = ids("shardId", 8);
         let clients = ids("client", 3);
-        let mut last = Moves::new();
-        last.insert("shardId-0000".into(), "client-gone".into());
-        last.insert("shardId-9999".into(), "client-0001".into());
+        let mut last = Plan::default();
+        last.moves
+            .insert("shardId-0000".into(), "client-gone".into());
+        last.moves
+            .insert("shardId-9999".into(), "client-0001".into());
         let even: HashMap<String, f64> = shards.iter().map(|s| (s.clone(), 1e6)).collect();
         let next = rebalance(&shards, &clients, &even, &last, &Rules::for_clients(3));
-        assert!(next.is_empty(), "{next:?}");
+        assert!(next.moves.is_empty(), "{next:?}");
         // Owners ignore such moves too.
         assert_eq!(
-            owners(&shards, &clients, &last),
+            owners(&shards, &clients, &last.moves),
             assign_shards(&shards, &clients)
         );
     }
@@ -466,11 +524,13 @@ mod tests {
             .map(|(i, s)| (s.clone(), if base[i] == 0 { 1e6 } else { 1.0 }))
             .collect();
         let rules = Rules::for_clients(4);
-        let first = rebalance(&shards, &clients, &load, &Moves::new(), &rules);
-        assert_eq!(first.len(), rules.moves_per_check);
-        let (settled, checks) = settle(&shards, &clients, &load, Moves::new(), 50);
+        let first = rebalance(&shards, &clients, &load, &Plan::default(), &rules);
+        assert_eq!(first.moves.len(), rules.moves_per_check);
+        assert!(first.settling);
+        let (settled, checks) = settle(&shards, &clients, &load, Plan::default(), 50);
         assert!(checks > 1 && checks < 50, "{checks}");
-        let owner = owners(&shards, &clients, &settled);
+        let owner = owners(&shards, &clients, &settled.moves);
+        assert!(!settled.settling);
         let weight: Vec<f64> = shards.iter().map(|s| load[s]).collect();
         assert!(max_over_mean(&client_loads(&owner, &weight, 4)) <= 1.25);
     }
@@ -487,12 +547,12 @@ mod tests {
             .collect();
         let mut rules = Rules::for_clients(10);
         rules.max_moves = 7;
-        let mut moves = Moves::new();
+        let mut plan = Plan::default();
         for _ in 0..50 {
-            moves = rebalance(&shards, &clients, &load, &moves, &rules);
-            assert!(moves.len() <= 7, "{}", moves.len());
+            plan = rebalance(&shards, &clients, &load, &plan, &rules);
+            assert!(plan.moves.len() <= 7, "{}", plan.moves.len());
         }
-        assert_eq!(moves.len(), 7);
+        assert_eq!(plan.moves.len(), 7);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Select, Sender};
 
-use crate::balance::{self, Moves};
+use crate::balance::{self, Plan};
 use crate::batch::Batch;
 use crate::bridge::Bridge;
 use crate::checkpoints::{self, Owner};
@@ -326,8 +326,8 @@ struct Coordinator<'a> {
     heartbeat: Option<Heartbeat>,
     /// The live clients the last refresh assigned among.
     live: Vec<String>,
-    /// The leader's load-balancing moves last read ([`balance`](crate::balance)).
-    moves: Moves,
+    /// The leader's load-balancing plan last read ([`balance`](crate::balance)).
+    plan: Plan,
     /// As the leader: the shards' published loads, from this refresh's scan.
     loads: HashMap<String, f64>,
 }
@@ -353,7 +353,7 @@ impl<'a> Coordinator<'a> {
             membership: Arc::new(Membership::new(parts.config.membership_margin())),
             heartbeat: None,
             live: Vec::new(),
-            moves: Moves::new(),
+            plan: Plan::default(),
             loads: HashMap::new(),
             parts,
         }
@@ -783,7 +783,7 @@ impl<'a> Coordinator<'a> {
             &listed,
             &shard_ids,
             &live,
-            &self.moves,
+            &self.plan.moves,
             &self.parts.owner.id,
         );
         mine.retain(|id| !self.finished.contains(id.as_str()));
@@ -879,25 +879,25 @@ impl<'a> Coordinator<'a> {
         Ok(phase)
     }
 
-    /// Reads the leader's load-balancing moves into `self.moves` (none under the Go
+    /// Reads the leader's load-balancing plan into `self.plan` (none under the Go
     /// scheme, which ignores them) and, as the leader under [`assign_shards`], takes the
     /// next step of [the rule](crate::balance) from the loads its scan read, writing the
     /// moves when they change. Best effort: on a failure the last moves stay.
     fn balance(&mut self, phase: Phase, ready: &[String], live: &[String]) {
         if phase == Phase::Go {
-            self.moves.clear();
+            self.plan = Plan::default();
             return;
         }
         let table = &self.parts.names.metadata;
-        let last = match metadata::read_moves(self.bridge, table) {
-            Ok(moves) => moves,
+        let last = match metadata::read_plan(self.bridge, table) {
+            Ok(plan) => plan,
             Err(e) => {
                 log::warn!("client {}: {e}", self.name());
                 return;
             }
         };
         if !(self.leader && phase == Phase::Rendezvous) {
-            self.moves = last;
+            self.plan = last;
             return;
         }
         let next = if self.parts.config.load_balancing() {
@@ -909,31 +909,34 @@ impl<'a> Coordinator<'a> {
                 &balance::Rules::for_clients(live.len()),
             )
         } else {
-            Moves::new()
+            Plan::default()
         };
         if next != last {
             let changed = next
+                .moves
                 .iter()
-                .filter(|(shard, client)| last.get(*shard) != Some(*client))
+                .filter(|(shard, client)| last.moves.get(*shard) != Some(*client))
                 .count()
                 + last
+                    .moves
                     .keys()
-                    .filter(|shard| !next.contains_key(*shard))
+                    .filter(|shard| !next.moves.contains_key(*shard))
                     .count();
-            match metadata::write_moves(self.bridge, table, &next) {
-                Ok(()) => log::info!(
+            match metadata::write_plan(self.bridge, table, &next) {
+                Ok(()) if changed > 0 => log::info!(
                     "client {}: load balancing: {changed} shards move ({} off the count-balanced assignment)",
                     self.name(),
-                    next.len()
+                    next.moves.len()
                 ),
+                Ok(()) => {}
                 Err(e) => {
                     log::warn!("client {}: {e}", self.name());
-                    self.moves = last;
+                    self.plan = last;
                     return;
                 }
             }
         }
-        self.moves = next;
+        self.plan = next;
     }
 
     /// The shards to assign now: listed, unfinished, and with every parent finished or

@@ -8,7 +8,7 @@
 //! `AssignmentMode` (`Mode`: `go` or `rendezvous`, `LastUpdate`, `LastUpdateRFC`) is this
 //! crate's own (the Go library ignores it): the leader's word on which assignment scheme
 //! the fleet uses (see [`AssignmentMode`](crate::AssignmentMode)). Item `LoadPlan`
-//! (`Moves`: a map of shard id to client id, `LastUpdate`, `LastUpdateRFC`) is this
+//! (`Moves`: a map of shard id to client id, `Settling`, `LastUpdate`, `LastUpdateRFC`) is this
 //! crate's own too: the leader's moves off the count-balanced assignment, by load (see
 //! [`balance`](crate::balance)).
 
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 
-use crate::balance::Moves;
+use crate::balance::{Moves, Plan};
 use crate::bridge::Bridge;
 use crate::checkpoints::Owner;
 use crate::clock;
@@ -386,11 +386,15 @@ fn cache_item_bytes(ids: &[String]) -> usize {
 /// The metadata item of the leader's load-balancing moves.
 const LOAD_PLAN: &str = "LoadPlan";
 
-/// The leader's moves ([`balance`](crate::balance)); none if it wrote none. Entries
+/// The leader's plan ([`balance`](crate::balance)); none if it wrote none. Entries
 /// that are not strings are skipped.
-pub(crate) fn read_moves(bridge: &Bridge, table: &str) -> Result<Moves> {
+pub(crate) fn read_plan(bridge: &Bridge, table: &str) -> Result<Plan> {
     let item = read_item(bridge, table, LOAD_PLAN)?;
-    Ok(match item.as_ref().and_then(|i| i.get("Moves")) {
+    let settling = matches!(
+        item.as_ref().and_then(|i| i.get("Settling")),
+        Some(AttributeValue::Bool(true))
+    );
+    let moves = match item.as_ref().and_then(|i| i.get("Moves")) {
         Some(AttributeValue::M(m)) => m
             .iter()
             .filter_map(|(shard, client)| match client {
@@ -399,14 +403,16 @@ pub(crate) fn read_moves(bridge: &Bridge, table: &str) -> Result<Moves> {
             })
             .collect(),
         _ => Moves::new(),
-    })
+    };
+    Ok(Plan { moves, settling })
 }
 
-/// Writes the leader's moves (an empty map when there are none, so a client reading it
-/// knows the fleet balances by count alone).
-pub(crate) fn write_moves(bridge: &Bridge, table: &str, moves: &Moves) -> Result<()> {
+/// Writes the leader's plan (an empty map when there are no moves, so a client reading
+/// it knows the fleet balances by count alone).
+pub(crate) fn write_plan(bridge: &Bridge, table: &str, plan: &Plan) -> Result<()> {
     let now = clock::now_nanos();
-    let map = moves
+    let map = plan
+        .moves
         .iter()
         .map(|(shard, client)| (shard.clone(), s(client)))
         .collect();
@@ -418,6 +424,7 @@ pub(crate) fn write_moves(bridge: &Bridge, table: &str, moves: &Moves) -> Result
                 .table_name(table)
                 .item("Key", s(LOAD_PLAN))
                 .item("Moves", AttributeValue::M(map))
+                .item("Settling", AttributeValue::Bool(plan.settling))
                 .item("LastUpdate", AttributeValue::N(now.to_string()))
                 .item("LastUpdateRFC", s(&clock::rfc3339(now))),
         )
