@@ -179,4 +179,29 @@ mod tests {
             assert_eq!(both, go.union(&ours).cloned().collect());
         }
     }
+
+    #[test]
+    fn the_go_scheme_ignores_the_leaders_moves_and_rendezvous_applies_them() {
+        let shards: Vec<String> = (0..8).map(|i| format!("shardId-{i:012}")).collect();
+        let live: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        // Every shard moved to "c".
+        let moves: Moves = shards.iter().map(|s| (s.clone(), "c".to_owned())).collect();
+        for me in &live {
+            assert_eq!(
+                Phase::Go.owned(&shards, &shards, &live, &moves, me),
+                Phase::Go.owned(&shards, &shards, &live, &Moves::new(), me),
+            );
+        }
+        assert_eq!(
+            Phase::Rendezvous
+                .owned(&shards, &shards, &live, &moves, "c")
+                .len(),
+            8
+        );
+        assert!(
+            Phase::Rendezvous
+                .owned(&shards, &shards, &live, &moves, "a")
+                .is_empty()
+        );
+    }
 }
