@@ -67,14 +67,14 @@ pub struct Rules {
 
 impl Rules {
     /// The defaults for `clients` live clients: trigger 1.10, settle 1.05, gain 0.005,
-    /// quiet 64 KiB/s,
+    /// quiet 512 KiB/s (about 1,000 records/s of 1 KiB),
     /// and `max(4, clients / 8)` moves per check.
     pub fn for_clients(clients: usize) -> Rules {
         Rules {
             trigger: 1.10,
             settle: 1.05,
             gain: 0.005,
-            quiet: 64.0 * 1024.0,
+            quiet: 512.0 * 1024.0,
             moves_per_check: (clients / 8).max(4),
             max_moves: MAX_MOVES,
         }

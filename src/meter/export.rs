@@ -29,21 +29,39 @@ use metrics::{Counter, Gauge, Histogram, Label, Unit};
 
 use super::{EXPORT_PERIOD, Meters, SAMPLES_PER_EXPORT, ShardMeter, take};
 
-/// The running export thread; dropping it exports one last time and joins it.
+/// How long dropping the exporter waits for its last export: a recorder that blocks
+/// must not hang the consumer's `stop()` or `close()`.
+const LAST_EXPORT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The running export thread; dropping it exports one last time and joins it, waiting at
+/// most [`LAST_EXPORT_WAIT`] (then the thread is left to finish alone).
 #[derive(Debug)]
 pub(crate) struct Exporter {
     stop: Option<Sender<()>>,
+    /// Disconnects when the thread ends.
+    done: Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Exporter {
     pub(crate) fn start(meters: Arc<Meters>) -> std::io::Result<Self> {
+        Self::start_with(move |stopped| run(&meters, stopped))
+    }
+
+    /// Starts the thread running `body` until it returns; `body` is told to stop by the
+    /// receiver disconnecting.
+    fn start_with(body: impl FnOnce(&Receiver<()>) + Send + 'static) -> std::io::Result<Self> {
         let (stop, stopped) = crossbeam_channel::bounded(0);
+        let (done_tx, done) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new()
             .name("kinsumer-metrics".into())
-            .spawn(move || run(&meters, &stopped))?;
+            .spawn(move || {
+                let _done = done_tx;
+                body(&stopped);
+            })?;
         Ok(Exporter {
             stop: Some(stop),
+            done,
             thread: Some(thread),
         })
     }
@@ -52,8 +70,14 @@ impl Exporter {
 impl Drop for Exporter {
     fn drop(&mut self) {
         drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let Some(t) = self.thread.take() else { return };
+        match self.done.recv_timeout(LAST_EXPORT_WAIT) {
+            Err(RecvTimeoutError::Timeout) => log::warn!(
+                "the metrics export thread did not finish its last export within                  {LAST_EXPORT_WAIT:?} (a recorder blocking?); leaving it"
+            ),
+            _ => {
+                let _ = t.join();
+            }
         }
     }
 }
@@ -339,4 +363,40 @@ fn describe() {
         Unit::Count,
         "Errors retried or worked around, by kind and AWS error code"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn dropping_gives_up_on_a_thread_that_never_finishes() {
+        let (release, blocked) = crossbeam_channel::bounded::<()>(0);
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&finished);
+        let exporter = Exporter::start_with(move |_stopped| {
+            // A recorder stuck until the test lets it go.
+            let _ = blocked.recv();
+            flag.store(true, Ordering::SeqCst);
+        })
+        .expect("spawn");
+        drop(exporter);
+        // Drop returned while the thread was still blocked.
+        assert!(!finished.load(Ordering::SeqCst));
+        drop(release);
+    }
+
+    #[test]
+    fn dropping_joins_a_thread_that_finishes() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&finished);
+        let exporter = Exporter::start_with(move |stopped| {
+            let _ = stopped.recv();
+            flag.store(true, Ordering::SeqCst);
+        })
+        .expect("spawn");
+        drop(exporter);
+        assert!(finished.load(Ordering::SeqCst));
+    }
 }

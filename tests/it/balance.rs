@@ -28,7 +28,7 @@ fn holders(consumers: &[Arc<Kinsumer>]) -> Option<HashMap<String, usize>> {
     Some(held)
 }
 
-/// Writes ~200 records of 1 KiB a second to each shard whose hash range starts at one of
+/// Writes ~500 records of 1 KiB a second to each shard whose hash range starts at one of
 /// `hash_keys`, until `stop`.
 fn write_hot(env: &Env, hash_keys: Vec<String>, stop: Arc<AtomicBool>) -> JoinHandle<TestResult> {
     let kinesis = env.kinesis.clone();
@@ -41,7 +41,7 @@ fn write_hot(env: &Env, hash_keys: Vec<String>, stop: Arc<AtomicBool>) -> JoinHa
         while !stop.load(Ordering::Relaxed) {
             let mut entries = Vec::new();
             for (k, hash) in hash_keys.iter().enumerate() {
-                for i in 0..20 {
+                for i in 0..50 {
                     entries.push(
                         PutRecordsRequestEntry::builder()
                             .partition_key(format!("hot-{k}-{i}"))
