@@ -36,6 +36,12 @@ fn pair(shard: u64, client: u64) -> u64 {
     mix(shard.wrapping_add(client.wrapping_mul(0x9e37_79b9_7f4a_7c15)))
 }
 
+/// [`key`], for other modules' tests.
+#[cfg(test)]
+pub(crate) fn tests_key(id: &str) -> u64 {
+    key(id)
+}
+
 /// The score of a (shard, client) pair by ids.
 #[cfg(test)]
 fn score(shard: &str, client: &str) -> u64 {

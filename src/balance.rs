@@ -493,6 +493,106 @@ mod tests {
         }
     }
 
+    /// The loads with up to ±`noise` (a fraction) of deterministic jitter per shard.
+    fn jittered(load: &HashMap<String, f64>, noise: f64, round: u64) -> HashMap<String, f64> {
+        load.iter()
+            .map(|(id, l)| {
+                let h = crate::assignment::tests_key(&format!("{id}/{round}"));
+                let unit = (h >> 11) as f64 / (1u64 << 53) as f64;
+                (id.clone(), l * (1.0 + noise * (2.0 * unit - 1.0)))
+            })
+            .collect()
+    }
+
+    /// Hysteresis: once settled, ten checks of the same load measured with ±5 % noise
+    /// move nothing; and the same inputs always give the same plan.
+    #[test]
+    fn settled_fleets_stay_put_under_noisy_steady_load() {
+        for (n_shards, n_clients, skew) in
+            [(16, 4, 9.0), (200, 7, 0.5), (64, 3, 1.0), (500, 20, 0.7)]
+        {
+            let shards = ids("shardId", n_shards);
+            let clients = ids("client", n_clients);
+            let load: HashMap<String, f64> = shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let l = if skew > 5.0 {
+                        // Two shards at 10x the others.
+                        if i == 1 || i == 2 { 1e7 } else { 1e6 }
+                    } else {
+                        1e6 / (((i * 7919) % n_shards + 1) as f64).powf(skew)
+                    };
+                    (s.clone(), l)
+                })
+                .collect();
+            let (settled, _) = settle(&shards, &clients, &load, Plan::default(), 500);
+            let (again, _) = settle(&shards, &clients, &load, Plan::default(), 500);
+            assert_eq!(settled, again, "not deterministic");
+            let rules = Rules::for_clients(n_clients);
+            let mut plan = settled.clone();
+            for round in 0..10 {
+                plan = rebalance(
+                    &shards,
+                    &clients,
+                    &jittered(&load, 0.05, round),
+                    &plan,
+                    &rules,
+                );
+            }
+            assert_eq!(
+                owners(&shards, &clients, &plan.moves),
+                owners(&shards, &clients, &settled.moves),
+                "{n_shards}/{n_clients} skew {skew}: moved under steady load"
+            );
+        }
+    }
+
+    /// Joins and leaves over a sweep: balancing by load moves, in all, no more than
+    /// twice what the count-based assignment alone moves.
+    #[test]
+    fn joins_and_leaves_move_within_twice_the_count_based_movement() {
+        let (mut by_count, mut by_load) = (0usize, 0usize);
+        for n_shards in [16, 33, 64, 200] {
+            for n_clients in [2, 3, 4, 7] {
+                let shards = ids("shardId", n_shards);
+                let before = ids("client", n_clients);
+                let mut after = before.clone();
+                after.push("client-new".into());
+                after.sort();
+                let load: HashMap<String, f64> = shards
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.clone(), 1e6 / ((i * 7919) % n_shards + 1) as f64))
+                    .collect();
+                let moved = |a: (&[String], &[usize]), b: (&[String], &[usize])| {
+                    a.1.iter()
+                        .zip(b.1)
+                        .filter(|(x, y)| a.0[**x] != b.0[**y])
+                        .count()
+                };
+                for (from, to) in [(&before, &after), (&after, &before)] {
+                    let (start, _) = settle(&shards, from, &load, Plan::default(), 500);
+                    let (end, _) = settle(&shards, to, &load, start.clone(), 500);
+                    by_count += moved(
+                        (from, &assign_shards(&shards, from)),
+                        (to, &assign_shards(&shards, to)),
+                    );
+                    by_load += moved(
+                        (from, &owners(&shards, from, &start.moves)),
+                        (to, &owners(&shards, to, &end.moves)),
+                    );
+                }
+            }
+        }
+        eprintln!("joins and leaves: by load {by_load} shards moved, count-based {by_count}");
+        assert!(by_count > 0);
+        assert!(
+            by_load <= 2 * by_count,
+            "by load {by_load} shards, count-based {by_count}"
+        );
+    }
+
     #[test]
     fn moves_to_a_gone_client_or_of_a_gone_shard_are_dropped() {
         let shards = ids("shardId", 8);
