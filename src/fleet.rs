@@ -49,6 +49,13 @@ pub struct ShardStatus {
     pub failure: Option<String>,
     /// Where a rewound shard will start, if it was rewound and not read since.
     pub start_position: Option<InitialPosition>,
+    /// The shard's load as its owner last published it: fetched bytes per second plus
+    /// [`RECORD_WEIGHT`](crate::balance::RECORD_WEIGHT) per record, smoothed over about a
+    /// minute ([`balance`](crate::balance)).
+    pub load: Option<f64>,
+    /// The client id the leader moved the shard to, off the count-balanced assignment,
+    /// if it did ([`balance`](crate::balance)).
+    pub moved_to: Option<String>,
 }
 
 impl ShardStatus {
@@ -313,6 +320,7 @@ impl Fleet {
         self.check()?;
         let listed = stream::list_shards(&self.bridge, &self.names.stream, None)?;
         let rows = self.rows()?;
+        let plan = metadata::read_plan(&self.bridge, &self.names.metadata)?;
         let mut shards = Vec::with_capacity(listed.len());
         for info in listed {
             let row = rows.get(&info.id).map(checkpoints::RowView);
@@ -341,6 +349,8 @@ impl Fleet {
                     .and_then(|r| r.start_position())
                     .and_then(|v| checkpoints::parse_start_position(&v)),
                 failure: row.and_then(|r| r.failure()).map(|mark| mark.to_string()),
+                load: row.and_then(|r| checkpoints::load_of(r.0)),
+                moved_to: plan.moves.get(&info.id).cloned(),
                 shard_id: info.id,
             });
         }

@@ -4,7 +4,10 @@
 //! Each [`Kinsumer`] is one client of an *application*: the clients of an application
 //! share the stream's shards between them, coordinating through three DynamoDB tables
 //! (the same tables as the Go library kinsumer, so a Rust fleet resumes from a Go
-//! fleet's checkpoints). Shards move between clients when clients come and go.
+//! fleet's checkpoints). Shards move between clients when clients come and go, and —
+//! when some shards carry much more than others — so that clients carry similar load
+//! ([`balance`], [`Config::with_load_balancing`]); [`assign_shards`] is the count-balanced
+//! base every client computes alike.
 //!
 //! ```no_run
 //! use kinsumer::{Config, Kinsumer};

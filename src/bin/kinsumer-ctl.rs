@@ -47,7 +47,7 @@ struct FleetArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Per shard: owner, lease age, checkpoint and its age, lag, finished, parents, and
+    /// Per shard: owner, lease age, checkpoint and its age, lag, load, finished, parents, and
     /// parked shards; then the clients, the leader and the shard cache.
     Status {
         #[command(flatten)]
@@ -285,13 +285,14 @@ fn shard_line(s: &kinsumer::ShardStatus) -> String {
         _ => short(s.checkpoint.as_deref()),
     };
     format!(
-        "{:<24} {:<24} {:>9} {:>14} {:>10} {:>10} {:>8}  {}\n",
+        "{:<24} {:<24} {:>9} {:>14} {:>10} {:>10} {:>10} {:>8}  {}\n",
         s.shard_id,
         owner,
         secs(s.lease_age.filter(|_| s.owner_id.is_some())),
         checkpoint,
         secs(s.checkpoint_age),
         behind,
+        load_text(s.load, s.moved_to.is_some()),
         if s.finished { "yes" } else { "no" },
         if s.parents.is_empty() {
             "-".into()
@@ -301,15 +302,33 @@ fn shard_line(s: &kinsumer::ShardStatus) -> String {
     )
 }
 
+/// A published load, e.g. `1.2MB/s`, marked `*` when the leader moved the shard by load.
+fn load_text(load: Option<f64>, moved: bool) -> String {
+    let Some(l) = load else {
+        return "-".into();
+    };
+    let text = if l >= 1e6 {
+        format!("{:.1}MB/s", l / 1e6)
+    } else if l >= 1e3 {
+        format!("{:.1}kB/s", l / 1e3)
+    } else {
+        format!("{l:.0}B/s")
+    };
+    if moved { format!("{text}*") } else { text }
+}
+
 fn status_table(st: &FleetStatus) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<24} {:<24} {:>9} {:>14} {:>10} {:>10} {:>8}  parents",
-        "shard", "owner", "lease", "checkpoint", "ckpt age", "behind", "finished"
+        "{:<24} {:<24} {:>9} {:>14} {:>10} {:>10} {:>10} {:>8}  parents",
+        "shard", "owner", "lease", "checkpoint", "ckpt age", "behind", "load", "finished"
     );
     for s in &st.shards {
         out.push_str(&shard_line(s));
+    }
+    if st.shards.iter().any(|s| s.moved_to.is_some()) {
+        out.push_str("* moved off the count-balanced assignment by the leader, for load\n");
     }
     for s in st.shards.iter().filter(|s| s.failure.is_some()) {
         let _ = writeln!(
@@ -412,7 +431,8 @@ fn status_json(st: &FleetStatus) -> String {
             let parents: Vec<String> = s.parents.iter().map(|p| json_str(p)).collect();
             format!(
                 "{{\"shard_id\":{},\"owner_id\":{},\"owner_name\":{},\"lease_age_s\":{},\"checkpoint\":{},\
-                 \"checkpoint_age_s\":{},\"millis_behind_latest\":{},\"finished\":{},\"parents\":[{}],\"start_position\":{},\"failure\":{}}}",
+                 \"checkpoint_age_s\":{},\"millis_behind_latest\":{},\"finished\":{},\"parents\":[{}],\"start_position\":{},\"failure\":{},\
+                 \"load\":{},\"moved_to\":{}}}",
                 json_str(&s.shard_id),
                 json_opt_str(s.owner_id.as_deref()),
                 json_opt_str(s.owner_name.as_deref()),
@@ -424,6 +444,8 @@ fn status_json(st: &FleetStatus) -> String {
                 parents.join(","),
                 json_opt_str(s.start_position.map(|p| p.to_string()).as_deref()),
                 json_opt_str(s.failure.as_deref()),
+                s.load.map_or("null".into(), |l| format!("{l:.0}")),
+                json_opt_str(s.moved_to.as_deref()),
             )
         })
         .collect();

@@ -31,13 +31,11 @@ fn status_shows_owners_checkpoints_lag_clients_and_leader() -> TestResult {
     let fleet = fleet(&env)?;
     support::wait_for(
         Duration::from_secs(10),
-        "checkpoints on both shards",
+        "checkpoints on both shards, and a load published (at least a second in)",
         || {
-            Ok(fleet
-                .status()?
-                .shards
-                .iter()
-                .all(|s| s.checkpoint.is_some()))
+            let shards = fleet.status()?.shards;
+            Ok(shards.iter().all(|s| s.checkpoint.is_some())
+                && shards.iter().any(|s| s.load.is_some_and(|l| l > 0.0)))
         },
     )?;
     let status = fleet.status()?;
@@ -53,7 +51,18 @@ fn status_shows_owners_checkpoints_lag_clients_and_leader() -> TestResult {
         assert_eq!(s.millis_behind_latest, Some(0), "{s:?}");
         assert!(!s.finished);
         assert!(s.parents.is_empty());
+        // Commits publish the shard's load; one client: nothing moved.
+        assert!(s.load.is_some(), "{s:?}");
+        assert_eq!(s.moved_to, None);
     }
+    // Records arrived on at least one shard: its load is above zero.
+    assert!(
+        status
+            .shards
+            .iter()
+            .any(|s| s.load.is_some_and(|l| l > 0.0)),
+        "{status:?}"
+    );
     assert_eq!(status.clients.len(), 1);
     assert!(status.clients[0].live);
     assert_eq!(status.leader.as_ref().map(|l| l.1.as_str()), Some("worker"));
