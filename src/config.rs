@@ -310,9 +310,9 @@ impl Config {
     /// Go clients share the application, the Go scheme applies and nothing is moved.
     ///
     /// ```
-    /// let count_only = kinsumer::Config::new().with_load_balancing(false);
+    /// let count_only = kinsumer::Config::default().with_load_balancing(false);
     /// assert!(!count_only.load_balancing());
-    /// assert!(kinsumer::Config::new().load_balancing());
+    /// assert!(kinsumer::Config::default().load_balancing());
     /// ```
     pub fn with_load_balancing(mut self, on: bool) -> Self {
         self.load_balancing = on;

@@ -310,23 +310,39 @@ pub(crate) fn write_shard_cache(bridge: &Bridge, table: &str, ids: &[String]) ->
             sorted.len()
         )));
     }
+    let ids = AttributeValue::L(sorted.iter().map(|id| s(id)).collect());
+    put_stamped(
+        bridge,
+        table,
+        "ShardCache",
+        [("ShardIDs", ids)],
+        "the shard cache",
+    )
+}
+
+/// Puts the item `key` with `attributes` and `LastUpdate`/`LastUpdateRFC` of now.
+fn put_stamped<const N: usize>(
+    bridge: &Bridge,
+    table: &str,
+    key: &str,
+    attributes: [(&str, AttributeValue); N],
+    what: &str,
+) -> Result<()> {
     let now = clock::now_nanos();
+    let mut req = bridge
+        .dynamodb()
+        .put_item()
+        .table_name(table)
+        .item("Key", s(key))
+        .item("LastUpdate", AttributeValue::N(now.to_string()))
+        .item("LastUpdateRFC", s(&clock::rfc3339(now)));
+    for (name, value) in attributes {
+        req = req.item(name, value);
+    }
     bridge
-        .block_on(
-            bridge
-                .dynamodb()
-                .put_item()
-                .table_name(table)
-                .item("Key", s("ShardCache"))
-                .item(
-                    "ShardIDs",
-                    AttributeValue::L(sorted.iter().map(|id| s(id)).collect()),
-                )
-                .item("LastUpdate", AttributeValue::N(now.to_string()))
-                .item("LastUpdateRFC", s(&clock::rfc3339(now))),
-        )
+        .block_on(req)
         .map(|_| ())
-        .map_err(|e| Error::aws(format!("writing the shard cache in table {table}"), e))
+        .map_err(|e| Error::aws(format!("writing {what} in table {table}"), e))
 }
 
 /// The fleet's assignment scheme, as the leader (or a client that saw a Go client)
@@ -360,20 +376,13 @@ pub(crate) fn read_scheme(bridge: &Bridge, table: &str) -> Result<Option<SchemeW
 
 /// Writes the scheme word.
 pub(crate) fn write_scheme(bridge: &Bridge, table: &str, word: SchemeWord) -> Result<()> {
-    let now = clock::now_nanos();
-    bridge
-        .block_on(
-            bridge
-                .dynamodb()
-                .put_item()
-                .table_name(table)
-                .item("Key", s("AssignmentMode"))
-                .item("Mode", s(word.as_str()))
-                .item("LastUpdate", AttributeValue::N(now.to_string()))
-                .item("LastUpdateRFC", s(&clock::rfc3339(now))),
-        )
-        .map(|_| ())
-        .map_err(|e| Error::aws(format!("writing the assignment mode in table {table}"), e))
+    put_stamped(
+        bridge,
+        table,
+        "AssignmentMode",
+        [("Mode", s(word.as_str()))],
+        "the assignment mode",
+    )
 }
 
 /// An upper estimate of the cache item's size as DynamoDB counts it: attribute names and
@@ -410,26 +419,21 @@ pub(crate) fn read_plan(bridge: &Bridge, table: &str) -> Result<Plan> {
 /// Writes the leader's plan (an empty map when there are no moves, so a client reading
 /// it knows the fleet balances by count alone).
 pub(crate) fn write_plan(bridge: &Bridge, table: &str, plan: &Plan) -> Result<()> {
-    let now = clock::now_nanos();
-    let map = plan
+    let moves = plan
         .moves
         .iter()
         .map(|(shard, client)| (shard.clone(), s(client)))
         .collect();
-    bridge
-        .block_on(
-            bridge
-                .dynamodb()
-                .put_item()
-                .table_name(table)
-                .item("Key", s(LOAD_PLAN))
-                .item("Moves", AttributeValue::M(map))
-                .item("Settling", AttributeValue::Bool(plan.settling))
-                .item("LastUpdate", AttributeValue::N(now.to_string()))
-                .item("LastUpdateRFC", s(&clock::rfc3339(now))),
-        )
-        .map(|_| ())
-        .map_err(|e| Error::aws(format!("writing the load plan in table {table}"), e))
+    put_stamped(
+        bridge,
+        table,
+        LOAD_PLAN,
+        [
+            ("Moves", AttributeValue::M(moves)),
+            ("Settling", AttributeValue::Bool(plan.settling)),
+        ],
+        "the load plan",
+    )
 }
 
 #[cfg(test)]
