@@ -923,11 +923,14 @@ impl<'a> Coordinator<'a> {
                     .filter(|shard| !next.moves.contains_key(*shard))
                     .count();
             match metadata::write_plan(self.bridge, table, &next) {
-                Ok(()) if changed > 0 => log::info!(
-                    "client {}: load balancing: {changed} shards move ({} off the count-balanced assignment)",
-                    self.name(),
-                    next.moves.len()
-                ),
+                Ok(()) if changed > 0 => {
+                    log::info!(
+                        "client {}: load balancing: {changed} shards move ({} off the count-balanced assignment)",
+                        self.name(),
+                        next.moves.len()
+                    );
+                    self.parts.config.stats().shards_moved_by_load(changed);
+                }
                 Ok(()) => {}
                 Err(e) => {
                     log::warn!("client {}: {e}", self.name());

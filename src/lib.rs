@@ -56,7 +56,9 @@
 //! | `kinsumer_shard_owned` (1 or 0) | gauge | shard |
 //! | `kinsumer_records_retried_total`, `kinsumer_records_dead_lettered_total` | counter | shard |
 //! | `kinsumer_iterators_renewed_total` | counter | shard |
+//! | `kinsumer_shard_load` (bytes/s, records weighted: [`balance`]) | gauge | shard |
 //! | `kinsumer_leases_owned` | gauge | |
+//! | `kinsumer_shards_moved_by_load_total` (as the leader) | counter | |
 //! | `kinsumer_errors_total` (errors retried or worked around) | counter | `kind`, `code` |
 //!
 //! The library's threads only add to plain numbers (a hand-out's figures under the lock

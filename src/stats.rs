@@ -126,6 +126,19 @@ pub trait Stats: Send + Sync + fmt::Debug {
         let _ = shard_id;
     }
 
+    /// The shard's load, as published on its row with a commit: fetched bytes per second
+    /// plus [`RECORD_WEIGHT`](crate::balance::RECORD_WEIGHT) per record, smoothed over
+    /// about a minute ([`balance`](crate::balance)).
+    fn load_published(&self, shard_id: &str, bytes_per_second: f64) {
+        let _ = (shard_id, bytes_per_second);
+    }
+
+    /// As the fleet's leader: a shard check moved `count` shards by load
+    /// ([`balance`](crate::balance)).
+    fn shards_moved_by_load(&self, count: usize) {
+        let _ = count;
+    }
+
     /// A checkpoint write has been in flight for `in_flight_for` (called once per commit
     /// interval while it lasts; DynamoDB is slow or unreachable). Reading goes on
     /// meanwhile; a lease not renewed for the lease time less a shard check is given up

@@ -16,7 +16,9 @@
 //! | `kinsumer_shard_owned` | gauge | shard |
 //! | `kinsumer_records_retried_total`, `kinsumer_records_dead_lettered_total` | counter | shard |
 //! | `kinsumer_iterators_renewed_total` | counter | shard |
+//! | `kinsumer_shard_load` | gauge | shard |
 //! | `kinsumer_leases_owned` | gauge | |
+//! | `kinsumer_shards_moved_by_load_total` | counter | |
 //! | `kinsumer_errors_total` | counter | `kind`, `code` |
 
 use std::collections::HashMap;
@@ -102,6 +104,7 @@ struct Series {
     base: Vec<Label>,
     shards: HashMap<Arc<str>, ShardSeries>,
     leases_owned: Gauge,
+    moved_by_load: Counter,
     errors: HashMap<(crate::ErrorKind, Option<String>), Counter>,
 }
 
@@ -124,6 +127,7 @@ struct ShardSeries {
     released: Counter,
     lost: Counter,
     owned: Gauge,
+    load: Gauge,
     retried: Counter,
     dead_lettered: Counter,
     iterators_renewed: Counter,
@@ -170,6 +174,7 @@ impl ShardSeries {
             released: event("released"),
             lost: event("lost"),
             owned: metrics::gauge!("kinsumer_shard_owned", l.iter()),
+            load: metrics::gauge!("kinsumer_shard_load", l.iter()),
             retried: counter("kinsumer_records_retried_total"),
             dead_lettered: counter("kinsumer_records_dead_lettered_total"),
             iterators_renewed: counter("kinsumer_iterators_renewed_total"),
@@ -218,6 +223,10 @@ impl ShardSeries {
         if owned && behind >= 0 {
             self.behind.set(behind as f64);
         }
+        let load = m.load.load(Ordering::Relaxed);
+        if owned && load != u64::MAX {
+            self.load.set(f64::from_bits(load));
+        }
         owned
     }
 }
@@ -230,6 +239,7 @@ impl Series {
         ];
         Series {
             leases_owned: metrics::gauge!("kinsumer_leases_owned", base.iter()),
+            moved_by_load: metrics::counter!("kinsumer_shards_moved_by_load_total", base.iter()),
             base,
             shards: HashMap::new(),
             errors: HashMap::new(),
@@ -247,6 +257,10 @@ impl Series {
             owned += usize::from(s.export(&m));
         }
         self.leases_owned.set(owned as f64);
+        let moved = take(&meters.moved_by_load);
+        if moved > 0 {
+            self.moved_by_load.increment(moved);
+        }
         for (key, n) in meters.take_errors() {
             let base = &self.base;
             self.errors
@@ -337,6 +351,15 @@ fn describe() {
         "kinsumer_shard_owned",
         Unit::Count,
         "1 while this client holds the shard's lease"
+    );
+    describe_gauge!(
+        "kinsumer_shard_load",
+        "The shard's load as published for balancing: fetched bytes/s plus 512 per record/s"
+    );
+    describe_counter!(
+        "kinsumer_shards_moved_by_load_total",
+        Unit::Count,
+        "Shards this client moved by load as the fleet's leader"
     );
     describe_gauge!(
         "kinsumer_leases_owned",

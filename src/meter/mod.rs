@@ -206,6 +206,8 @@ pub(crate) struct ShardMeter {
     owned: AtomicBool,
     /// `millis_behind_latest` of the last read that told it; -1 before one did.
     behind_ms: AtomicI64,
+    /// The load last published (`f64` bits); `u64::MAX` before one was.
+    load: AtomicU64,
     pub(crate) counts: Counts,
     batch_records: AtomicHistogram,
 }
@@ -242,6 +244,7 @@ impl ShardMeter {
     pub(crate) fn new() -> Self {
         ShardMeter {
             behind_ms: AtomicI64::new(-1),
+            load: AtomicU64::new(u64::MAX),
             ..ShardMeter::default()
         }
     }
@@ -275,6 +278,8 @@ pub(crate) struct Meters {
     shards: Mutex<HashMap<Arc<str>, Arc<ShardMeter>>>,
     /// Errors reported (retried or worked around), by kind and AWS error code.
     errors: Mutex<HashMap<(ErrorKind, Option<String>), u64>>,
+    /// Shards this client moved by load as the leader, since the last export.
+    pub(crate) moved_by_load: AtomicU64,
 }
 
 impl Meters {
@@ -284,6 +289,7 @@ impl Meters {
             application: application.to_owned(),
             shards: Mutex::default(),
             errors: Mutex::default(),
+            moved_by_load: AtomicU64::new(0),
         }
     }
 
@@ -356,6 +362,17 @@ impl Stats for Meters {
 
     fn commit_lagging(&self, shard_id: &str, _in_flight_for: Duration) {
         self.with_shard(shard_id, |m| add(&m.counts.commits_lagging));
+    }
+
+    fn load_published(&self, shard_id: &str, bytes_per_second: f64) {
+        self.with_shard(shard_id, |m| {
+            m.load.store(bytes_per_second.to_bits(), Ordering::Relaxed);
+        });
+    }
+
+    fn shards_moved_by_load(&self, count: usize) {
+        self.moved_by_load
+            .fetch_add(count as u64, Ordering::Relaxed);
     }
 
     fn lease_acquired(&self, shard_id: &str) {
@@ -435,6 +452,8 @@ both! {
     fn assignment_mode_changed(&self, mode: crate::AssignmentMode);
     fn iterator_renewed(&self, shard_id: &str);
     fn commit_lagging(&self, shard_id: &str, in_flight_for: Duration);
+    fn load_published(&self, shard_id: &str, bytes_per_second: f64);
+    fn shards_moved_by_load(&self, count: usize);
     fn records_held_back(&self, shard_id: &str, count: u64, age: Duration);
     fn record_retried(&self, shard_id: &str, sequence_number: &str, attempt: u32, delay: Duration);
     fn record_dead_lettered(&self, shard_id: &str, sequence_number: &str, attempts: u32);

@@ -325,6 +325,7 @@ impl Worker<'_> {
             return Ok(());
         }
         let load = self.load.read(now);
+        self.ctx.config.stats().load_published(self.shard(), load);
         self.in_flight = Some(InFlight {
             write: self.leases().start_commit(
                 self.shard(),

@@ -1,7 +1,8 @@
 //! Balancing by load: three clients over six shards, two of them hot and placed on one
 //! client by the count-balanced assignment. The leader moves one of them off it from the
-//! loads the owners publish, the fleet settles (no further moves), and with balancing
-//! turned off nothing moves at all.
+//! loads the owners publish, the fleet settles (no further moves), the `metrics` feature
+//! exports the loads and the leader's moves, and with balancing turned off nothing moves
+//! at all.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -113,6 +114,7 @@ fn two_hot_shards_on_one_client_end_on_two_and_the_fleet_settles() -> TestResult
     support::init_logging();
     let mut env = Env::new(6)?;
     let config = support::fast_config();
+    let figures = crate::metrics::Figures::new(&env)?;
     let (consumers, hot, hash_keys) = fleet(&mut env, &config)?;
     let stop = Arc::new(AtomicBool::new(false));
     let writer = write_hot(&env, hash_keys, Arc::clone(&stop));
@@ -137,6 +139,27 @@ fn two_hot_shards_on_one_client_end_on_two_and_the_fleet_settles() -> TestResult
         }
         Ok(())
     });
+    // The `metrics` feature: the hot shards' load gauges above the others', and the
+    // leader counted its moves.
+    let loads = steady.as_ref().map_or(Ok(()), |()| {
+        support::wait_for(Duration::from_secs(10), "load gauges exported", || {
+            let gauges = figures.gauges("kinsumer_shard_load");
+            let per_shard: HashMap<String, f64> = gauges
+                .iter()
+                .filter_map(|(l, v)| Some((crate::metrics::shard_of(l)?, *v)))
+                .collect();
+            let cold = per_shard
+                .iter()
+                .filter(|(s, _)| !hot.contains(s))
+                .map(|(_, v)| *v)
+                .fold(0.0, f64::max);
+            Ok(per_shard.len() == 6
+                && hot
+                    .iter()
+                    .all(|h| per_shard.get(h).is_some_and(|v| *v > 10.0 * cold.max(1.0))))
+        })
+    });
+    let moved = figures.total("kinsumer_shards_moved_by_load_total");
     stop.store(true, Ordering::Relaxed);
     let written = writer.join().map_err(|_| "writer panicked")?;
     for c in &consumers {
@@ -144,6 +167,8 @@ fn two_hot_shards_on_one_client_end_on_two_and_the_fleet_settles() -> TestResult
     }
     steady?;
     written?;
+    loads?;
+    assert!(moved >= 1, "moves counted: {moved}");
     // The client that had both keeps one; the other went to a client of its own.
     let counts = settled.values().fold([0; 3], |mut n, &c| {
         n[c] += 1;

@@ -52,15 +52,15 @@ fn registry() -> TestResult<&'static Arc<Registry<Key, AtomicStorage>>> {
 }
 
 /// One application's series, by name and the labels other than stream and application.
-struct Figures {
+pub(crate) struct Figures {
     app: String,
     registry: &'static Arc<Registry<Key, AtomicStorage>>,
 }
 
-type Labels = Vec<(String, String)>;
+pub(crate) type Labels = Vec<(String, String)>;
 
 impl Figures {
-    fn new(env: &Env) -> TestResult<Figures> {
+    pub(crate) fn new(env: &Env) -> TestResult<Figures> {
         Ok(Figures {
             app: env.app.clone(),
             registry: registry()?,
@@ -98,7 +98,7 @@ impl Figures {
             .collect()
     }
 
-    fn gauges(&self, name: &str) -> HashMap<Labels, f64> {
+    pub(crate) fn gauges(&self, name: &str) -> HashMap<Labels, f64> {
         self.registry
             .get_gauge_handles()
             .into_iter()
@@ -118,7 +118,7 @@ impl Figures {
     }
 
     /// The sum of a counter over every label set.
-    fn total(&self, name: &str) -> u64 {
+    pub(crate) fn total(&self, name: &str) -> u64 {
         self.counters(name).values().sum()
     }
 
@@ -134,7 +134,7 @@ impl Figures {
     }
 }
 
-fn shard_of(labels: &Labels) -> Option<String> {
+pub(crate) fn shard_of(labels: &Labels) -> Option<String> {
     labels
         .iter()
         .find(|(k, _)| k == "shard")
