@@ -573,3 +573,37 @@ fn fan_out_subscriptions_are_counted_as_requests() -> TestResult {
     assert!(figures.total("kinsumer_reads_total") >= 1);
     Ok(())
 }
+
+/// Commits answered late (1.5 s, against a 200 ms commit interval) are counted as
+/// lagging while in flight, and still land.
+#[test]
+fn commits_answered_late_are_counted_as_lagging() -> TestResult {
+    support::init_logging();
+    let mut env = Env::new(1)?;
+    let figures = Figures::new(&env)?;
+    let proxy = crate::support::proxy::Proxy::start(env.emulators.dynamodb_endpoint())?;
+    proxy.delay_answers(Duration::from_millis(1500));
+    // Commits only (a capture or release sets OwnerID first).
+    let redirect = Outage::to(proxy.endpoint())
+        .only("UpdateItem")
+        .body_containing("SET LastUpdate = :now");
+    redirect.arm(true);
+    let dynamodb = redirect.dynamodb(&env.dynamodb);
+    let kinesis = env.kinesis.clone();
+    let consumer = env.consumer_with(&kinesis, &dynamodb, "lagging", support::fast_config())?;
+    consumer.run()?;
+    env.put_numbered(0, 20, 3)?;
+    let seen = support::collect_until(&consumer, Duration::from_secs(30), |s| s.len() >= 20)?;
+    let counted = support::wait_for(
+        Duration::from_secs(20),
+        "lagging and landed commits exported",
+        || {
+            Ok(figures.total("kinsumer_commits_lagging_total") >= 1
+                && figures.total("kinsumer_commits_total") >= 1)
+        },
+    );
+    consumer.stop();
+    counted?;
+    assert_eq!(seen.len(), 20);
+    Ok(())
+}
