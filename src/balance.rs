@@ -350,6 +350,21 @@ pub(crate) fn load_of(bytes: f64, records: f64) -> f64 {
 mod tests {
     use super::*;
 
+    /// Each shard's load by its position.
+    fn loads(shards: &[String], load: impl Fn(usize) -> f64) -> HashMap<String, f64> {
+        shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), load(i)))
+            .collect()
+    }
+
+    /// Zipf-like loads: the shard of rank r carries 1/r^skew, ranks scattered over the ids.
+    fn zipf(shards: &[String], skew: f64) -> HashMap<String, f64> {
+        let n = shards.len();
+        loads(shards, |i| 1e6 / (((i * 7919) % n + 1) as f64).powf(skew))
+    }
+
     fn ids(prefix: &str, n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{prefix}-{i:04}")).collect()
     }
@@ -394,11 +409,7 @@ mod tests {
         // Every pair of hot shards, so the base puts some pairs on one client.
         for a in 0..16 {
             for b in a + 1..16 {
-                let load: HashMap<String, f64> = shards
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.clone(), if i == a || i == b { 1e7 } else { 1e6 }))
-                    .collect();
+                let load = loads(&shards, |i| if i == a || i == b { 1e7 } else { 1e6 });
                 let (moves, _) = settle(&shards, &clients, &load, Plan::default(), 20);
                 let owner = owners(&shards, &clients, &moves.moves);
                 assert_ne!(owner[a], owner[b], "hot shards {a} and {b} share a client");
@@ -417,7 +428,7 @@ mod tests {
         for (n_shards, n_clients) in [(16, 4), (100, 7), (64, 3), (10, 10), (3, 5)] {
             let shards = ids("shardId", n_shards);
             let clients = ids("client", n_clients);
-            let even: HashMap<String, f64> = shards.iter().map(|s| (s.clone(), 1e6)).collect();
+            let even = loads(&shards, |_| 1e6);
             let rules = Rules::for_clients(n_clients);
             assert!(
                 rebalance(&shards, &clients, &even, &Plan::default(), &rules)
@@ -426,11 +437,7 @@ mod tests {
                 "{n_shards}/{n_clients} even"
             );
             // Skewed but quiet: a few bytes a second in all.
-            let quiet: HashMap<String, f64> = shards
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.clone(), if i == 0 { 500.0 } else { 1.0 }))
-                .collect();
+            let quiet = loads(&shards, |i| if i == 0 { 500.0 } else { 1.0 });
             assert!(
                 rebalance(&shards, &clients, &quiet, &Plan::default(), &rules)
                     .moves
@@ -455,15 +462,7 @@ mod tests {
                 for skew in [0.0, 0.5, 1.0, 1.5] {
                     let shards = ids("shardId", n_shards);
                     let clients = ids("client", n_clients);
-                    // Zipf-like: the shard of rank r carries 1/r^skew, ranks shuffled.
-                    let load: HashMap<String, f64> = shards
-                        .iter()
-                        .enumerate()
-                        .map(|(i, s)| {
-                            let rank = (i * 7919) % n_shards + 1;
-                            (s.clone(), 1e6 / (rank as f64).powf(skew))
-                        })
-                        .collect();
+                    let load = zipf(&shards, skew);
                     let (moves, checks) = settle(&shards, &clients, &load, Plan::default(), 200);
                     let case = format!("{n_shards}/{n_clients} skew {skew}");
                     assert!(checks < 200, "{case}: did not settle");
@@ -513,19 +512,12 @@ mod tests {
         {
             let shards = ids("shardId", n_shards);
             let clients = ids("client", n_clients);
-            let load: HashMap<String, f64> = shards
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    let l = if skew > 5.0 {
-                        // Two shards at 10x the others.
-                        if i == 1 || i == 2 { 1e7 } else { 1e6 }
-                    } else {
-                        1e6 / (((i * 7919) % n_shards + 1) as f64).powf(skew)
-                    };
-                    (s.clone(), l)
-                })
-                .collect();
+            let load = if skew > 5.0 {
+                // Two shards at 10x the others.
+                loads(&shards, |i| if i == 1 || i == 2 { 1e7 } else { 1e6 })
+            } else {
+                zipf(&shards, skew)
+            };
             let (settled, _) = settle(&shards, &clients, &load, Plan::default(), 500);
             let (again, _) = settle(&shards, &clients, &load, Plan::default(), 500);
             assert_eq!(settled, again, "not deterministic");
@@ -560,11 +552,7 @@ mod tests {
                 let mut after = before.clone();
                 after.push("client-new".into());
                 after.sort();
-                let load: HashMap<String, f64> = shards
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.clone(), 1e6 / ((i * 7919) % n_shards + 1) as f64))
-                    .collect();
+                let load = zipf(&shards, 1.0);
                 let moved = |a: (&[String], &[usize]), b: (&[String], &[usize])| {
                     a.1.iter()
                         .zip(b.1)
@@ -602,7 +590,7 @@ mod tests {
             .insert("shardId-0000".into(), "client-gone".into());
         last.moves
             .insert("shardId-9999".into(), "client-0001".into());
-        let even: HashMap<String, f64> = shards.iter().map(|s| (s.clone(), 1e6)).collect();
+        let even = loads(&shards, |_| 1e6);
         let next = rebalance(&shards, &clients, &even, &last, &Rules::for_clients(3));
         assert!(next.moves.is_empty(), "{next:?}");
         // Owners ignore such moves too.
@@ -618,11 +606,7 @@ mod tests {
         let clients = ids("client", 4);
         // All the load on the shards of one client of the base.
         let base = assign_shards(&shards, &clients);
-        let load: HashMap<String, f64> = shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.clone(), if base[i] == 0 { 1e6 } else { 1.0 }))
-            .collect();
+        let load = loads(&shards, |i| if base[i] == 0 { 1e6 } else { 1.0 });
         let rules = Rules::for_clients(4);
         let first = rebalance(&shards, &clients, &load, &Plan::default(), &rules);
         assert_eq!(first.moves.len(), rules.moves_per_check);
@@ -640,11 +624,7 @@ mod tests {
         let shards = ids("shardId", 400);
         let clients = ids("client", 10);
         let base = assign_shards(&shards, &clients);
-        let load: HashMap<String, f64> = shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (s.clone(), if base[i] < 3 { 1e6 } else { 1e3 }))
-            .collect();
+        let load = loads(&shards, |i| if base[i] < 3 { 1e6 } else { 1e3 });
         let mut rules = Rules::for_clients(10);
         rules.max_moves = 7;
         let mut plan = Plan::default();

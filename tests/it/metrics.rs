@@ -583,11 +583,7 @@ fn commits_answered_late_are_counted_as_lagging() -> TestResult {
     let figures = Figures::new(&env)?;
     let proxy = crate::support::proxy::Proxy::start(env.emulators.dynamodb_endpoint())?;
     proxy.delay_answers(Duration::from_millis(1500));
-    // Commits only (a capture or release sets OwnerID first).
-    let redirect = Outage::to(proxy.endpoint())
-        .only("UpdateItem")
-        .body_containing("SET LastUpdate = :now");
-    redirect.arm(true);
+    let redirect = Outage::commits_to(proxy.endpoint());
     let dynamodb = redirect.dynamodb(&env.dynamodb);
     let kinesis = env.kinesis.clone();
     let consumer = env.consumer_with(&kinesis, &dynamodb, "lagging", support::fast_config())?;

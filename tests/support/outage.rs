@@ -47,6 +47,17 @@ impl Outage {
         }
     }
 
+    /// Checkpoint commits (UpdateItems that set `LastUpdate` first; a capture or release
+    /// sets `OwnerID` first) sent to `endpoint` instead, armed: a slow DynamoDB for
+    /// commits alone.
+    pub fn commits_to(endpoint: String) -> Outage {
+        let outage = Outage::to(endpoint)
+            .only("UpdateItem")
+            .body_containing("SET LastUpdate = :now");
+        outage.arm(true);
+        outage
+    }
+
     /// Connections accepted, requests never answered.
     pub fn blackhole() -> std::io::Result<Outage> {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
