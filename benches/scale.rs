@@ -146,6 +146,28 @@ fn moved_between(before: (&[String], &[usize]), after: (&[String], &[usize])) ->
         .count()
 }
 
+/// Shards moved over ten minutes of steady load from `settled`, at one check a minute,
+/// each reading the loads with ±5 % noise.
+fn moved_while_steady(
+    shards: &[String],
+    clients: &[String],
+    load: &HashMap<String, f64>,
+    settled: &Plan,
+) -> usize {
+    let rules = Rules::for_clients(clients.len());
+    let mut plan = settled.clone();
+    let mut moved = 0;
+    for round in 0..10 {
+        let next = balance::rebalance(shards, clients, &jittered(load, 0.05, round), &plan, &rules);
+        moved += moved_between(
+            (clients, &balance::owners(shards, clients, &plan.moves)),
+            (clients, &balance::owners(shards, clients, &next.moves)),
+        );
+        plan = next;
+    }
+    moved
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -218,21 +240,7 @@ fn fleet(args: &Args) {
         &balance::owners(&shards, &clients, &settled.moves),
         &load,
     );
-    // Ten minutes of steady load at one check a minute, each reading ±5 %.
-    let mut steady_moves = settled.clone();
-    let mut steady_moved = 0;
-    for round in 0..10 {
-        let noisy = jittered(&load, 0.05, round);
-        let next = balance::rebalance(&shards, &clients, &noisy, &steady_moves, &rules);
-        steady_moved += moved_between(
-            (
-                &clients,
-                &balance::owners(&shards, &clients, &steady_moves.moves),
-            ),
-            (&clients, &balance::owners(&shards, &clients, &next.moves)),
-        );
-        steady_moves = next;
-    }
+    let steady_moved = moved_while_steady(&shards, &clients, &load, &settled);
     // A join, a leave (clean or crash: the same to the assignment).
     let mut joined = clients.clone();
     joined.push(uuid_like(10_000, 7));
@@ -315,22 +323,7 @@ fn two_hot() {
             )
             .max_over_mean;
             worst = (worst.0.max(count), worst.1.max(by_load));
-            let rules = Rules::for_clients(4);
-            let mut m = settled.clone();
-            for round in 0..10 {
-                let next = balance::rebalance(
-                    &shards,
-                    &clients,
-                    &jittered(&load, 0.05, round),
-                    &m,
-                    &rules,
-                );
-                steady += moved_between(
-                    (&clients, &balance::owners(&shards, &clients, &m.moves)),
-                    (&clients, &balance::owners(&shards, &clients, &next.moves)),
-                );
-                m = next;
-            }
+            steady += moved_while_steady(&shards, &clients, &load, &settled);
             let mut joined = clients.clone();
             joined.push(uuid_like(99, salt));
             joined.sort();
